@@ -1,0 +1,97 @@
+// Small progressive enhancements; every page works without them.
+(function () {
+  "use strict";
+
+  function csrfToken() {
+    var meta = document.querySelector('meta[name="csrf-token"]');
+    return meta ? meta.content : "";
+  }
+
+  // Times arrive in UTC; show them in the viewer's timezone, UTC stays on hover.
+  function localizeTimes(root) {
+    root.querySelectorAll("time[datetime]").forEach(function (el) {
+      var d = new Date(el.getAttribute("datetime"));
+      if (isNaN(d)) return;
+      el.textContent = d.toLocaleString(undefined, {
+        year: "numeric", month: "short", day: "numeric",
+        hour: "2-digit", minute: "2-digit", second: "2-digit", timeZoneName: "short"
+      });
+      if (!el.title) el.title = d.toISOString();
+    });
+  }
+
+  document.addEventListener("submit", function (ev) {
+    var button = ev.submitter;
+    var message = button && button.getAttribute("data-confirm");
+    if (message && !window.confirm(message)) ev.preventDefault();
+  });
+
+  document.addEventListener("change", function (ev) {
+    if (ev.target.matches("select[data-autosubmit]")) ev.target.form.submit();
+  });
+
+  document.addEventListener("click", function (ev) {
+    var button = ev.target.closest("[data-copy]");
+    if (!button) return;
+    var source = document.querySelector(button.getAttribute("data-copy"));
+    if (source && navigator.clipboard) {
+      navigator.clipboard.writeText(source.textContent.trim()).then(function () {
+        button.textContent = "Copied";
+      });
+    }
+  });
+
+  // Live cron preview: description and next fires from POST /api/v1/cron/validate.
+  var timer = null;
+  var lastAsked = null;
+  function previewCron() {
+    var input = document.querySelector("[data-cron-preview]");
+    var out = document.getElementById("cron-preview");
+    if (!input || !out) return;
+    var tz = document.getElementById("timezone");
+    var body = JSON.stringify({ expression: input.value, timezone: tz ? tz.value : "UTC" });
+    if (body === lastAsked) return;
+    lastAsked = body;
+    if (!input.value.trim()) { out.textContent = ""; return; }
+    fetch("/api/v1/cron/validate", {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { "Content-Type": "application/json", "X-CSRFToken": csrfToken() },
+      body: body
+    }).then(function (r) { return r.json(); }).then(function (data) {
+      if (body !== lastAsked) return;
+      out.textContent = "";
+      out.className = "cron-preview " + (data.valid ? "valid" : "invalid");
+      var p = document.createElement("p");
+      p.textContent = data.valid ? data.description : data.error;
+      out.appendChild(p);
+      if (data.valid) {
+        var ul = document.createElement("ul");
+        data.next.forEach(function (iso) {
+          var li = document.createElement("li");
+          var t = document.createElement("time");
+          t.setAttribute("datetime", iso);
+          t.textContent = iso;
+          li.appendChild(t);
+          ul.appendChild(li);
+        });
+        out.appendChild(ul);
+        localizeTimes(out);
+      }
+    }).catch(function () { out.textContent = "Could not check the expression right now."; });
+  }
+  document.addEventListener("input", function (ev) {
+    if (ev.target.matches("[data-cron-preview], #timezone")) {
+      clearTimeout(timer);
+      timer = setTimeout(previewCron, 200);
+    }
+  });
+
+  function init(root) {
+    localizeTimes(root);
+    lastAsked = null;
+    previewCron();
+  }
+  document.addEventListener("DOMContentLoaded", function () { init(document); });
+  document.addEventListener("htmx:afterSwap", function (ev) { init(ev.target); });
+})();

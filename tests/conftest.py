@@ -1,0 +1,126 @@
+"""Fixtures: the app on SQLite and on PostgreSQL, a private Redis, users, logins, tokens.
+
+Every test that takes `app` (or anything built on it) runs once per database backend.
+TEST_DATABASES=sqlite (or postgresql) narrows that while developing.
+"""
+
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import replace
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from redis import Redis
+
+from tests.services import postgres_server, redis_server
+from webapp import create_app
+from webapp.auth.passwords import hash_password
+from webapp.auth.tokens import create_token
+from webapp.config import Settings
+from webapp.extensions import db
+from webapp.models import Membership, Tenant, User
+
+BACKENDS = [b for b in os.environ.get("TEST_DATABASES", "sqlite,postgresql").split(",") if b]
+PASSWORD = "correct-horse-1"
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    with redis_server() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    with postgres_server() as url:
+        yield url
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(request: pytest.FixtureRequest, tmp_path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'test.db'}"
+    return request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture
+def settings(database_url: str, redis_url: str) -> Settings:
+    base = Settings.from_env()
+    return replace(base, database_url=database_url, redis_url=redis_url, secret_key="test-secret", metrics_token=None)
+
+
+@pytest.fixture
+def app(settings: Settings) -> Iterator[Flask]:
+    app = create_app(settings)
+    app.config.update(TESTING=True)
+    with app.app_context():
+        db.drop_all()
+        db.create_all()
+    Redis.from_url(settings.redis_url).flushdb()
+    yield app
+    with app.app_context():
+        db.session.remove()
+        db.drop_all()
+        db.engine.dispose()
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+@pytest.fixture
+def make_user(app: Flask):
+    """make_user(email, tenant_name, role) -> user id; creates the tenant when missing."""
+
+    def make(email: str, tenant: str = "acme", role: str = "editor") -> int:
+        with app.app_context():
+            t = db.session.scalar(db.select(Tenant).where(Tenant.name == tenant)) or Tenant(name=tenant)
+            user = db.session.scalar(db.select(User).where(User.email == email))
+            if user is None:
+                user = User(email=email, password_hash=hash_password(PASSWORD))
+            db.session.add(Membership(user=user, tenant=t, role=role))
+            db.session.commit()
+            return user.id
+
+    return make
+
+
+@pytest.fixture
+def make_token(app: Flask):
+    def make(email: str, tenant: str = "acme", role: str | None = None) -> str:
+        with app.app_context():
+            t = db.session.scalar(db.select(Tenant).where(Tenant.name == tenant))
+            u = db.session.scalar(db.select(User).where(User.email == email))
+            return create_token(t, u, "test", role)[1]
+
+    return make
+
+
+def csrf_from(html: str) -> str:
+    match = re.search(r'<meta name="csrf-token" content="([^"]+)"', html)
+    assert match, "page has no csrf-token meta tag"
+    return match.group(1)
+
+
+@pytest.fixture
+def login(client: FlaskClient):
+    """login(email) logs the test client in and returns the page's CSRF token."""
+
+    def do(email: str, password: str = PASSWORD) -> str:
+        page = client.get("/login")
+        token = csrf_from(page.get_data(as_text=True))
+        response = client.post("/login", data={"email": email, "password": password, "csrf_token": token})
+        assert response.status_code == 302, response.get_data(as_text=True)
+        return csrf_from(client.get("/").get_data(as_text=True))
+
+    return do
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+SOURCE = "async function main(event) {\n  return { ok: true };\n}\n"

@@ -1,0 +1,65 @@
+"""Script Runner web application factory."""
+
+from flask import Flask
+
+from webapp.config import INSTANCE_DIR, Settings
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    settings = settings or Settings.from_env()
+    app = Flask(
+        __name__,
+        instance_path=str(INSTANCE_DIR),
+        template_folder="../templates",
+        static_folder="../static",
+    )
+    app.config.update(
+        SETTINGS=settings,
+        SECRET_KEY=settings.secret_key,
+        SQLALCHEMY_DATABASE_URI=settings.database_url,
+        SQLALCHEMY_ENGINE_OPTIONS=_engine_options(settings.database_url),
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        REMEMBER_COOKIE_HTTPONLY=True,
+        REMEMBER_COOKIE_SAMESITE="Lax",
+        WTF_CSRF_TIME_LIMIT=None,
+        WTF_CSRF_SSL_STRICT=False,
+        MAX_CONTENT_LENGTH=8 * 1024 * 1024,
+    )
+
+    from webapp import database, errors, redis_client, security_headers
+    from webapp.extensions import csrf, db, login_manager, migrate
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(INSTANCE_DIR.parent / "migrations"), render_as_batch=True)
+    csrf.init_app(app)
+    login_manager.init_app(app)
+    database.configure(app)
+    redis_client.init_app(app)
+    errors.init_app(app)
+    security_headers.init_app(app)
+
+    from webapp.admin.views import bp as admin_bp
+    from webapp.api import bp as api_bp
+    from webapp.auth import identity
+    from webapp.auth.views import bp as auth_bp
+    from webapp.cli import register_cli
+    from webapp.dashboard import bp as dashboard_bp
+    from webapp.health import bp as health_bp
+    from webapp.scripts.views import bp as scripts_bp
+
+    identity.init_app(app)
+    for blueprint in (health_bp, auth_bp, dashboard_bp, scripts_bp, admin_bp, api_bp):
+        app.register_blueprint(blueprint)
+    register_cli(app)
+    from webapp import templating
+
+    templating.init_app(app)
+    return app
+
+
+def _engine_options(url: str) -> dict:
+    if url.startswith("sqlite"):
+        # Several processes write at once: wait for the lock instead of failing at once.
+        return {"connect_args": {"timeout": 30, "check_same_thread": False}}
+    return {"pool_pre_ping": True}

@@ -1,0 +1,22 @@
+"""REST API under /api/v1 (SPEC §8): Bearer token, or session + X-CSRFToken."""
+
+from flask import Blueprint, abort, request
+
+from webapp.auth.identity import bearer_token, current_principal
+from webapp.extensions import csrf
+
+bp = Blueprint("api", __name__, url_prefix="/api/v1")
+csrf.exempt(bp)
+
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+@bp.before_request
+def _authenticate() -> None:
+    if current_principal() is None:
+        abort(401)
+    if request.method not in _SAFE_METHODS and bearer_token() is None:
+        csrf.protect()  # a browser session must prove the request came from our page
+
+
+from webapp.api import cron, scripts  # noqa: E402,F401  (register routes)

@@ -1,0 +1,29 @@
+"""Small helpers shared by the API views."""
+
+from typing import Any
+
+from flask import request
+
+from webapp.errors import ApiError
+from webapp.scripts.queries import BadPaging, Page, paginate, paging_args
+
+
+def json_body() -> dict[str, Any]:
+    data = request.get_json(silent=True, force=True) if request.data else None
+    if not isinstance(data, dict):
+        raise ApiError(400, "malformed JSON: the body must be a JSON object")
+    return data
+
+
+def page_of(stmt: Any, render: Any) -> dict[str, Any]:
+    try:
+        page, per_page = paging_args(request.args)
+    except BadPaging as exc:
+        raise ApiError(422, "invalid paging", {exc.field: str(exc)}) from exc
+    result: Page = paginate(stmt, page, per_page)
+    return {
+        "items": [render(item) for item in result.items],
+        "page": result.page,
+        "per_page": result.per_page,
+        "total": result.total,
+    }

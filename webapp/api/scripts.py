@@ -1,0 +1,106 @@
+"""Scripts, versions and executions over REST."""
+
+from flask import request
+
+from webapp.api import bp
+from webapp.api.helpers import json_body, page_of
+from webapp.auth.identity import current_principal
+from webapp.errors import ApiError
+from webapp.models import SCRIPT_STATUSES, SCRIPT_TYPES, Execution, Script
+from webapp.permissions import require
+from webapp.scripts import service
+from webapp.scripts.queries import executions_stmt, scripts_stmt, versions_stmt
+from webapp.scripts.validation import ValidationFailed
+from webapp.serializers import execution_json, script_json, version_json
+from webapp.tenancy import current_tenant, get_or_404
+
+
+def _failed(exc: ValidationFailed) -> ApiError:
+    message = {409: "conflict", 404: "not found"}.get(exc.status, "invalid fields")
+    return ApiError(exc.status, message, exc.fields)
+
+
+@bp.get("/scripts")
+@require("scripts:read")
+def list_scripts():
+    type_, status = request.args.get("type"), request.args.get("status")
+    if type_ and type_ not in SCRIPT_TYPES:
+        raise ApiError(422, "invalid filter", {"type": f"must be one of {', '.join(SCRIPT_TYPES)}"})
+    if status and status not in SCRIPT_STATUSES:
+        raise ApiError(422, "invalid filter", {"status": f"must be one of {', '.join(SCRIPT_STATUSES)}"})
+    return page_of(scripts_stmt(type_, status, request.args.get("q")), script_json)
+
+
+@bp.post("/scripts")
+@require("scripts:write")
+def create_script():
+    try:
+        script = service.create_script(current_tenant(), current_principal().user, json_body())
+    except ValidationFailed as exc:
+        raise _failed(exc) from exc
+    return script_json(script), 201
+
+
+@bp.get("/scripts/<script_id>")
+@require("scripts:read")
+def get_script(script_id: str):
+    return script_json(get_or_404(Script, script_id))
+
+
+@bp.patch("/scripts/<script_id>")
+@require("scripts:write")
+def update_script(script_id: str):
+    script = get_or_404(Script, script_id)
+    try:
+        service.update_script(script, current_principal().user, json_body())
+    except ValidationFailed as exc:
+        raise _failed(exc) from exc
+    return script_json(script)
+
+
+@bp.delete("/scripts/<script_id>")
+@require("scripts:write")
+def delete_script(script_id: str):
+    service.delete_script(get_or_404(Script, script_id))
+    return "", 204
+
+
+@bp.get("/scripts/<script_id>/versions")
+@require("scripts:read")
+def list_versions(script_id: str):
+    return page_of(versions_stmt(get_or_404(Script, script_id)), version_json)
+
+
+@bp.get("/scripts/<script_id>/versions/<int:version>")
+@require("scripts:read")
+def get_version(script_id: str, version: int):
+    found = service.version_of(get_or_404(Script, script_id), version)
+    if found is None:
+        raise ApiError(404, f"version {version} does not exist")
+    return version_json(found)
+
+
+@bp.post("/scripts/<script_id>/rollback")
+@require("scripts:write")
+def rollback(script_id: str):
+    script = get_or_404(Script, script_id)
+    version = json_body().get("version")
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise ApiError(422, "invalid fields", {"version": "must be an integer"})
+    try:
+        service.rollback(script, current_principal().user, version)
+    except ValidationFailed as exc:
+        raise _failed(exc) from exc
+    return script_json(script)
+
+
+@bp.get("/scripts/<script_id>/executions")
+@require("executions:read")
+def list_executions(script_id: str):
+    return page_of(executions_stmt(get_or_404(Script, script_id)), execution_json)
+
+
+@bp.get("/executions/<execution_id>")
+@require("executions:read")
+def get_execution(execution_id: str):
+    return execution_json(get_or_404(Execution, execution_id))

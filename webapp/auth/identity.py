@@ -1,0 +1,73 @@
+"""Who is calling, in which tenant, with which role: resolved once per request.
+
+A caller is either a Bearer API token or a logged-in session with its current tenant.
+"""
+
+from dataclasses import dataclass
+
+from flask import Flask, g, request, session
+from flask_login import current_user
+from sqlalchemy import select
+
+from webapp.extensions import db, login_manager
+from webapp.models import ApiToken, Membership, Tenant, User
+
+SESSION_TENANT_KEY = "tenant_id"
+
+
+@dataclass(frozen=True)
+class Principal:
+    user: User
+    tenant: Tenant
+    role: str
+    token: ApiToken | None = None
+
+    @property
+    def via_token(self) -> bool:
+        return self.token is not None
+
+
+def init_app(app: Flask) -> None:
+    login_manager.user_loader(_load_user)
+    login_manager.login_view = "auth.login"
+    login_manager.login_message = None
+    login_manager.session_protection = "strong"
+
+
+def _load_user(user_id: str) -> User | None:
+    return db.session.get(User, int(user_id)) if user_id.isdigit() else None
+
+
+def bearer_token() -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    return None
+
+
+def current_principal() -> Principal | None:
+    if "principal" not in g:
+        g.principal = _resolve()
+    return g.principal
+
+
+def _resolve() -> Principal | None:
+    token = bearer_token()
+    if token is not None:
+        from webapp.auth.tokens import authenticate
+
+        return authenticate(token)
+    if not current_user.is_authenticated:
+        return None
+    memberships = user_memberships(current_user)
+    if not memberships:
+        return None
+    wanted = session.get(SESSION_TENANT_KEY)
+    chosen = next((m for m in memberships if m.tenant_id == wanted), memberships[0])
+    return Principal(user=current_user._get_current_object(), tenant=chosen.tenant, role=chosen.role)
+
+
+def user_memberships(user: User) -> list[Membership]:
+    stmt = select(Membership).join(Tenant).where(Membership.user_id == user.id).order_by(Tenant.name)
+    return list(db.session.scalars(stmt))

@@ -1,0 +1,144 @@
+"""`flask --app wsgi …` commands (SPEC §2)."""
+
+import re
+import secrets
+
+import click
+from flask import Flask
+from flask.cli import AppGroup
+from sqlalchemy import func, select
+
+from webapp.auth import tokens as token_service
+from webapp.auth.passwords import MIN_LENGTH, hash_password
+from webapp.extensions import db
+from webapp.models import ROLES, ApiToken, Membership, Tenant, User
+from webapp.serializers import iso
+
+TENANT_NAME = re.compile(r"^[a-z0-9-]{2,40}$")
+EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+DEMO_TENANT, DEMO_EMAIL = "demo", "admin@example.com"
+
+tenants_cli = AppGroup("tenants", help="Manage tenants.")
+users_cli = AppGroup("users", help="Manage users.")
+tokens_cli = AppGroup("tokens", help="Manage API tokens.")
+
+
+def _tenant(name: str) -> Tenant:
+    tenant = db.session.scalar(select(Tenant).where(Tenant.name == name))
+    if tenant is None:
+        raise click.ClickException(f"no tenant named {name!r}")
+    return tenant
+
+
+@tenants_cli.command("create")
+@click.argument("name")
+def create_tenant(name: str) -> None:
+    """Create tenant NAME (a slug: a-z, 0-9 and -, 2 to 40 characters)."""
+    if not TENANT_NAME.match(name):
+        raise click.ClickException(f"tenant name {name!r} must match [a-z0-9-]{{2,40}}")
+    if db.session.scalar(select(Tenant).where(Tenant.name == name)):
+        raise click.ClickException(f"tenant {name!r} already exists")
+    db.session.add(Tenant(name=name))
+    db.session.commit()
+    click.echo(f"created tenant {name}")
+
+
+def add_user(email: str, tenant: Tenant, role: str, password: str | None) -> tuple[User, bool]:
+    """Create the user (or find it) and give it `role` in `tenant`. Returns (user, created)."""
+    user = db.session.scalar(select(User).where(User.email == email))
+    created = user is None
+    if user is None:
+        if not password:
+            raise click.ClickException("--password is required for a new user")
+        user = User(email=email, password_hash=hash_password(password))
+        db.session.add(user)
+    membership = (
+        db.session.scalar(select(Membership).where(Membership.tenant_id == tenant.id, Membership.user_id == user.id))
+        if user.id
+        else None
+    )
+    if membership is None:
+        db.session.add(Membership(user=user, tenant=tenant, role=role))
+    else:
+        membership.role = role
+    db.session.commit()
+    return user, created
+
+
+@users_cli.command("create")
+@click.argument("email")
+@click.option("--tenant", "tenant_name", required=True, help="Tenant name.")
+@click.option("--role", type=click.Choice(ROLES), required=True)
+@click.option("--password", help="Required for a new user.")
+def create_user(email: str, tenant_name: str, role: str, password: str | None) -> None:
+    """Create user EMAIL with ROLE in a tenant; adds the membership if the user exists."""
+    email = email.strip().lower()
+    if not EMAIL.match(email):
+        raise click.ClickException(f"{email!r} is not an email address")
+    if password is not None and len(password) < MIN_LENGTH:
+        raise click.ClickException(f"password must be at least {MIN_LENGTH} characters")
+    tenant = _tenant(tenant_name)
+    user, created = add_user(email, tenant, role, password)
+    verb = "created user" if created else "updated user"
+    click.echo(f"{verb} {user.email} ({role} in {tenant.name})")
+
+
+@tokens_cli.command("create")
+@click.option("--tenant", "tenant_name", required=True)
+@click.option("--email", required=True)
+@click.option("--name", "label", default="", help="A label for the token.")
+@click.option("--role", type=click.Choice(ROLES), help="Defaults to the user's role.")
+def create_token(tenant_name: str, email: str, label: str, role: str | None) -> None:
+    """Create an API token; prints the token alone (shown once, stored hashed)."""
+    tenant = _tenant(tenant_name)
+    user = db.session.scalar(select(User).where(User.email == email.strip().lower()))
+    if user is None:
+        raise click.ClickException(f"no user {email!r}")
+    try:
+        _, plaintext = token_service.create_token(tenant, user, label, role)
+    except token_service.TokenError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(plaintext)
+
+
+@tokens_cli.command("list")
+@click.option("--tenant", "tenant_name", required=True)
+def list_tokens(tenant_name: str) -> None:
+    """List the tenant's tokens: id, label, user, role, created, last used."""
+    tenant = _tenant(tenant_name)
+    rows = db.session.scalars(select(ApiToken).where(ApiToken.tenant_id == tenant.id).order_by(ApiToken.id))
+    click.echo("id\tlabel\tuser\trole\tcreated\tlast_used\trevoked")
+    for t in rows:
+        click.echo(
+            f"{t.id}\t{t.name or '-'}\t{t.user.email}\t{t.role}\t{iso(t.created_at)}\t"
+            f"{iso(t.last_used_at) or 'never'}\t{iso(t.revoked_at) or 'no'}"
+        )
+
+
+@tokens_cli.command("revoke")
+@click.argument("token_id", type=int)
+def revoke_token(token_id: int) -> None:
+    """Revoke token ID."""
+    token = db.session.get(ApiToken, token_id)
+    if token is None:
+        raise click.ClickException(f"no token with id {token_id}")
+    token_service.revoke(token)
+    click.echo(f"revoked token {token_id}")
+
+
+@click.command("demo")
+def create_demo() -> None:
+    """On an empty database, create the demo tenant and its admin, and print the login."""
+    if db.session.scalar(select(func.count()).select_from(User)):
+        click.echo("database has users already: no demo account created")
+        return
+    password = secrets.token_urlsafe(9)
+    tenant = Tenant(name=DEMO_TENANT)
+    db.session.add(tenant)
+    add_user(DEMO_EMAIL, tenant, "admin", password)
+    click.echo(f"demo login: {DEMO_EMAIL} / {password}  (tenant {DEMO_TENANT})")
+
+
+def register_cli(app: Flask) -> None:
+    for command in (tenants_cli, users_cli, tokens_cli, create_demo):
+        app.cli.add_command(command)

@@ -1,0 +1,187 @@
+"""Database models. Field names follow SPEC §3–5."""
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from flask_login import UserMixin
+from sqlalchemy import JSON, ForeignKey, Index, String, Text, UniqueConstraint, Uuid
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.types import DateTime, TypeDecorator
+
+from webapp.extensions import db
+
+ROLES = ("viewer", "editor", "admin")
+SCRIPT_TYPES = ("manual", "cron", "endpoint")
+SCRIPT_STATUSES = ("active", "disabled")
+HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+MISFIRE_POLICIES = ("run_once", "skip")
+EXECUTION_STATUSES = ("queued", "running", "succeeded", "failed", "skipped")
+TRIGGERS = ("manual", "api", "cron", "endpoint")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator):
+    """Stores UTC and always returns aware UTC datetimes, on SQLite as on PostgreSQL."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTCDateTime column")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Tenant(db.Model):
+    __tablename__ = "tenants"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(40), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class User(UserMixin, db.Model):
+    __tablename__ = "users"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(254), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    memberships: Mapped[list["Membership"]] = relationship(back_populates="user", cascade="all, delete-orphan")
+
+
+class Membership(db.Model):
+    __tablename__ = "memberships"
+    __table_args__ = (UniqueConstraint("user_id", "tenant_id"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    role: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    user: Mapped[User] = relationship(back_populates="memberships")
+    tenant: Mapped[Tenant] = relationship()
+
+
+class ApiToken(db.Model):
+    __tablename__ = "api_tokens"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(100), default="")
+    role: Mapped[str] = mapped_column(String(16))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    user: Mapped[User] = relationship()
+    tenant: Mapped[Tenant] = relationship()
+
+
+class _TriggerSettings:
+    """Columns kept both on a script and on each of its versions."""
+
+    type: Mapped[str] = mapped_column(String(16))
+    source: Mapped[str] = mapped_column(Text)
+    cron_expression: Mapped[str | None] = mapped_column(String(200))
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    endpoint_path: Mapped[str | None] = mapped_column(String(500))
+    endpoint_method: Mapped[str | None] = mapped_column(String(8))
+    misfire_policy: Mapped[str | None] = mapped_column(String(16))
+    limits: Mapped[dict | None] = mapped_column(JSON)
+
+
+VERSIONED_FIELDS = (
+    "type",
+    "source",
+    "cron_expression",
+    "timezone",
+    "endpoint_path",
+    "endpoint_method",
+    "misfire_policy",
+    "limits",
+)
+
+
+class Script(_TriggerSettings, db.Model):
+    __tablename__ = "scripts"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "name", name="uq_scripts_tenant_name"),
+        # endpoint_route is the path with parameter names blanked ("/orders/{}"), so
+        # "/orders/{id}" and "/orders/{oid}" clash; NULL for non-endpoint scripts.
+        UniqueConstraint("tenant_id", "endpoint_method", "endpoint_route", name="uq_scripts_tenant_route"),
+    )
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    description: Mapped[str] = mapped_column(Text, default="")
+    status: Mapped[str] = mapped_column(String(16), default="active")
+    endpoint_route: Mapped[str | None] = mapped_column(String(500))
+    version: Mapped[int] = mapped_column(default=1)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    updated_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    tenant: Mapped[Tenant] = relationship()
+    created_by: Mapped[User | None] = relationship(foreign_keys=[created_by_id])
+    updated_by: Mapped[User | None] = relationship(foreign_keys=[updated_by_id])
+    versions: Mapped[list["ScriptVersion"]] = relationship(
+        back_populates="script",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+        order_by="ScriptVersion.version.desc()",
+    )
+
+
+class ScriptVersion(_TriggerSettings, db.Model):
+    __tablename__ = "script_versions"
+    __table_args__ = (UniqueConstraint("script_id", "version"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    script_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("scripts.id", ondelete="CASCADE"))
+    version: Mapped[int]
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    script: Mapped[Script] = relationship(back_populates="versions")
+    created_by: Mapped[User | None] = relationship()
+
+
+class Execution(db.Model):
+    __tablename__ = "executions"
+    __table_args__ = (
+        # Exactly-once cron fires: one execution per (script, scheduled time). NULLs (non-cron
+        # runs) never clash.
+        UniqueConstraint("script_id", "scheduled_at", name="uq_executions_script_fire"),
+        Index("ix_executions_script_queued", "script_id", "queued_at"),
+        Index("ix_executions_tenant_queued", "tenant_id", "queued_at"),
+        Index("ix_executions_status", "status"),
+    )
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    script_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("scripts.id", ondelete="CASCADE"))
+    script_version: Mapped[int]
+    trigger: Mapped[str] = mapped_column(String(16))
+    scheduled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    error_kind: Mapped[str | None] = mapped_column(String(32))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    params: Mapped[Any | None] = mapped_column(JSON)
+    result: Mapped[Any | None] = mapped_column(JSON)
+    logs: Mapped[list | None] = mapped_column(JSON)
+    # Endpoint runs: method, path, status and sizes; never bodies or credentials.
+    http_summary: Mapped[dict | None] = mapped_column(JSON)
+    queued_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    duration_ms: Mapped[float | None]
+    worker: Mapped[str | None] = mapped_column(String(200))
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    script: Mapped[Script] = relationship()

@@ -1,0 +1,98 @@
+"""Script lifecycle: create, update, enable/disable, delete, rollback, each versioned.
+
+Later subsystems (the cron scheduler, the endpoint router) subscribe to the signals below
+instead of being called from views.
+"""
+
+from collections.abc import Mapping
+from typing import Any
+
+from blinker import Namespace
+from flask import current_app
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from webapp.extensions import db
+from webapp.models import VERSIONED_FIELDS, Script, ScriptVersion, Tenant, User, utcnow
+from webapp.scripts.validation import ValidationFailed, route_key, validate
+
+_signals = Namespace()
+# sender: the Script after commit
+script_saved = _signals.signal("script-saved")
+# sender: the Script's last state, already deleted from the database
+script_deleted = _signals.signal("script-deleted")
+
+
+def _limits_defaults():
+    return current_app.config["SETTINGS"].limits
+
+
+def create_script(tenant: Tenant, user: User | None, data: Mapping[str, Any]) -> Script:
+    values = validate(data, tenant.id, _limits_defaults())
+    script = Script(tenant_id=tenant.id, created_by=user, updated_by=user, version=1)
+    _apply(script, values)
+    script.versions.append(_snapshot(script, user))
+    _commit()
+    script_saved.send(script)
+    return script
+
+
+def update_script(script: Script, user: User | None, data: Mapping[str, Any]) -> Script:
+    values = validate(data, script.tenant_id, _limits_defaults(), existing=script)
+    versioned_change = any(getattr(script, f) != values[f] for f in VERSIONED_FIELDS)
+    if not versioned_change and all(getattr(script, k) == v for k, v in values.items()):
+        return script
+    _apply(script, values)
+    script.updated_by = user
+    script.updated_at = utcnow()
+    if versioned_change:
+        script.version += 1
+        script.versions.append(_snapshot(script, user))
+    _commit()
+    script_saved.send(script)
+    return script
+
+
+def set_status(script: Script, user: User | None, status: str) -> Script:
+    return update_script(script, user, {"status": status})
+
+
+def delete_script(script: Script) -> None:
+    db.session.delete(script)
+    db.session.commit()
+    script_deleted.send(script)
+
+
+def rollback(script: Script, user: User | None, version: int) -> Script:
+    """Restore an earlier version's source and settings, as a new version."""
+    old = version_of(script, version)
+    if old is None:
+        raise ValidationFailed({"version": f"version {version} does not exist"}, status=404)
+    return update_script(script, user, {f: getattr(old, f) for f in VERSIONED_FIELDS})
+
+
+def version_of(script: Script, version: int) -> ScriptVersion | None:
+    return db.session.scalar(
+        select(ScriptVersion).where(ScriptVersion.script_id == script.id, ScriptVersion.version == version)
+    )
+
+
+def _apply(script: Script, values: Mapping[str, Any]) -> None:
+    for key, value in values.items():
+        setattr(script, key, value)
+    script.endpoint_route = route_key(script.endpoint_path) if script.type == "endpoint" else None
+
+
+def _snapshot(script: Script, user: User | None) -> ScriptVersion:
+    return ScriptVersion(version=script.version, created_by=user, **{f: getattr(script, f) for f in VERSIONED_FIELDS})
+
+
+def _commit() -> None:
+    try:
+        db.session.commit()
+    except IntegrityError as exc:
+        # Two writers raced past validation; the database's unique constraints decide.
+        db.session.rollback()
+        text = str(exc.orig).lower()
+        field = "endpoint_path" if "route" in text or "endpoint" in text else "name"
+        raise ValidationFailed({field: "already taken (changed concurrently)"}, status=409) from exc

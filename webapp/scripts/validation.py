@@ -1,0 +1,231 @@
+"""Validation of script fields: one function for the HTML form and the REST API alike."""
+
+import re
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import select
+
+from webapp import cron
+from webapp.config import ScriptLimits
+from webapp.extensions import db
+from webapp.models import HTTP_METHODS, MISFIRE_POLICIES, SCRIPT_STATUSES, SCRIPT_TYPES, Script
+from worker.runtime.source import MAX_SOURCE_BYTES, check_syntax, defines_main
+
+EDITABLE_FIELDS = (
+    "name",
+    "description",
+    "type",
+    "source",
+    "status",
+    "cron_expression",
+    "timezone",
+    "endpoint_path",
+    "endpoint_method",
+    "misfire_policy",
+    "limits",
+)
+LIMIT_KEYS = ("cpu_seconds", "wall_seconds", "memory_mb")
+_SEGMENT = re.compile(r"^(?:[A-Za-z0-9._~!$&'()*+,;=:@-]+|\{[A-Za-z_][A-Za-z0-9_]*\})$")
+_PARAM = re.compile(r"\{[A-Za-z_][A-Za-z0-9_]*\}")
+
+
+class ValidationFailed(Exception):
+    """Field messages; status 422 for invalid values, 409 for a uniqueness clash."""
+
+    def __init__(self, fields: dict[str, str], status: int = 422):
+        super().__init__("; ".join(f"{k}: {v}" for k, v in fields.items()))
+        self.fields = fields
+        self.status = status
+
+
+def current_values(script: Script) -> dict[str, Any]:
+    return {name: getattr(script, name) for name in EDITABLE_FIELDS}
+
+
+def validate(
+    data: Mapping[str, Any], tenant_id: int, limits: ScriptLimits, existing: Script | None = None
+) -> dict[str, Any]:
+    """Merge `data` over the existing script's values and return the cleaned values."""
+    unknown = sorted(set(data) - set(EDITABLE_FIELDS))
+    if unknown:
+        raise ValidationFailed({key: "unknown field" for key in unknown})
+    merged: dict[str, Any] = current_values(existing) if existing else {}
+    merged.update(data)
+    errors: dict[str, str] = {}
+    out: dict[str, Any] = {}
+
+    def text(key: str, default: str | None = "", max_len: int = 200) -> str | None:
+        value = merged.get(key, default)
+        if value is None:
+            return default
+        if not isinstance(value, str):
+            errors[key] = "must be a string"
+            return default
+        value = value.strip() if key != "source" else value
+        if len(value) > max_len:
+            errors[key] = f"must be at most {max_len} characters"
+        return value
+
+    out["name"] = text("name", max_len=100)
+    if not out["name"] and "name" not in errors:
+        errors["name"] = "is required"
+    out["description"] = text("description", max_len=2000)
+    out["type"] = _choice(merged, "type", SCRIPT_TYPES, errors, default=None)
+    out["status"] = _choice(merged, "status", SCRIPT_STATUSES, errors, default="active")
+    source = text("source", max_len=MAX_SOURCE_BYTES) or ""
+    out["source"] = source
+    if "source" not in errors:
+        errors.update(_source_errors(source))
+    out["timezone"] = text("timezone", default="UTC", max_len=64) or "UTC"
+    for key in ("cron_expression", "endpoint_path", "endpoint_method", "misfire_policy"):
+        out[key] = None
+    if out["type"] == "cron":
+        _validate_cron(merged, out, errors)
+    elif out["type"] == "endpoint":
+        _validate_endpoint(merged, out, errors)
+    if "timezone" not in errors:
+        try:
+            cron.check_timezone(out["timezone"])
+        except cron.CronError as exc:
+            errors["timezone"] = str(exc)
+    out["limits"] = _limits(merged.get("limits"), limits, errors)
+    if errors:
+        raise ValidationFailed(errors)
+    _check_unique(out, tenant_id, existing.id if existing else None)
+    return out
+
+
+def _choice(
+    merged: Mapping[str, Any], key: str, allowed: tuple[str, ...], errors: dict, default: str | None
+) -> str | None:
+    value = merged.get(key) or default
+    if value not in allowed:
+        errors[key] = f"must be one of {', '.join(allowed)}" if value else "is required"
+        return None
+    return value
+
+
+def _source_errors(source: str) -> dict[str, str]:
+    if not source.strip():
+        return {"source": "is required: define a function main(event)"}
+    problem = check_syntax(source)
+    if problem is not None:
+        return {"source": str(problem)}
+    if not defines_main(source):
+        return {"source": "must define a function main(event)"}
+    return {}
+
+
+def _validate_cron(merged: Mapping[str, Any], out: dict[str, Any], errors: dict[str, str]) -> None:
+    expression = merged.get("cron_expression")
+    if not isinstance(expression, str) or not expression.strip():
+        errors["cron_expression"] = "is required for a cron script"
+    else:
+        out["cron_expression"] = expression.strip()
+        try:
+            cron.parse(out["cron_expression"], out["timezone"] or "UTC")
+        except cron.CronError as exc:
+            if "timezone" in str(exc):
+                errors["timezone"] = str(exc)
+            else:
+                errors["cron_expression"] = str(exc)
+    out["misfire_policy"] = _choice(merged, "misfire_policy", MISFIRE_POLICIES, errors, default="run_once")
+
+
+def _validate_endpoint(merged: Mapping[str, Any], out: dict[str, Any], errors: dict[str, str]) -> None:
+    method = merged.get("endpoint_method")
+    out["endpoint_method"] = method.upper() if isinstance(method, str) else method
+    out["endpoint_method"] = _choice(out, "endpoint_method", HTTP_METHODS, errors, default=None)
+    path = merged.get("endpoint_path")
+    if not isinstance(path, str) or not path.strip():
+        errors["endpoint_path"] = "is required for an endpoint script"
+        return
+    path = path.strip()
+    problem = path_problem(path)
+    if problem:
+        errors["endpoint_path"] = problem
+    out["endpoint_path"] = path
+
+
+def path_problem(path: str) -> str | None:
+    if not path.startswith("/"):
+        return "must start with /"
+    if len(path) > 500:
+        return "must be at most 500 characters"
+    if path == "/":
+        return None
+    if path.endswith("/"):
+        return "must not end with /"
+    names: set[str] = set()
+    for segment in path[1:].split("/"):
+        if not segment:
+            return "must not contain an empty segment (//)"
+        if not _SEGMENT.match(segment):
+            return (
+                f"segment {segment!r} has characters not allowed in a path "
+                "(use letters, digits, -._~ or a {name} parameter)"
+            )
+        if segment.startswith("{"):
+            name = segment[1:-1]
+            if name in names:
+                return f"parameter {{{name}}} appears twice"
+            names.add(name)
+    return None
+
+
+def route_key(path: str) -> str:
+    """The path with parameter names blanked: /orders/{id} and /orders/{oid} are one route."""
+    return _PARAM.sub("{}", path)
+
+
+def _limits(value: Any, defaults: ScriptLimits, errors: dict[str, str]) -> dict[str, float] | None:
+    if value in (None, {}, ""):
+        return None
+    if not isinstance(value, Mapping):
+        errors["limits"] = 'must be an object like {"cpu_seconds": 2}'
+        return None
+    out: dict[str, float] = {}
+    for key, raw in value.items():
+        if key not in LIMIT_KEYS:
+            errors["limits"] = f"unknown limit {key!r} (allowed: {', '.join(LIMIT_KEYS)})"
+            return None
+        if raw in (None, ""):
+            continue
+        if isinstance(raw, bool) or not isinstance(raw, int | float):
+            errors["limits"] = f"{key} must be a number"
+            return None
+        ceiling = getattr(defaults, key)
+        if raw <= 0:
+            errors["limits"] = f"{key} must be greater than 0"
+            return None
+        if raw > ceiling:
+            errors["limits"] = f"{key} may not exceed the platform default of {ceiling}"
+            return None
+        out[key] = raw
+    return out or None
+
+
+def _check_unique(out: dict[str, Any], tenant_id: int, own_id: uuid.UUID | None) -> None:
+    clashes: dict[str, str] = {}
+    stmt = select(Script.id).where(Script.tenant_id == tenant_id, Script.name == out["name"])
+    if own_id is not None:
+        stmt = stmt.where(Script.id != own_id)
+    if db.session.scalar(stmt) is not None:
+        clashes["name"] = f"a script named {out['name']!r} already exists"
+    if out["type"] == "endpoint":
+        stmt = select(Script.name).where(
+            Script.tenant_id == tenant_id,
+            Script.endpoint_method == out["endpoint_method"],
+            Script.endpoint_route == route_key(out["endpoint_path"]),
+        )
+        if own_id is not None:
+            stmt = stmt.where(Script.id != own_id)
+        other = db.session.scalar(stmt)
+        if other is not None:
+            clashes["endpoint_path"] = (
+                f"{out['endpoint_method']} {out['endpoint_path']} is already served by script {other!r}"
+            )
+    if clashes:
+        raise ValidationFailed(clashes, status=409)

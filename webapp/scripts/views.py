@@ -1,0 +1,208 @@
+"""Script pages: list, create, edit, detail, enable/disable, delete, versions and rollback."""
+
+import difflib
+from typing import Any
+
+from flask import Blueprint, abort, redirect, render_template, request, url_for
+
+from webapp.api.cron import describe
+from webapp.auth.identity import current_principal
+from webapp.models import HTTP_METHODS, SCRIPT_STATUSES, SCRIPT_TYPES, VERSIONED_FIELDS, Execution, Script
+from webapp.permissions import require
+from webapp.scripts import service
+from webapp.scripts.forms import form_data, initial_values
+from webapp.scripts.queries import BadPaging, executions_stmt, paginate, paging_args, scripts_stmt, versions_stmt
+from webapp.scripts.validation import ValidationFailed
+from webapp.tenancy import get_or_404
+
+bp = Blueprint("scripts", __name__)
+PER_PAGE = 20
+
+
+def _is_htmx() -> bool:
+    return request.headers.get("HX-Request") == "true"
+
+
+@bp.get("/scripts")
+@require("scripts:read")
+def index():
+    type_ = request.args.get("type") if request.args.get("type") in SCRIPT_TYPES else None
+    status = request.args.get("status") if request.args.get("status") in SCRIPT_STATUSES else None
+    search = request.args.get("q", "").strip()
+    try:
+        page, _ = paging_args(request.args)
+    except BadPaging:
+        page = 1
+    result = paginate(scripts_stmt(type_, status, search), page, PER_PAGE)
+    filters = {"type": type_ or "", "status": status or "", "q": search}
+    template = (
+        "scripts/_table.html"
+        if _is_htmx() and request.headers.get("HX-Target") == "script-table"
+        else "scripts/index.html"
+    )
+    return render_template(template, page=result, filters=filters)
+
+
+def _form_page(script: Script | None, values: dict[str, Any], errors: dict[str, str], status: int = 200):
+    return (
+        render_template(
+            "scripts/form.html",
+            script=script,
+            values=values,
+            errors=errors,
+            types=SCRIPT_TYPES,
+            methods=HTTP_METHODS,
+        ),
+        status,
+    )
+
+
+def _save(script: Script | None):
+    data = form_data(request.form)
+    if request.form.get("action") == "refresh":  # no-JS path: redraw the fields for the chosen type
+        return _form_page(script, {**initial_values(script), **data}, {})
+    user = current_principal().user
+    try:
+        if script is None:
+            script = service.create_script(current_principal().tenant, user, data)
+        else:
+            service.update_script(script, user, data)
+    except ValidationFailed as exc:
+        return _form_page(script, {**initial_values(script), **data}, exc.fields, 422 if exc.status == 422 else 409)
+    return redirect(url_for("scripts.detail", script_id=script.id), 303)
+
+
+@bp.route("/scripts/new", methods=["GET", "POST"])
+@require("scripts:write")
+def new():
+    if request.method == "POST":
+        return _save(None)
+    values = initial_values(None)
+    if request.args.get("type") in SCRIPT_TYPES:
+        values["type"] = request.args["type"]
+    return _form_page(None, values, {})
+
+
+@bp.route("/scripts/<script_id>/edit", methods=["GET", "POST"])
+@require("scripts:write")
+def edit(script_id: str):
+    script = get_or_404(Script, script_id)
+    if request.method == "POST":
+        return _save(script)
+    return _form_page(script, initial_values(script), {})
+
+
+@bp.get("/scripts/trigger-fields")
+@require("scripts:write")
+def trigger_fields():
+    """htmx: the cron or endpoint fields for the type chosen in the form."""
+    values = {**initial_values(None), **form_data(request.args)}
+    return render_template("scripts/_trigger_fields.html", values=values, errors={}, methods=HTTP_METHODS)
+
+
+@bp.get("/scripts/<script_id>")
+@require("scripts:read")
+def detail(script_id: str):
+    script = get_or_404(Script, script_id)
+    executions = paginate(executions_stmt(script), 1, 20)
+    cron_info = describe(script.cron_expression, script.timezone) if script.type == "cron" else None
+    return render_template("scripts/detail.html", script=script, executions=executions, cron_info=cron_info)
+
+
+@bp.post("/scripts/<script_id>/status")
+@require("scripts:write")
+def set_status(script_id: str):
+    script = get_or_404(Script, script_id)
+    status = request.form.get("status")
+    if status not in SCRIPT_STATUSES:
+        abort(400, f"status must be one of {', '.join(SCRIPT_STATUSES)}")
+    service.set_status(script, current_principal().user, status)
+    if _is_htmx():
+        return render_template("scripts/_status.html", script=script)
+    return redirect(request.form.get("next") or url_for("scripts.detail", script_id=script.id), 303)
+
+
+@bp.route("/scripts/<script_id>/delete", methods=["GET", "POST"])
+@require("scripts:write")
+def delete(script_id: str):
+    script = get_or_404(Script, script_id)
+    if request.method == "GET":
+        return render_template("scripts/delete.html", script=script)
+    if request.form.get("confirm_name", "").strip() != script.name:
+        return render_template("scripts/delete.html", script=script, error="Type the script's name to confirm."), 422
+    service.delete_script(script)
+    if _is_htmx():
+        return "", 200, {"HX-Redirect": url_for("scripts.index")}
+    return redirect(url_for("scripts.index"), 303)
+
+
+@bp.get("/scripts/<script_id>/versions")
+@require("scripts:read")
+def versions(script_id: str):
+    script = get_or_404(Script, script_id)
+    return render_template(
+        "scripts/versions.html", script=script, versions=list(paginate(versions_stmt(script), 1, 500).items)
+    )
+
+
+@bp.get("/scripts/<script_id>/versions/<int:number>")
+@require("scripts:read")
+def version(script_id: str, number: int):
+    script = get_or_404(Script, script_id)
+    shown = service.version_of(script, number) or abort(404)
+    against_number = request.args.get("against", type=int) or max(number - 1, 0)
+    against = service.version_of(script, against_number) if against_number else None
+    return render_template(
+        "scripts/version.html",
+        script=script,
+        shown=shown,
+        against=against,
+        diff=source_diff(against.source if against else "", shown.source, against_number, number),
+        settings=settings_diff(against, shown),
+        all_versions=[v.version for v in paginate(versions_stmt(script), 1, 500).items],
+    )
+
+
+@bp.post("/scripts/<script_id>/versions/<int:number>/rollback")
+@require("scripts:write")
+def rollback(script_id: str, number: int):
+    script = get_or_404(Script, script_id)
+    try:
+        service.rollback(script, current_principal().user, number)
+    except ValidationFailed as exc:
+        message = "; ".join(f"{k}: {v}" for k, v in exc.fields.items())
+        return render_template("error.html", status=exc.status, message=f"Cannot roll back: {message}"), exc.status
+    return redirect(url_for("scripts.detail", script_id=script.id), 303)
+
+
+def source_diff(old: str, new: str, old_number: int, new_number: int) -> list[tuple[str, str]]:
+    """Unified diff lines tagged add/del/hunk/ctx for the template."""
+    lines = difflib.unified_diff(
+        old.splitlines(), new.splitlines(), f"version {old_number}", f"version {new_number}", lineterm=""
+    )
+    tagged = []
+    for line in lines:
+        kind = (
+            "hunk"
+            if line.startswith("@@")
+            else "meta"
+            if line[:3] in ("---", "+++")
+            else {"+": "add", "-": "del"}.get(line[:1], "ctx")
+        )
+        tagged.append((kind, line))
+    return tagged
+
+
+def settings_diff(old: Any, new: Any) -> list[tuple[str, Any, Any]]:
+    fields = [f for f in VERSIONED_FIELDS if f != "source"]
+    return [
+        (f, getattr(old, f) if old else None, getattr(new, f))
+        for f in fields
+        if old is None or getattr(old, f) != getattr(new, f)
+    ]
+
+
+@bp.get("/executions/<execution_id>")
+@require("executions:read")
+def execution(execution_id: str):
+    return render_template("executions/detail.html", execution=get_or_404(Execution, execution_id))

@@ -1,0 +1,22 @@
+"""Template globals and filters."""
+
+from datetime import datetime
+
+from flask import Flask
+from markupsafe import Markup, escape
+
+from webapp.auth.identity import current_principal, user_memberships
+from webapp.permissions import can
+
+
+def timestamp(value: datetime | None) -> Markup:
+    """A <time> in UTC that static/js/app.js rewrites into the viewer's timezone (UTC on hover)."""
+    if value is None:
+        return Markup("—")
+    utc = value.strftime("%Y-%m-%d %H:%M:%S UTC")
+    return Markup(f'<time datetime="{escape(value.isoformat())}" title="{escape(utc)}">{escape(utc)}</time>')
+
+
+def init_app(app: Flask) -> None:
+    app.jinja_env.filters["timestamp"] = timestamp
+    app.jinja_env.globals.update(can=can, current_principal=current_principal, user_memberships=user_memberships)

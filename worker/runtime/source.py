@@ -1,0 +1,63 @@
+"""How tenant source is wrapped for QuickJS, and syntax checking without running it.
+
+Scripts are compiled inside a strict-mode factory function so that each run starts from
+fresh top-level state; syntax is checked against the very same wrapper so that the web
+process and the worker agree on what parses and on line numbers.
+"""
+
+import json
+import re
+from dataclasses import dataclass
+
+import quickjs
+
+# Lines the engine sees before the script's first line: "function anonymous(" and ") {"
+# added by the Function constructor, then our "'use strict';" line.
+_PREFIX_LINES = 3
+_LOCATION = re.compile(r"at <input>:(\d+):(\d+)")
+_DEFINES_MAIN = re.compile(r"\b(?:async\s+)?function\s*\*?\s*main\s*\(|\b(?:const|let|var)\s+main\s*=|\bclass\s+main\b")
+
+MAX_SOURCE_BYTES = 256 * 1024
+
+
+@dataclass(frozen=True)
+class SyntaxProblem:
+    message: str
+    line: int | None
+    column: int | None
+
+    def __str__(self) -> str:
+        if self.line is None:
+            return self.message
+        return f"{self.message} (line {self.line}, column {self.column})"
+
+
+def function_body(source: str) -> str:
+    return f"'use strict';\n{source}\n"
+
+
+def check_syntax(source: str) -> SyntaxProblem | None:
+    """Parse (never run) the source; None when it parses."""
+    ctx = quickjs.Context()
+    ctx.set_memory_limit(32 * 1024 * 1024)
+    ctx.set_time_limit(2)
+    try:
+        # The Function constructor compiles the body without executing any of it.
+        ctx.eval(f"new Function({json.dumps(function_body(source))})")
+    except quickjs.JSException as exc:
+        return _problem(str(exc))
+    return None
+
+
+def _problem(text: str) -> SyntaxProblem:
+    first = text.splitlines()[0] if text else "SyntaxError"
+    match = _LOCATION.search(text)
+    if not match:
+        return SyntaxProblem(first, None, None)
+    line = int(match.group(1)) - _PREFIX_LINES
+    return SyntaxProblem(first, max(line, 1), int(match.group(2)))
+
+
+def defines_main(source: str) -> bool:
+    """A static check: top-level code is never run outside the sandbox to find out."""
+    return bool(_DEFINES_MAIN.search(source))
