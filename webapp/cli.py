@@ -8,8 +8,10 @@ from flask import Flask
 from flask.cli import AppGroup
 from sqlalchemy import func, select
 
+from webapp import devtools
 from webapp.auth import tokens as token_service
 from webapp.auth.passwords import MIN_LENGTH, hash_password
+from webapp.config import INSTANCE_DIR
 from webapp.extensions import db
 from webapp.models import ROLES, ApiToken, Membership, Tenant, User
 from webapp.serializers import iso
@@ -136,9 +138,15 @@ def create_demo() -> None:
     tenant = Tenant(name=DEMO_TENANT)
     db.session.add(tenant)
     add_user(DEMO_EMAIL, tenant, "admin", password)
-    click.echo(f"demo login: {DEMO_EMAIL} / {password}  (tenant {DEMO_TENANT})")
+    line = f"demo login: {DEMO_EMAIL} / {password}  (tenant {DEMO_TENANT})"
+    INSTANCE_DIR.mkdir(parents=True, exist_ok=True)
+    path = INSTANCE_DIR / "demo-login.txt"
+    path.write_text(line + "\n")
+    path.chmod(0o600)
+    click.echo(line)
 
 
 def register_cli(app: Flask) -> None:
     for command in (tenants_cli, users_cli, tokens_cli, create_demo):
         app.cli.add_command(command)
+    devtools.register(app)
