@@ -36,7 +36,7 @@ run: venv system-run
 	@mkdir -p instance
 	@export REDIS_URL="$$($(FLASK) local-redis)" && \
 	$(FLASK) db upgrade && \
-	$(FLASK) demo >/dev/null && \
+	$(FLASK) demo --login-file instance/demo-login.txt >/dev/null && \
 	{ [ ! -f instance/demo-login.txt ] || { echo; echo "  Script Runner: http://127.0.0.1:5000"; echo "  $$(cat instance/demo-login.txt)"; echo; }; } && \
 	PATH="$(CURDIR)/$(BIN):$$PATH" exec $(BIN)/honcho start -f Procfile -p $${PORT:-5000} $(PROCESSES)
 

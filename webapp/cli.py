@@ -2,16 +2,16 @@
 
 import re
 import secrets
+from pathlib import Path
 
 import click
 from flask import Flask
-from flask.cli import AppGroup
+from flask.cli import AppGroup, with_appcontext
 from sqlalchemy import func, select
 
 from webapp import devtools
 from webapp.auth import tokens as token_service
 from webapp.auth.passwords import MIN_LENGTH, hash_password
-from webapp.config import INSTANCE_DIR
 from webapp.extensions import db
 from webapp.models import ROLES, ApiToken, Membership, Tenant, User
 from webapp.serializers import iso
@@ -129,7 +129,9 @@ def revoke_token(token_id: int) -> None:
 
 
 @click.command("demo")
-def create_demo() -> None:
+@click.option("--login-file", type=click.Path(dir_okay=False), help="Also write the login to this file (mode 600).")
+@with_appcontext
+def create_demo(login_file: str | None) -> None:
     """On an empty database, create the demo tenant and its admin, and print the login."""
     if db.session.scalar(select(func.count()).select_from(User)):
         click.echo("database has users already: no demo account created")
@@ -139,10 +141,11 @@ def create_demo() -> None:
     db.session.add(tenant)
     add_user(DEMO_EMAIL, tenant, "admin", password)
     line = f"demo login: {DEMO_EMAIL} / {password}  (tenant {DEMO_TENANT})"
-    INSTANCE_DIR.mkdir(parents=True, exist_ok=True)
-    path = INSTANCE_DIR / "demo-login.txt"
-    path.write_text(line + "\n")
-    path.chmod(0o600)
+    if login_file:
+        path = Path(login_file)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(line + "\n")
     click.echo(line)
 
 

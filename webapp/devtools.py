@@ -7,6 +7,7 @@ from urllib.parse import urlsplit
 
 import click
 from flask import Flask, current_app
+from flask.cli import with_appcontext
 from redis import Redis
 from redis.exceptions import RedisError
 
@@ -21,6 +22,7 @@ def _reachable(url: str) -> bool:
 
 
 @click.command("local-redis")
+@with_appcontext
 def local_redis() -> None:
     """Print a reachable Redis URL: REDIS_URL when it answers, else a local redis-server we start."""
     url = current_app.config["SETTINGS"].redis_url

@@ -29,9 +29,10 @@ def _limits_defaults():
 
 def create_script(tenant: Tenant, user: User | None, data: Mapping[str, Any]) -> Script:
     values = validate(data, tenant.id, _limits_defaults())
-    script = Script(tenant_id=tenant.id, created_by=user, updated_by=user, version=1)
+    script = Script(tenant=tenant, created_by=user, updated_by=user, version=1)
     _apply(script, values)
     script.versions.append(_snapshot(script, user))
+    db.session.add(script)
     _commit()
     script_saved.send(script)
     return script

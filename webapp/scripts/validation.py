@@ -79,17 +79,17 @@ def validate(
     if "source" not in errors:
         errors.update(_source_errors(source))
     out["timezone"] = text("timezone", default="UTC", max_len=64) or "UTC"
+    if "timezone" not in errors:
+        try:
+            cron.check_timezone(out["timezone"])
+        except cron.CronError as exc:
+            errors["timezone"] = str(exc)
     for key in ("cron_expression", "endpoint_path", "endpoint_method", "misfire_policy"):
         out[key] = None
     if out["type"] == "cron":
         _validate_cron(merged, out, errors)
     elif out["type"] == "endpoint":
         _validate_endpoint(merged, out, errors)
-    if "timezone" not in errors:
-        try:
-            cron.check_timezone(out["timezone"])
-        except cron.CronError as exc:
-            errors["timezone"] = str(exc)
     out["limits"] = _limits(merged.get("limits"), limits, errors)
     if errors:
         raise ValidationFailed(errors)
@@ -124,13 +124,11 @@ def _validate_cron(merged: Mapping[str, Any], out: dict[str, Any], errors: dict[
         errors["cron_expression"] = "is required for a cron script"
     else:
         out["cron_expression"] = expression.strip()
+        timezone = "UTC" if "timezone" in errors else out["timezone"]
         try:
-            cron.parse(out["cron_expression"], out["timezone"] or "UTC")
+            cron.parse(out["cron_expression"], timezone)
         except cron.CronError as exc:
-            if "timezone" in str(exc):
-                errors["timezone"] = str(exc)
-            else:
-                errors["cron_expression"] = str(exc)
+            errors["cron_expression"] = str(exc)
     out["misfire_policy"] = _choice(merged, "misfire_policy", MISFIRE_POLICIES, errors, default="run_once")
 
 

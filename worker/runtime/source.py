@@ -45,17 +45,20 @@ def check_syntax(source: str) -> SyntaxProblem | None:
         # The Function constructor compiles the body without executing any of it.
         ctx.eval(f"new Function({json.dumps(function_body(source))})")
     except quickjs.JSException as exc:
-        return _problem(str(exc))
+        return _problem(str(exc), source)
     return None
 
 
-def _problem(text: str) -> SyntaxProblem:
+def _problem(text: str, source: str) -> SyntaxProblem:
     first = text.splitlines()[0] if text else "SyntaxError"
     match = _LOCATION.search(text)
     if not match:
         return SyntaxProblem(first, None, None)
-    line = int(match.group(1)) - _PREFIX_LINES
-    return SyntaxProblem(first, max(line, 1), int(match.group(2)))
+    line, column = int(match.group(1)) - _PREFIX_LINES, int(match.group(2))
+    lines = source.splitlines() or [""]
+    if line > len(lines):  # "unexpected end of input" points past our wrapper: show the end of the source
+        line, column = len(lines), len(lines[-1]) + 1
+    return SyntaxProblem(first, max(line, 1), column)
 
 
 def defines_main(source: str) -> bool:

@@ -1,0 +1,254 @@
+"""The script form in a real browser: htmx type switching, the live cron preview,
+server-side validation, the CodeMirror editor, enable/disable, roles, phone width."""
+
+import os
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from tests.browser.conftest import PHONE
+
+EDITOR = "ed@acme.io"
+SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "screenshots" / "edit-page.png"
+EDITOR_SOURCE = 'async function main(event) { return { greeting: "typed in CodeMirror" }; }'
+FIVE_MINUTES = "*/5 * * * *"
+BAD_MINUTE = "61 * * * *"
+BAD_MINUTE_MESSAGE = "minute: 61 is out of range 0-59"
+
+
+def choose_type(page: Page, label: str) -> None:
+    """Pick a type and wait for htmx to swap in the matching #trigger-fields."""
+    with page.expect_response(re.compile(r"/scripts/trigger-fields\?")) as swap:
+        page.get_by_label("Type").select_option(label=label)
+    assert swap.value.status == 200
+
+
+def expect_cron_fields(page: Page) -> None:
+    expect(page.get_by_role("group", name="Schedule")).to_be_visible()
+    expect(page.get_by_label("Cron expression")).to_be_visible()
+    expect(page.get_by_label("Timezone")).to_have_value("UTC")
+    expect(page.get_by_label("When fires were missed (scheduler down)")).to_be_visible()
+    expect(page.locator("#cron-preview")).to_be_attached()
+    expect(page.locator("#endpoint_path")).to_have_count(0)
+    expect(page.locator("#endpoint_method")).to_have_count(0)
+
+
+def expect_valid_preview(page: Page, words: str) -> None:
+    preview = page.locator("#cron-preview")
+    expect(preview).to_have_class(re.compile(r"\bvalid\b"))
+    expect(preview.locator("p")).to_have_text(words)
+    expect(preview.locator("li time")).to_have_count(5)
+    # localizeTimes() rewrote the ISO instants into readable local times
+    for text in preview.locator("li time").all_inner_texts():
+        assert not re.fullmatch(r"\d{4}-\d\d-\d\dT.*", text), text
+
+
+def test_create_cron_script_through_the_form(page: Page, live_server: str, make_user, log_in: Callable) -> None:
+    make_user(EDITOR, "acme", "editor")
+    log_in(page, EDITOR)
+
+    page.goto(f"{live_server}/scripts")
+    page.get_by_role("link", name="New script").click()
+    page.wait_for_url(f"{live_server}/scripts/new")
+    expect(page.get_by_role("heading", name="New script")).to_be_visible()
+    # A manual script has no trigger fields.
+    expect(page.locator("#trigger-fields")).to_be_attached()
+    expect(page.locator("#trigger-fields fieldset")).to_have_count(0)
+
+    # The source textarea became a CodeMirror editor with line numbers.
+    editor = page.locator(".CodeMirror")
+    expect(editor).to_be_visible()
+    expect(editor.locator(".CodeMirror-gutters")).to_be_visible()
+    expect(editor.locator(".CodeMirror-linenumber", has_text=re.compile(r"^1$"))).to_be_visible()
+    expect(page.locator("textarea#source")).to_be_hidden()
+
+    choose_type(page, "Cron")
+    expect_cron_fields(page)
+
+    choose_type(page, "Endpoint")
+    expect(page.get_by_role("group", name="HTTP endpoint")).to_be_visible()
+    expect(page.get_by_label("Method")).to_have_value("GET")
+    expect(page.get_by_label("Path under /api/scripts")).to_be_visible()
+    expect(page.locator("#cron_expression")).to_have_count(0)
+    expect(page.locator("#cron-preview")).to_have_count(0)
+    expect(page.locator("#timezone")).to_have_count(0)
+
+    choose_type(page, "Cron")
+    expect_cron_fields(page)
+
+    # Live preview, filled from POST /api/v1/cron/validate.
+    cron_field = page.get_by_label("Cron expression")
+    with page.expect_response("**/api/v1/cron/validate") as checked:
+        cron_field.fill(FIVE_MINUTES)
+    assert checked.value.status == 200
+    expect_valid_preview(page, "Every 5 minutes")
+
+    cron_field.fill(BAD_MINUTE)
+    preview = page.locator("#cron-preview")
+    expect(preview).to_have_class(re.compile(r"\binvalid\b"))
+    expect(preview.locator("p")).to_have_text(BAD_MINUTE_MESSAGE)
+    expect(preview.locator("li")).to_have_count(0)
+
+    # Replace the source by typing into the editor (real key presses into CodeMirror).
+    editor.click()
+    page.keyboard.press("ControlOrMeta+a")
+    page.keyboard.press("Delete")
+    page.keyboard.type(EDITOR_SOURCE)
+    expect(editor.locator(".CodeMirror-code")).to_contain_text("typed in CodeMirror")
+    expect(editor.locator(".CodeMirror-linenumber", has_text=re.compile(r"^2$"))).to_have_count(0)
+
+    # Submitting the bad expression: the server's message sits beside the cron field.
+    page.get_by_label("Name").fill("Report sender")
+    with page.expect_navigation() as nav:
+        page.get_by_role("button", name="Create script").click()
+    assert nav.value is not None and nav.value.status == 422
+    expect(page.get_by_role("alert").first).to_have_text("Please correct the 1 field marked below.")
+    error = page.locator("#cron_expression-error")
+    expect(error).to_have_text(BAD_MINUTE_MESSAGE)
+    cron_field = page.get_by_label("Cron expression")
+    expect(cron_field).to_have_value(BAD_MINUTE)
+    expect(cron_field).to_have_attribute("aria-invalid", "true")
+    expect(cron_field).to_have_attribute("aria-describedby", "cron_expression-error")
+    # The error is right under the cron input, inside the Schedule fieldset.
+    assert page.locator("#cron_expression + #cron_expression-error").count() == 1
+    # What was typed survives the round trip: name, type and the editor's source.
+    expect(page.get_by_label("Name")).to_have_value("Report sender")
+    expect(page.get_by_label("Type")).to_have_value("cron")
+    expect(page.locator(".CodeMirror-code")).to_contain_text("typed in CodeMirror")
+
+    # Fix it and submit: the script page shows the schedule.
+    cron_field.fill(FIVE_MINUTES)
+    expect_valid_preview(page, "Every 5 minutes")
+    with page.expect_navigation():
+        page.get_by_role("button", name="Create script").click()
+    expect(page).to_have_url(re.compile(rf"^{re.escape(live_server)}/scripts/[^/]+$"))
+    expect(page.get_by_role("heading", name="Report sender")).to_be_visible()
+    schedule = page.locator("dl.facts dt:text-is('Schedule') + dd")
+    expect(schedule).to_contain_text(FIVE_MINUTES)
+    expect(schedule).to_contain_text("(UTC)")
+    expect(schedule).to_contain_text("Every 5 minutes")
+    expect(page.locator("dl.facts dt:text-is('Upcoming fires') + dd li")).to_have_count(5)
+    expect(page.locator("pre.source")).to_have_text(EDITOR_SOURCE)
+
+    # Disable: htmx swaps #script-status in place, no navigation.
+    url = page.url
+    status = page.locator("#script-status")
+    expect(status.locator(".badge")).to_have_text("active")
+    with page.expect_response(re.compile(r"/scripts/[^/]+/status$")) as toggled:
+        status.get_by_role("button", name="Disable").click()
+    assert toggled.value.status == 200
+    expect(status.locator(".badge")).to_have_text("disabled")
+    expect(status.locator(".badge")).to_have_class(re.compile(r"\bdisabled\b"))
+    expect(status.get_by_role("button", name="Enable")).to_be_visible()
+    assert page.url == url
+    page.reload()
+    expect(page.locator("#script-status .badge")).to_have_text("disabled")
+
+
+def test_edit_page_shows_preview_for_saved_schedule(
+    page: Page, live_server: str, make_user, make_script, log_in: Callable
+) -> None:
+    make_user(EDITOR, "acme", "editor")
+    script_id = make_script(EDITOR, name="Nightly", type="cron", cron_expression="0 2 * * *", timezone="Europe/Berlin")
+    log_in(page, EDITOR)
+    page.goto(f"{live_server}/scripts/{script_id}/edit")
+    expect(page.get_by_role("heading", name="Edit Nightly")).to_be_visible()
+    expect(page.get_by_label("Cron expression")).to_have_value("0 2 * * *")
+    expect(page.get_by_label("Timezone")).to_have_value("Europe/Berlin")
+    expect_valid_preview(page, "At 02:00 AM")
+    expect(page.locator(".CodeMirror-code")).to_contain_text("return 1;")
+
+
+def test_viewer_cannot_create_scripts(page: Page, live_server: str, make_user, log_in: Callable) -> None:
+    make_user("vi@acme.io", "acme", "viewer")
+    log_in(page, "vi@acme.io")
+    page.goto(f"{live_server}/scripts")
+    expect(page.get_by_role("heading", name="Scripts", exact=True)).to_be_visible()
+    expect(page.locator(".tenant-name")).to_have_text("acme · viewer")
+    expect(page.get_by_role("link", name="New script")).to_have_count(0)
+    expect(page.get_by_role("link", name="Create one")).to_have_count(0)
+
+    response = page.goto(f"{live_server}/scripts/new")
+    assert response is not None and response.status == 403
+
+
+def _no_horizontal_scroll(page: Page) -> None:
+    sizes = page.evaluate(
+        "() => ({scroll: document.documentElement.scrollWidth, inner: window.innerWidth,"
+        " body: document.body.scrollWidth})"
+    )
+    assert sizes["inner"] == PHONE["width"]
+    assert sizes["scroll"] <= sizes["inner"] + 1, f"{page.url} scrolls sideways: {sizes}"
+
+
+def test_scripts_list_fits_a_phone(phone_page: Page, live_server: str, make_user, make_script, log_in) -> None:
+    page = phone_page
+    make_user(EDITOR, "acme", "editor")
+    make_script(EDITOR, name="Backfill", description="Run by hand")
+    make_script(
+        EDITOR,
+        name="Weekly invoice reminder",
+        description="Sends every customer with an overdue invoice a friendly reminder e-mail with a payment link.",
+        type="cron",
+        cron_expression="30 8 * * MON-FRI",
+        timezone="America/Los_Angeles",
+    )
+    make_script(
+        EDITOR, name="Order webhook", type="endpoint", endpoint_path="/orders/{id}/events", endpoint_method="POST"
+    )
+    log_in(page, EDITOR)
+
+    page.goto(f"{live_server}/scripts")
+    expect(page.get_by_role("link", name="Order webhook")).to_be_visible()
+    expect(page.get_by_role("link", name="New script")).to_be_visible()
+    # The phone layout drops the Version and Updated columns.
+    expect(page.get_by_role("columnheader", name="Updated")).to_be_hidden()
+    _no_horizontal_scroll(page)
+
+
+def test_script_form_fits_a_phone(phone_page: Page, live_server: str, make_user, log_in) -> None:
+    page = phone_page
+    make_user(EDITOR, "acme", "editor")
+    log_in(page, EDITOR)
+
+    page.goto(f"{live_server}/scripts/new")
+    expect(page.locator(".CodeMirror")).to_be_visible()
+    _no_horizontal_scroll(page)
+    choose_type(page, "Cron")
+    page.get_by_label("Cron expression").fill(FIVE_MINUTES)
+    expect_valid_preview(page, "Every 5 minutes")
+    _no_horizontal_scroll(page)
+    choose_type(page, "Endpoint")
+    expect(page.get_by_label("Path under /api/scripts")).to_be_visible()
+    _no_horizontal_scroll(page)
+
+
+@pytest.mark.skipif(os.environ.get("SCREENSHOTS") != "1", reason="set SCREENSHOTS=1 to write docs/screenshots/")
+def test_screenshot_edit_page(page: Page, live_server: str, make_user, make_script, log_in: Callable) -> None:
+    make_user(EDITOR, "acme", "editor")
+    script_id = make_script(
+        EDITOR,
+        name="Nightly report",
+        description="Mails the day's failed executions to the on-call channel.",
+        type="cron",
+        cron_expression="*/15 9-17 * * MON-FRI",
+        timezone="Europe/Berlin",
+        source=(
+            "async function main(event) {\n"
+            "  const failed = await context.executions({ status: 'failed', since: '24h' });\n"
+            "  console.log(`found ${failed.length} failed runs`);\n"
+            "  return { count: failed.length };\n"
+            "}\n"
+        ),
+    )
+    log_in(page, EDITOR)
+    page.goto(f"{live_server}/scripts/{script_id}/edit")
+    preview = page.locator("#cron-preview")
+    expect(preview).to_have_class(re.compile(r"\bvalid\b"))
+    expect(preview.locator("li time")).to_have_count(5)
+    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOT), full_page=True)
+    assert SCREENSHOT.stat().st_size > 10_000

@@ -1,0 +1,120 @@
+"""Login, logout, throttling, CSRF on forms, cookies and security headers."""
+
+from tests.conftest import PASSWORD, csrf_from
+
+
+def _login_form(client) -> str:
+    return csrf_from(client.get("/login").get_data(as_text=True))
+
+
+def test_pages_redirect_to_login(client):
+    response = client.get("/scripts")
+    assert response.status_code == 302
+    assert response.headers["Location"].startswith("/login?next=/scripts")
+
+
+def test_login_and_logout(client, make_user, login):
+    make_user("ed@acme.io")
+    csrf = login("ed@acme.io")
+    page = client.get("/").get_data(as_text=True)
+    assert "ed@acme.io" in page and "Dashboard" in page
+    assert client.post("/logout", data={"csrf_token": csrf}).status_code == 302
+    assert client.get("/").status_code == 302
+
+
+def test_login_follows_only_local_next(client, make_user):
+    make_user("ed@acme.io")
+    token = _login_form(client)
+    response = client.post(
+        "/login?next=//evil.example/x", data={"email": "ed@acme.io", "password": PASSWORD, "csrf_token": token}
+    )
+    assert response.headers["Location"] == "/"
+
+
+def test_wrong_password_is_refused_without_saying_which_part(client, make_user):
+    make_user("ed@acme.io")
+    token = _login_form(client)
+    wrong_pw = client.post("/login", data={"email": "ed@acme.io", "password": "nope", "csrf_token": token})
+    no_user = client.post("/login", data={"email": "who@acme.io", "password": "nope", "csrf_token": token})
+    assert wrong_pw.status_code == no_user.status_code == 401
+    assert "Wrong email or password." in wrong_pw.get_data(as_text=True)
+    assert "Wrong email or password." in no_user.get_data(as_text=True)
+
+
+def test_login_without_csrf_token_is_refused(client, make_user):
+    make_user("ed@acme.io")
+    response = client.post("/login", data={"email": "ed@acme.io", "password": PASSWORD})
+    assert response.status_code == 400
+    assert "CSRF" in response.get_data(as_text=True)
+
+
+def test_ten_failures_lock_the_account_for_everyone(client, app, make_user):
+    make_user("ed@acme.io")
+    token = _login_form(client)
+    for _ in range(10):
+        client.post("/login", data={"email": "ed@acme.io", "password": "bad", "csrf_token": token})
+    locked = client.post("/login", data={"email": "ed@acme.io", "password": PASSWORD, "csrf_token": token})
+    assert locked.status_code == 429
+    assert "Too many failed attempts" in locked.get_data(as_text=True)
+    # Another address is locked out of this account too.
+    other = app.test_client()
+    other_token = _login_form(other)
+    response = other.post(
+        "/login",
+        data={"email": "ed@acme.io", "password": PASSWORD, "csrf_token": other_token},
+        environ_base={"REMOTE_ADDR": "10.9.9.9"},
+    )
+    assert response.status_code == 429
+
+
+def test_ten_failures_from_one_address_lock_that_address(client, make_user):
+    make_user("ed@acme.io")
+    token = _login_form(client)
+    for i in range(10):
+        client.post("/login", data={"email": f"guess{i}@acme.io", "password": "bad", "csrf_token": token})
+    response = client.post("/login", data={"email": "ed@acme.io", "password": PASSWORD, "csrf_token": token})
+    assert response.status_code == 429
+
+
+def test_session_is_renewed_at_login(client, make_user):
+    make_user("ed@acme.io")
+    token = _login_form(client)
+    with client.session_transaction() as session:
+        session["planted"] = "by an attacker"
+    client.post("/login", data={"email": "ed@acme.io", "password": PASSWORD, "csrf_token": token})
+    with client.session_transaction() as session:
+        assert "planted" not in session
+        assert session.get("_user_id")
+
+
+def test_session_cookie_flags(client, make_user):
+    make_user("ed@acme.io")
+    token = _login_form(client)
+    response = client.post("/login", data={"email": "ed@acme.io", "password": PASSWORD, "csrf_token": token})
+    cookie = response.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie and "Secure" not in cookie
+    secure_client = client.application.test_client()
+    secure_token = csrf_from(secure_client.get("/login", base_url="https://localhost").get_data(as_text=True))
+    secure = secure_client.post(
+        "/login",
+        data={"email": "ed@acme.io", "password": PASSWORD, "csrf_token": secure_token},
+        base_url="https://localhost",
+        headers={"Referer": "https://localhost/login"},
+    )
+    assert "Secure" in secure.headers["Set-Cookie"]
+
+
+def test_security_headers(client):
+    response = client.get("/login")
+    assert "default-src 'self'" in response.headers["Content-Security-Policy"]
+    assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
+    assert response.headers["X-Frame-Options"] == "DENY"
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert response.headers["Referrer-Policy"] == "same-origin"
+
+
+def test_every_page_carries_the_csrf_meta_tag(client, make_user, login):
+    make_user("ed@acme.io", role="admin")
+    login("ed@acme.io")
+    for url in ["/", "/scripts", "/scripts/new", "/tokens", "/members"]:
+        assert '<meta name="csrf-token" content="' in client.get(url).get_data(as_text=True), url

@@ -1,0 +1,114 @@
+"""Every SPEC §2 CLI command, through Flask's CLI runner."""
+
+import pytest
+
+from webapp.auth.tokens import digest
+from webapp.extensions import db
+from webapp.models import ApiToken, Membership, Tenant, User
+
+
+@pytest.fixture
+def cli(app):  # noqa: ANN201
+    runner = app.test_cli_runner()
+
+    def invoke(*args: str):  # noqa: ANN202
+        return runner.invoke(args=list(args))
+
+    return invoke
+
+
+def test_tenants_create(cli, app):
+    result = cli("tenants", "create", "acme-co")
+    assert result.exit_code == 0, result.output
+    assert "created tenant acme-co" in result.output
+    with app.app_context():
+        assert db.session.scalar(db.select(Tenant).where(Tenant.name == "acme-co"))
+
+
+@pytest.mark.parametrize("name", ["A", "Acme", "acme_co", "x" * 41, "has space"])
+def test_tenants_create_rejects_bad_slugs(cli, name):
+    result = cli("tenants", "create", name)
+    assert result.exit_code != 0
+    assert "must match [a-z0-9-]{2,40}" in result.output
+
+
+def test_tenants_create_twice_is_refused(cli):
+    cli("tenants", "create", "acme")
+    result = cli("tenants", "create", "acme")
+    assert result.exit_code != 0
+    assert "already exists" in result.output
+
+
+def test_users_create_and_add_membership(cli, app):
+    cli("tenants", "create", "acme")
+    cli("tenants", "create", "globex")
+    first = cli("users", "create", "Ann@Example.com", "--tenant", "acme", "--role", "editor", "--password", "pw-123456")
+    assert first.exit_code == 0, first.output
+    assert "created user ann@example.com (editor in acme)" in first.output
+    second = cli("users", "create", "ann@example.com", "--tenant", "globex", "--role", "viewer")
+    assert second.exit_code == 0, second.output
+    assert "updated user" in second.output
+    with app.app_context():
+        user = db.session.scalar(db.select(User).where(User.email == "ann@example.com"))
+        roles = {m.tenant.name: m.role for m in user.memberships}
+        assert roles == {"acme": "editor", "globex": "viewer"}
+        assert "pw-123456" not in user.password_hash
+
+
+def test_users_create_errors(cli):
+    cli("tenants", "create", "acme")
+    assert "no tenant named 'nope'" in cli("users", "create", "a@b.io", "--tenant", "nope", "--role", "admin", "--password", "pw-123456").output
+    assert "--password is required" in cli("users", "create", "a@b.io", "--tenant", "acme", "--role", "admin").output
+    assert "not an email" in cli("users", "create", "nope", "--tenant", "acme", "--role", "admin", "--password", "x" * 9).output
+    assert "Invalid value" in cli("users", "create", "a@b.io", "--tenant", "acme", "--role", "boss", "--password", "x" * 9).output
+
+
+def test_tokens_create_list_revoke(cli, app, client):
+    cli("tenants", "create", "acme")
+    cli("users", "create", "ann@example.com", "--tenant", "acme", "--role", "editor", "--password", "pw-123456")
+    result = cli("tokens", "create", "--tenant", "acme", "--email", "ann@example.com", "--name", "deploys")
+    assert result.exit_code == 0, result.output
+    token = result.output.strip()
+    assert token.startswith("srt_") and "\n" not in token  # the token alone on stdout
+    with app.app_context():
+        stored = db.session.scalar(db.select(ApiToken))
+        assert stored.token_hash == digest(token) and token not in stored.token_hash
+        assert stored.role == "editor"
+    assert client.get("/api/v1/scripts", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    listing = cli("tokens", "list", "--tenant", "acme")
+    assert listing.exit_code == 0
+    row = listing.output.splitlines()[1].split("\t")
+    assert row[:4] == [str(stored.id), "deploys", "ann@example.com", "editor"]
+    assert row[5] != "never"  # last used was recorded by the call above
+    revoked = cli("tokens", "revoke", str(stored.id))
+    assert revoked.exit_code == 0 and f"revoked token {stored.id}" in revoked.output
+    assert client.get("/api/v1/scripts", headers={"Authorization": f"Bearer {token}"}).status_code == 401
+
+
+def test_tokens_role_never_above_the_user(cli):
+    cli("tenants", "create", "acme")
+    cli("users", "create", "v@example.com", "--tenant", "acme", "--role", "viewer", "--password", "pw-123456")
+    result = cli("tokens", "create", "--tenant", "acme", "--email", "v@example.com", "--role", "admin")
+    assert result.exit_code != 0
+    assert "higher than the user's role viewer" in result.output
+
+
+def test_tokens_revoke_unknown(cli):
+    result = cli("tokens", "revoke", "999")
+    assert result.exit_code != 0 and "no token with id 999" in result.output
+
+
+def test_demo_only_on_empty_database(cli, app):
+    first = cli("demo")
+    assert "demo login: admin@example.com / " in first.output
+    password = first.output.split(" / ")[1].split()[0]
+    second = cli("demo")
+    assert "no demo account created" in second.output
+    with app.app_context():
+        assert db.session.scalar(db.select(db.func.count()).select_from(Membership)) == 1
+    page = app.test_client()
+    from tests.conftest import csrf_from
+
+    token = csrf_from(page.get("/login").get_data(as_text=True))
+    response = page.post("/login", data={"email": "admin@example.com", "password": password, "csrf_token": token})
+    assert response.status_code == 302
