@@ -12,7 +12,13 @@ def editor(make_user, make_token) -> dict[str, str]:
 
 
 def cron_script(**overrides) -> dict:
-    body = {"name": "nightly", "type": "cron", "source": SOURCE, "cron_expression": "0 3 * * *", "timezone": "Europe/Berlin"}
+    body = {
+        "name": "nightly",
+        "type": "cron",
+        "source": SOURCE,
+        "cron_expression": "0 3 * * *",
+        "timezone": "Europe/Berlin",
+    }
     body.update(overrides)
     return body
 
@@ -61,11 +67,19 @@ def test_list_filters_search_and_paging(client, editor):
     assert get("status=disabled")["items"][0]["name"] == "Report Mailer"
     assert get("q=mailer")["total"] == 1
     page2 = get("per_page=3&page=2")
-    assert page2["total"] == 8 and page2["per_page"] == 3 and [s["name"] for s in page2["items"]] == ["job-3", "job-4", "job-5"]
+    assert (
+        page2["total"] == 8
+        and page2["per_page"] == 3
+        and [s["name"] for s in page2["items"]] == ["job-3", "job-4", "job-5"]
+    )
     assert client.get("/api/v1/scripts?per_page=501", headers=editor).status_code == 422
     bad = client.get("/api/v1/scripts?page=0", headers=editor)
     assert bad.status_code == 422 and bad.get_json()["error"]["fields"] == {"page": "must be a positive integer"}
-    assert client.get("/api/v1/scripts?type=weird", headers=editor).get_json()["error"]["fields"]["type"].startswith("must be one of")
+    assert (
+        client.get("/api/v1/scripts?type=weird", headers=editor)
+        .get_json()["error"]["fields"]["type"]
+        .startswith("must be one of")
+    )
 
 
 def test_malformed_json_is_400(client, editor):
@@ -78,7 +92,14 @@ def test_malformed_json_is_400(client, editor):
 def test_invalid_fields_are_422_with_every_field_named(client, editor):
     response = client.post(
         "/api/v1/scripts",
-        json={"name": "", "type": "cron", "source": "function main( {", "cron_expression": "61 * * * *", "timezone": "Mars/Base", "limits": {"cpu_seconds": 99}},
+        json={
+            "name": "",
+            "type": "cron",
+            "source": "function main( {",
+            "cron_expression": "61 * * * *",
+            "timezone": "Mars/Base",
+            "limits": {"cpu_seconds": 99},
+        },
         headers=editor,
     )
     assert response.status_code == 422
@@ -104,17 +125,27 @@ def test_name_clash_is_409(client, editor):
 
 def test_endpoint_route_clash_is_409_even_with_other_parameter_names(client, editor):
     client.post("/api/v1/scripts", json=endpoint_script(name="a", endpoint_path="/orders/{id}"), headers=editor)
-    response = client.post("/api/v1/scripts", json=endpoint_script(name="b", endpoint_path="/orders/{order}"), headers=editor)
+    response = client.post(
+        "/api/v1/scripts", json=endpoint_script(name="b", endpoint_path="/orders/{order}"), headers=editor
+    )
     assert response.status_code == 409
-    assert response.get_json()["error"]["fields"]["endpoint_path"] == "GET /orders/{order} is already served by script 'a'"
-    other_method = client.post("/api/v1/scripts", json=endpoint_script(name="c", endpoint_path="/orders/{id}", endpoint_method="DELETE"), headers=editor)
+    assert (
+        response.get_json()["error"]["fields"]["endpoint_path"] == "GET /orders/{order} is already served by script 'a'"
+    )
+    other_method = client.post(
+        "/api/v1/scripts",
+        json=endpoint_script(name="c", endpoint_path="/orders/{id}", endpoint_method="DELETE"),
+        headers=editor,
+    )
     assert other_method.status_code == 201
 
 
 def test_patch_updates_and_versions(client, editor):
     script = client.post("/api/v1/scripts", json=cron_script(), headers=editor).get_json()
     url = f"/api/v1/scripts/{script['id']}"
-    renamed = client.patch(url, json={"name": "nightly-report", "description": "sends the report"}, headers=editor).get_json()
+    renamed = client.patch(
+        url, json={"name": "nightly-report", "description": "sends the report"}, headers=editor
+    ).get_json()
     assert renamed["version"] == 1  # name and description are not versioned
     rescheduled = client.patch(url, json={"cron_expression": "0 4 * * *"}, headers=editor).get_json()
     assert rescheduled["version"] == 2 and rescheduled["cron_expression"] == "0 4 * * *"
@@ -124,7 +155,9 @@ def test_patch_updates_and_versions(client, editor):
     assert unchanged["version"] == 2
     recoded = client.patch(url, json={"source": SOURCE + "// v3\n"}, headers=editor).get_json()
     assert recoded["version"] == 3
-    retyped = client.patch(url, json={"type": "endpoint", "endpoint_path": "/report", "endpoint_method": "GET"}, headers=editor).get_json()
+    retyped = client.patch(
+        url, json={"type": "endpoint", "endpoint_path": "/report", "endpoint_method": "GET"}, headers=editor
+    ).get_json()
     assert retyped["version"] == 4 and retyped["cron_expression"] is None and retyped["misfire_policy"] is None
     limited = client.patch(url, json={"limits": {"memory_mb": 16}}, headers=editor).get_json()
     assert limited["version"] == 5 and limited["limits"] == {"memory_mb": 16}
@@ -180,19 +213,28 @@ def test_executions_listing_is_empty_before_any_run(client, editor):
 
 
 def test_cron_validate(client, editor):
-    ok = client.post("/api/v1/cron/validate", json={"expression": "0 9 * * MON-FRI", "timezone": "UTC"}, headers=editor).get_json()
+    ok = client.post(
+        "/api/v1/cron/validate", json={"expression": "0 9 * * MON-FRI", "timezone": "UTC"}, headers=editor
+    ).get_json()
     assert ok["valid"] is True and ok["error"] is None
     assert ok["description"]
     assert len(ok["next"]) == 5 and all(t.endswith("+00:00") and "T09:00:00" in t for t in ok["next"])
     bad = client.post("/api/v1/cron/validate", json={"expression": "0 25 * * *"}, headers=editor).get_json()
     assert bad == {"valid": False, "description": None, "next": [], "error": "hour: 25 is out of range 0-23"}
-    tz = client.post("/api/v1/cron/validate", json={"expression": "@daily", "timezone": "Nowhere/City"}, headers=editor).get_json()
+    tz = client.post(
+        "/api/v1/cron/validate", json={"expression": "@daily", "timezone": "Nowhere/City"}, headers=editor
+    ).get_json()
     assert tz["valid"] is False and "Nowhere/City" in tz["error"]
 
 
 def test_api_requires_authentication(client, make_user):
     make_user("ed@acme.io")
-    for method, url in [("get", "/api/v1/scripts"), ("post", "/api/v1/scripts"), ("post", "/api/v1/cron/validate"), ("get", "/api/v1/executions/x")]:
+    for method, url in [
+        ("get", "/api/v1/scripts"),
+        ("post", "/api/v1/scripts"),
+        ("post", "/api/v1/cron/validate"),
+        ("get", "/api/v1/executions/x"),
+    ]:
         response = getattr(client, method)(url, json={})
         assert response.status_code == 401, url
         assert response.headers["WWW-Authenticate"] == "Bearer"

@@ -8,10 +8,10 @@ from webapp.models import ApiToken, Membership, Tenant, User
 
 
 @pytest.fixture
-def cli(app):  # noqa: ANN201
+def cli(app):
     runner = app.test_cli_runner()
 
-    def invoke(*args: str):  # noqa: ANN202
+    def invoke(*args: str):
         return runner.invoke(args=list(args))
 
     return invoke
@@ -57,10 +57,19 @@ def test_users_create_and_add_membership(cli, app):
 
 def test_users_create_errors(cli):
     cli("tenants", "create", "acme")
-    assert "no tenant named 'nope'" in cli("users", "create", "a@b.io", "--tenant", "nope", "--role", "admin", "--password", "pw-123456").output
+    assert (
+        "no tenant named 'nope'"
+        in cli("users", "create", "a@b.io", "--tenant", "nope", "--role", "admin", "--password", "pw-123456").output
+    )
     assert "--password is required" in cli("users", "create", "a@b.io", "--tenant", "acme", "--role", "admin").output
-    assert "not an email" in cli("users", "create", "nope", "--tenant", "acme", "--role", "admin", "--password", "x" * 9).output
-    assert "Invalid value" in cli("users", "create", "a@b.io", "--tenant", "acme", "--role", "boss", "--password", "x" * 9).output
+    assert (
+        "not an email"
+        in cli("users", "create", "nope", "--tenant", "acme", "--role", "admin", "--password", "x" * 9).output
+    )
+    assert (
+        "Invalid value"
+        in cli("users", "create", "a@b.io", "--tenant", "acme", "--role", "boss", "--password", "x" * 9).output
+    )
 
 
 def test_tokens_create_list_revoke(cli, app, client):

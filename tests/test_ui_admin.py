@@ -47,13 +47,27 @@ def test_members_add_change_remove(client, admin, make_user):
     missing_pw = client.post("/members", data={"csrf_token": admin, "email": "new@acme.io", "role": "viewer"})
     assert missing_pw.status_code == 422
     assert "a new user needs a password" in missing_pw.get_data(as_text=True)
-    assert client.post("/members", data={"csrf_token": admin, "email": "new@acme.io", "role": "viewer", "password": "long-enough"}).status_code == 303
-    assert client.post("/members", data={"csrf_token": admin, "email": "existing@other.io", "role": "editor"}).status_code == 303
-    dup = client.post("/members", data={"csrf_token": admin, "email": "new@acme.io", "role": "viewer", "password": "x" * 9})
+    assert (
+        client.post(
+            "/members", data={"csrf_token": admin, "email": "new@acme.io", "role": "viewer", "password": "long-enough"}
+        ).status_code
+        == 303
+    )
+    assert (
+        client.post("/members", data={"csrf_token": admin, "email": "existing@other.io", "role": "editor"}).status_code
+        == 303
+    )
+    dup = client.post(
+        "/members", data={"csrf_token": admin, "email": "new@acme.io", "role": "viewer", "password": "x" * 9}
+    )
     assert "is already a member" in dup.get_data(as_text=True)
     page = client.get("/members").get_data(as_text=True)
     assert "new@acme.io" in page and "existing@other.io" in page
-    member_id = re.search(r'action="/members/(\d+)/role"[^<]*<input[^>]*>\s*<label for="role-\d+" class="visually-hidden">Role of new@acme.io', page)
+    member_id = re.search(
+        r'action="/members/(\d+)/role"[^<]*<input[^>]*>\s*'
+        r'<label for="role-\d+" class="visually-hidden">Role of new@acme.io',
+        page,
+    )
     assert member_id
     mid = member_id.group(1)
     assert client.post(f"/members/{mid}/role", data={"csrf_token": admin, "role": "editor"}).status_code == 303

@@ -24,7 +24,14 @@ def _script_id(response) -> str:
 def test_create_each_type_through_the_form(client, editor):
     cases = [
         _form(editor, name="by-hand"),
-        _form(editor, name="nightly", type="cron", cron_expression="30 2 * * *", timezone="Europe/Berlin", misfire_policy="skip"),
+        _form(
+            editor,
+            name="nightly",
+            type="cron",
+            cron_expression="30 2 * * *",
+            timezone="Europe/Berlin",
+            misfire_policy="skip",
+        ),
         _form(editor, name="hello", type="endpoint", endpoint_method="POST", endpoint_path="/hello/{who}"),
     ]
     for data in cases:
@@ -42,7 +49,9 @@ def test_cron_page_shows_schedule_and_endpoint_page_shows_url_and_curl(client, e
     cron = client.post("/scripts/new", data=_form(editor, name="c", type="cron", cron_expression="*/5 * * * *"))
     page = client.get(cron.headers["Location"]).get_data(as_text=True)
     assert "*/5 * * * *" in page and "Upcoming fires" in page
-    ep = client.post("/scripts/new", data=_form(editor, name="e", type="endpoint", endpoint_method="GET", endpoint_path="/hello"))
+    ep = client.post(
+        "/scripts/new", data=_form(editor, name="e", type="endpoint", endpoint_method="GET", endpoint_path="/hello")
+    )
     page = client.get(ep.headers["Location"]).get_data(as_text=True)
     assert "GET http://localhost/api/scripts/hello" in page
     assert 'curl -X GET -H "Authorization: Bearer $SCRIPT_RUNNER_TOKEN" http://localhost/api/scripts/hello' in page
@@ -51,7 +60,9 @@ def test_cron_page_shows_schedule_and_endpoint_page_shows_url_and_curl(client, e
 def test_validation_messages_stand_beside_their_fields(client, editor):
     response = client.post(
         "/scripts/new",
-        data=_form(editor, name="", type="cron", cron_expression="0 0 31 2 * *x", source="function main() { return 1 +; }"),
+        data=_form(
+            editor, name="", type="cron", cron_expression="0 0 31 2 * *x", source="function main() { return 1 +; }"
+        ),
     )
     assert response.status_code == 422
     page = response.get_data(as_text=True)
@@ -80,8 +91,12 @@ def test_missing_main_and_endpoint_path_rules(client, editor):
 
 
 def test_endpoint_clash_through_the_form_is_reported_beside_the_path(client, editor):
-    client.post("/scripts/new", data=_form(editor, name="a", type="endpoint", endpoint_method="GET", endpoint_path="/x/{id}"))
-    response = client.post("/scripts/new", data=_form(editor, name="b", type="endpoint", endpoint_method="GET", endpoint_path="/x/{n}"))
+    client.post(
+        "/scripts/new", data=_form(editor, name="a", type="endpoint", endpoint_method="GET", endpoint_path="/x/{id}")
+    )
+    response = client.post(
+        "/scripts/new", data=_form(editor, name="b", type="endpoint", endpoint_method="GET", endpoint_path="/x/{n}")
+    )
     assert response.status_code == 409
     assert "GET /x/{n} is already served by script &#39;a&#39;" in response.get_data(as_text=True)
 
@@ -93,7 +108,10 @@ def test_type_toggle_partial_and_the_no_javascript_path(client, editor):
     endpoint = client.get("/scripts/trigger-fields?type=endpoint").get_data(as_text=True)
     assert 'name="endpoint_path"' in endpoint and "<option selected>GET</option>" in endpoint
     assert "cron_expression" not in endpoint
-    assert client.get("/scripts/trigger-fields?type=manual").get_data(as_text=True).strip() == '<div id="trigger-fields">\n\n</div>'
+    assert (
+        client.get("/scripts/trigger-fields?type=manual").get_data(as_text=True).strip()
+        == '<div id="trigger-fields">\n\n</div>'
+    )
     # Without JavaScript the form's "Show fields" button redraws it for the chosen type, saving nothing.
     page = client.post("/scripts/new", data=_form(editor, type="endpoint", action="refresh"))
     assert page.status_code == 200
@@ -105,7 +123,9 @@ def test_type_toggle_partial_and_the_no_javascript_path(client, editor):
 def test_list_filters_search_paging_and_partial(client, editor):
     for i in range(25):
         client.post("/scripts/new", data=_form(editor, name=f"job-{i:02}"))
-    client.post("/scripts/new", data=_form(editor, name="mailer", type="cron", cron_expression="@daily", status="disabled"))
+    client.post(
+        "/scripts/new", data=_form(editor, name="mailer", type="cron", cron_expression="@daily", status="disabled")
+    )
     page = client.get("/scripts").get_data(as_text=True)
     assert "Page 1 of 2 (26 scripts)" in page and "job-00" in page and "mailer" not in page
     assert "mailer" in client.get("/scripts?page=2").get_data(as_text=True)
@@ -125,7 +145,9 @@ def test_enable_disable_full_page_and_htmx(client, editor):
     response = client.post(f"/scripts/{sid}/status", data={"csrf_token": editor, "status": "disabled"})
     assert response.status_code == 303
     assert client.get(f"/api/v1/scripts/{sid}").get_json()["status"] == "disabled"
-    fragment = client.post(f"/scripts/{sid}/status", data={"csrf_token": editor, "status": "active"}, headers={"HX-Request": "true"})
+    fragment = client.post(
+        f"/scripts/{sid}/status", data={"csrf_token": editor, "status": "active"}, headers={"HX-Request": "true"}
+    )
     text = fragment.get_data(as_text=True)
     assert text.startswith('<div id="script-status"') and ">active</span>" in text and "Disable" in text
     script = client.get(f"/api/v1/scripts/{sid}").get_json()
@@ -158,7 +180,7 @@ def test_edit_versions_diff_and_rollback(client, editor):
     client.post(f"/scripts/{sid}/edit", data=_form(editor, source=new_source, description="no new version"))
     assert client.get(f"/api/v1/scripts/{sid}").get_json()["version"] == 2
     history = client.get(f"/scripts/{sid}/versions").get_data(as_text=True)
-    assert "v2</a> <span class=\"badge active\">current" in history and "Roll back to v1" in history
+    assert 'v2</a> <span class="badge active">current' in history and "Roll back to v1" in history
     diff = client.get(f"/scripts/{sid}/versions/2").get_data(as_text=True)
     assert '<span class="del">-  return { ok: true };</span>' in diff
     assert '<span class="add">+  return { ok: false };</span>' in diff
