@@ -63,9 +63,14 @@
       out.textContent = "";
       out.className = "cron-preview " + (data.valid ? "valid" : "invalid");
       var p = document.createElement("p");
-      p.textContent = data.valid ? data.description : data.error;
+      var zone = tz && tz.value ? tz.value : "UTC";
+      p.textContent = data.valid ? data.description + " (" + zone + " time)" : data.error;
       out.appendChild(p);
       if (data.valid) {
+        var caption = document.createElement("span");
+        caption.className = "hint";
+        caption.textContent = "Next fires, in your local time:";
+        out.appendChild(caption);
         var ul = document.createElement("ul");
         data.next.forEach(function (iso) {
           var li = document.createElement("li");

@@ -36,10 +36,11 @@ def expect_cron_fields(page: Page) -> None:
     expect(page.locator("#endpoint_method")).to_have_count(0)
 
 
-def expect_valid_preview(page: Page, words: str) -> None:
+def expect_valid_preview(page: Page, words: str, zone: str = "UTC") -> None:
     preview = page.locator("#cron-preview")
     expect(preview).to_have_class(re.compile(r"\bvalid\b"))
-    expect(preview.locator("p")).to_have_text(words)
+    expect(preview.locator("p")).to_have_text(f"{words} ({zone} time)")
+    expect(preview).to_contain_text("Next fires, in your local time:")
     expect(preview.locator("li time")).to_have_count(5)
     # localizeTimes() rewrote the ISO instants into readable local times
     for text in preview.locator("li time").all_inner_texts():
@@ -158,7 +159,7 @@ def test_edit_page_shows_preview_for_saved_schedule(
     expect(page.get_by_role("heading", name="Edit Nightly")).to_be_visible()
     expect(page.get_by_label("Cron expression")).to_have_value("0 2 * * *")
     expect(page.get_by_label("Timezone")).to_have_value("Europe/Berlin")
-    expect_valid_preview(page, "At 02:00 AM")
+    expect_valid_preview(page, "At 02:00 AM", "Europe/Berlin")
     expect(page.locator(".CodeMirror-code")).to_contain_text("return 1;")
 
 
@@ -232,15 +233,16 @@ def test_screenshot_edit_page(page: Page, live_server: str, make_user, make_scri
     script_id = make_script(
         EDITOR,
         name="Nightly report",
-        description="Mails the day's failed executions to the on-call channel.",
+        description="Counts the reports sent during office hours.",
         type="cron",
         cron_expression="*/15 9-17 * * MON-FRI",
         timezone="Europe/Berlin",
         source=(
             "async function main(event) {\n"
-            "  const failed = await context.executions({ status: 'failed', since: '24h' });\n"
-            "  console.log(`found ${failed.length} failed runs`);\n"
-            "  return { count: failed.length };\n"
+            "  const seen = (await storage.get('reports-sent')) ?? 0;\n"
+            "  console.log(`report ${seen + 1} for ${event.scheduled_at}`);\n"
+            "  await storage.set('reports-sent', seen + 1);\n"
+            "  return { sent: seen + 1 };\n"
             "}\n"
         ),
     )
