@@ -124,3 +124,42 @@ def bearer(token: str) -> dict[str, str]:
 
 
 SOURCE = "async function main(event) {\n  return { ok: true };\n}\n"
+
+
+@pytest.fixture
+def start_worker(settings: Settings):  # noqa: ANN201
+    """start_worker(**env) -> a running `python -m worker` on this test's database and Redis."""
+    from tests.services import WorkerProcess
+
+    started: list[WorkerProcess] = []
+
+    def start(**env: str) -> WorkerProcess:
+        worker = WorkerProcess(settings.database_url, settings.redis_url, **env).start()
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop()
+
+
+@pytest.fixture
+def run_script(client: FlaskClient):  # noqa: ANN201
+    """run_script(headers, source, params=None, wait=20, **fields) -> the finished execution JSON."""
+    counter = iter(range(10_000))
+
+    def run(headers: dict, source: str, params: dict | None = None, wait: int = 20, **fields) -> dict:
+        body = {"name": f"script-{next(counter)}", "type": "manual", "source": source, **fields}
+        created = client.post("/api/v1/scripts", json=body, headers=headers)
+        assert created.status_code == 201, created.get_json()
+        return run_again(headers, created.get_json()["id"], params, wait)
+
+    def run_again(headers: dict, script_id: str, params: dict | None = None, wait: int = 20) -> dict:
+        response = client.post(
+            f"/api/v1/scripts/{script_id}/run", json={"params": params or {}, "wait": wait}, headers=headers
+        )
+        assert response.status_code == 200, response.get_json()
+        return response.get_json()
+
+    run.again = run_again  # type: ignore[attr-defined]
+    return run

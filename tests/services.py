@@ -5,6 +5,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -81,3 +82,54 @@ def postgres_server() -> Iterator[str]:
             _as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"), capture_output=True
         )
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+class WorkerProcess:
+    """A real `python -m worker` process against the test database and Redis."""
+
+    def __init__(self, database_url: str, redis_url: str, **env: str):
+        self.env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": redis_url, "SECRET_KEY": "test", **env}
+        self.proc: subprocess.Popen | None = None
+        self.log_path = Path(tempfile.mkstemp(prefix="test-worker-", suffix=".log")[1])
+
+    def start(self, timeout: float = 30) -> "WorkerProcess":
+        from redis import Redis
+        from rq import Worker
+
+        redis = Redis.from_url(self.env["REDIS_URL"])
+        before = {w.name for w in Worker.all(connection=redis)}
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "worker"],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=Path(__file__).resolve().parent.parent,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"worker exited with {self.proc.returncode}:\n{self.log_path.read_text()}")
+            names = {w.name for w in Worker.all(connection=redis)} - before
+            if names:
+                self.name = names.pop()
+                return self
+            time.sleep(0.05)
+        raise TimeoutError(f"worker did not register within {timeout}s:\n{self.log_path.read_text()}")
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")

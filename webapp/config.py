@@ -57,6 +57,8 @@ class Settings:
     secret_key: str
     metrics_token: str | None
     limits: ScriptLimits = field(default_factory=ScriptLimits)
+    retention_count: int = 1000  # executions kept per script
+    retention_days: int = 30
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -66,6 +68,8 @@ class Settings:
             secret_key=os.environ.get("SECRET_KEY") or _instance_secret_key(),
             metrics_token=os.environ.get("METRICS_TOKEN") or None,
             limits=ScriptLimits.from_env(),
+            retention_count=_int("EXECUTION_RETENTION_COUNT", 1000),
+            retention_days=_int("EXECUTION_RETENTION_DAYS", 30),
         )
 
 

@@ -19,6 +19,7 @@ _CODES = {
     422: "invalid_fields",
     429: "too_many_requests",
     500: "internal_error",
+    503: "unavailable",
 }
 
 
@@ -46,6 +47,8 @@ def json_error(status: int, message: str, fields: dict[str, str] | None = None, 
     response.status_code = status
     if status == 401:
         response.headers["WWW-Authenticate"] = "Bearer"
+    if status == 503:
+        response.headers["Retry-After"] = "5"
     return response
 
 

@@ -183,5 +183,18 @@ class Execution(db.Model):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     duration_ms: Mapped[float | None]
     worker: Mapped[str | None] = mapped_column(String(200))
+    # How the sandbox ran it: compile-cache hit, runtime id and run count, CPU time.
+    runtime_info: Mapped[dict | None] = mapped_column(JSON)
     user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     script: Mapped[Script] = relationship()
+
+
+class StorageItem(db.Model):
+    """A tenant's persistent `storage` entry: a JSON value under a key, with an optional expiry."""
+
+    __tablename__ = "storage_items"
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -71,4 +71,5 @@ def execution_json(execution: Execution) -> dict[str, Any]:
         "finished_at": iso(execution.finished_at),
         "duration_ms": execution.duration_ms,
         "worker": execution.worker,
+        "runtime": execution.runtime_info,
     }

@@ -6,6 +6,7 @@ from webapp.api import bp
 from webapp.api.helpers import json_body, page_of
 from webapp.auth.identity import current_principal
 from webapp.errors import ApiError
+from webapp.executions import service as executions
 from webapp.models import SCRIPT_STATUSES, SCRIPT_TYPES, Execution, Script
 from webapp.permissions import require
 from webapp.scripts import service
@@ -92,6 +93,30 @@ def rollback(script_id: str):
     except ValidationFailed as exc:
         raise _failed(exc) from exc
     return script_json(script)
+
+
+@bp.post("/scripts/<script_id>/run")
+@require("scripts:run")
+def run_script(script_id: str):
+    script = get_or_404(Script, script_id)
+    body = json_body() if request.data else {}
+    params, wait = body.get("params", {}), body.get("wait", 0)
+    problem = executions.params_problem(params)
+    if problem:
+        raise ApiError(422, "invalid fields", {"params": problem})
+    if isinstance(wait, bool) or not isinstance(wait, int | float) or not 0 <= wait <= executions.MAX_WAIT_SECONDS:
+        raise ApiError(
+            422, "invalid fields", {"wait": f"must be a number of seconds from 0 to {executions.MAX_WAIT_SECONDS}"}
+        )
+    if script.status != "active":
+        raise ApiError(409, "the script is disabled: enable it to run it", code="script_disabled")
+    try:
+        execution = executions.start_run(script, "api", params, current_principal().user)
+    except executions.QueueUnavailable as exc:
+        raise ApiError(503, str(exc), code="queue_unavailable") from exc
+    if wait:
+        executions.wait_for(execution, wait)
+    return execution_json(execution), 200 if executions.is_finished(execution) else 202
 
 
 @bp.get("/scripts/<script_id>/executions")

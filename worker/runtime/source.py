@@ -13,7 +13,7 @@ import quickjs
 
 # Lines the engine sees before the script's first line: "function anonymous(" and ") {"
 # added by the Function constructor, then our "'use strict';" line.
-_PREFIX_LINES = 3
+PREFIX_LINES = 3
 _LOCATION = re.compile(r"at <input>:(\d+):(\d+)")
 _DEFINES_MAIN = re.compile(r"\b(?:async\s+)?function\s*\*?\s*main\s*\(|\b(?:const|let|var)\s+main\s*=|\bclass\s+main\b")
 
@@ -33,7 +33,8 @@ class SyntaxProblem:
 
 
 def function_body(source: str) -> str:
-    return f"'use strict';\n{source}\n"
+    """The body compiled per script: running it defines the script's top level afresh."""
+    return f"'use strict';\n{source}\n;return typeof main === 'undefined' ? undefined : main;"
 
 
 def check_syntax(source: str) -> SyntaxProblem | None:
@@ -45,16 +46,16 @@ def check_syntax(source: str) -> SyntaxProblem | None:
         # The Function constructor compiles the body without executing any of it.
         ctx.eval(f"new Function({json.dumps(function_body(source))})")
     except quickjs.JSException as exc:
-        return _problem(str(exc), source)
+        return problem_from_text(str(exc), source)
     return None
 
 
-def _problem(text: str, source: str) -> SyntaxProblem:
+def problem_from_text(text: str, source: str) -> SyntaxProblem:
     first = text.splitlines()[0] if text else "SyntaxError"
     match = _LOCATION.search(text)
     if not match:
         return SyntaxProblem(first, None, None)
-    line, column = int(match.group(1)) - _PREFIX_LINES, int(match.group(2))
+    line, column = int(match.group(1)) - PREFIX_LINES, int(match.group(2))
     lines = source.splitlines() or [""]
     if line > len(lines):  # "unexpected end of input" points past our wrapper: show the end of the source
         line, column = len(lines), len(lines[-1]) + 1

@@ -1,0 +1,164 @@
+"""Running scripts end to end: API → RQ → a real worker process → QuickJS sandbox → database."""
+
+import pytest
+
+from tests.conftest import bearer
+
+
+@pytest.fixture
+def editor(make_user, make_token) -> dict[str, str]:
+    make_user("ed@acme.io", "acme", "editor")
+    return bearer(make_token("ed@acme.io"))
+
+
+def test_manual_run_with_params_async_main_and_logs(editor, start_worker, run_script):
+    start_worker()
+    source = """
+async function main(event) {
+  console.log("hello", event.name);
+  console.warn({ n: event.n });
+  await null;
+  return { greeting: `hi ${event.name}`, tenant: context.tenant.name, trigger: context.execution.trigger };
+}
+"""
+    execution = run_script(editor, source, params={"name": "Ann", "n": 2})
+    assert execution["status"] == "succeeded", execution
+    assert execution["result"] == {"greeting": "hi Ann", "tenant": "acme", "trigger": "api"}
+    assert [(e["level"], e["message"]) for e in execution["logs"]] == [("log", "hello Ann"), ("warn", '{"n":2}')]
+    assert execution["params"] == {"name": "Ann", "n": 2}
+    assert execution["trigger"] == "api" and execution["script_version"] == 1
+    assert execution["worker"] and execution["duration_ms"] > 0
+    assert execution["started_at"] >= execution["queued_at"] and execution["finished_at"] >= execution["started_at"]
+
+
+NEXT = "function main(event) { return { ok: [1, 2, 3].map(x => x * 2), json: JSON.stringify({a: 1}) } }"
+EXPECTED_NEXT = {"ok": [2, 4, 6], "json": '{"a":1}'}
+
+LIMIT_CASES = {
+    "array-growth": (
+        "function main() { const a = []; while (true) a.push({ x: a.length }); }",
+        {},
+        "memory",
+        "memory limit 64 MiB exceeded",
+    ),
+    "string-doubling": (
+        "function main() { let s = 'x'; while (true) s += s; }",
+        {},
+        "memory",
+        "memory limit 64 MiB exceeded",
+    ),
+    "array-buffer": (
+        "function main() { return new ArrayBuffer(200 * 1024 * 1024).byteLength; }",
+        {},
+        "memory",
+        "memory limit 64 MiB exceeded",
+    ),
+    "own-memory-limit": (
+        "function main() { return new ArrayBuffer(20 * 1024 * 1024).byteLength; }",
+        {"memory_mb": 16},
+        "memory",
+        "memory limit 16 MiB exceeded",
+    ),
+    "busy-loop": ("function main() { while (true) {} }", {"cpu_seconds": 1}, "timeout", "CPU time limit 1 s exceeded"),
+    "catastrophic-regex": (
+        "function main() { return /^(a+)+$/.test('a'.repeat(32) + 'b'); }",
+        {"cpu_seconds": 1},
+        "timeout",
+        "CPU time limit 1 s exceeded",
+    ),
+    "long-builtin": (
+        "function main() { const s = '[' + '1,'.repeat(2000000) + '1]'; let n = 0;"
+        " for (let i = 0; i < 1000; i++) n += JSON.parse(s).length; return n; }",
+        {"wall_seconds": 2},
+        "timeout",
+        "wall time limit 2 s exceeded",
+    ),
+    "deep-recursion": (
+        "function main() { function f(n) { return f(n + 1) + 1; } return f(0); }",
+        {},
+        "stack_overflow",
+        "stack limit 1024 KiB exceeded (recursion too deep)",
+    ),
+    "thrown-string": (
+        "function main() { throw 'plain string'; }",
+        {},
+        "exception",
+        "Uncaught non-Error value: plain string",
+    ),
+    "thrown-error": (
+        "function main() {\n  const o = null;\n  return o.field;\n}",
+        {},
+        "exception",
+        "TypeError: cannot read property 'field' of null (line 3, column 10)",
+    ),
+    "result-too-large": (
+        "function main() { return 'x'.repeat(2 * 1024 * 1024); }",
+        {},
+        "result_too_large",
+        "result limit 1024 KiB exceeded (the result is 2048 KiB)",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(LIMIT_CASES))
+def test_each_limit_ends_only_its_run(case, editor, start_worker, run_script):
+    source, limits, kind, message = LIMIT_CASES[case]
+    worker = start_worker()
+    failed = run_script(editor, source, limits=limits or None, wait=40)
+    assert failed["status"] == "failed", failed
+    assert failed["error_kind"] == kind
+    assert failed["error_message"] == message
+    if kind == "timeout":
+        budget = limits.get("wall_seconds") or limits.get("cpu_seconds")
+        assert failed["duration_ms"] < (budget + 1) * 1000  # ends within the limit + 1 s
+    after = run_script(editor, NEXT)
+    assert after["status"] == "succeeded" and after["result"] == EXPECTED_NEXT
+    assert after["worker"] == failed["worker"] == worker.name  # the same worker went on
+
+
+def test_syntax_error_of_a_stored_version_reports_line_and_column(app, editor, start_worker, run_script, client):
+    start_worker()
+    body = {"name": "old", "type": "manual", "source": "function main() { return 1 }"}
+    script_id = client.post("/api/v1/scripts", json=body, headers=editor).get_json()["id"]
+    from webapp.extensions import db
+    from webapp.models import ScriptVersion
+
+    with app.app_context():  # a version saved before validation existed, say
+        db.session.scalar(db.select(ScriptVersion)).source = "function main() {\n  return 1 +;\n}"
+        db.session.commit()
+    failed = run_script.again(editor, script_id)
+    assert failed["error_kind"] == "syntax"
+    assert failed["error_message"] == "SyntaxError: unexpected token in expression: ';' (line 2, column 13)"
+
+
+def test_compile_cache_hits_the_same_version_and_misses_a_new_one(editor, start_worker, run_script, client):
+    start_worker()
+    first = run_script(editor, "let calls = 0; function main() { calls++; return calls }")
+    second = run_script.again(editor, first["script_id"])
+    assert first["runtime"]["cache_hit"] is False and second["runtime"]["cache_hit"] is True
+    assert first["result"] == second["result"] == 1  # fresh top-level state on every run
+    assert first["runtime"]["runtime_id"] == second["runtime"]["runtime_id"]
+    client.patch(
+        f"/api/v1/scripts/{first['script_id']}", json={"source": "function main() { return 'v2' }"}, headers=editor
+    )
+    third = run_script.again(editor, first["script_id"])
+    assert third["script_version"] == 2 and third["result"] == "v2"
+    assert third["runtime"]["cache_hit"] is False
+
+
+def test_runtime_is_recycled_after_max_runs(editor, start_worker, run_script):
+    start_worker(SCRIPT_VM_MAX_RUNS="3")
+    runs = [run_script(editor, "function main() { return 1 }")]
+    runs += [run_script.again(editor, runs[0]["script_id"]) for _ in range(3)]
+    ids = [r["runtime"]["runtime_id"] for r in runs]
+    assert ids[0] == ids[1] == ids[2] and ids[3] != ids[2]
+    assert [r["runtime"]["runtime_runs"] for r in runs] == [1, 2, 3, 1]
+    assert runs[3]["runtime"]["cache_hit"] is False
+
+
+def test_runtime_is_recycled_after_a_limit(editor, start_worker, run_script):
+    start_worker()
+    first = run_script(editor, "function main() { return 1 }")
+    run_script(editor, "function main() { function f() { return f() } return f() }")
+    after = run_script.again(editor, first["script_id"])
+    assert after["runtime"]["runtime_id"] != first["runtime"]["runtime_id"]

@@ -1,0 +1,88 @@
+"""Background upkeep of executions: runs lost with their worker, and retention.
+
+Called periodically by every worker (under a Redis lock, so one does the work at a time).
+"""
+
+import logging
+from datetime import timedelta
+
+from flask import current_app
+from redis import Redis
+from rq.job import Job
+from sqlalchemy import delete, func, select, update
+
+from webapp.extensions import db
+from webapp.models import Execution, utcnow
+
+log = logging.getLogger(__name__)
+ALIVE_KEY = "sr:worker-alive:{}"
+ALIVE_TTL_SECONDS = 20
+QUEUED_GRACE = timedelta(seconds=60)
+
+
+def mark_alive(redis: Redis, worker_name: str) -> None:
+    redis.set(ALIVE_KEY.format(worker_name), "1", ex=ALIVE_TTL_SECONDS)
+
+
+def reap_lost(redis: Redis) -> int:
+    """Fail runs whose worker stopped heartbeating, and queued runs whose job vanished."""
+    now = utcnow()
+    reaped = 0
+    running = db.session.execute(
+        select(Execution.id, Execution.worker).where(
+            Execution.status == "running", Execution.started_at < now - timedelta(seconds=2)
+        )
+    ).all()
+    for execution_id, worker in running:
+        if worker and redis.exists(ALIVE_KEY.format(worker)):
+            continue
+        reaped += _fail(execution_id, "running", f"the worker {worker or '?'} stopped during the run")
+    queued = db.session.execute(
+        select(Execution.id).where(Execution.status == "queued", Execution.queued_at < now - QUEUED_GRACE)
+    ).scalars()
+    for execution_id in queued:
+        if not Job.exists(str(execution_id), connection=redis):
+            reaped += _fail(execution_id, "queued", "the queued run was lost: its job is no longer in Redis")
+    if reaped:
+        log.warning("marked %d execution(s) lost", reaped)
+    return reaped
+
+
+def _fail(execution_id: object, expected: str, message: str) -> int:
+    result = db.session.execute(
+        update(Execution)
+        .where(Execution.id == execution_id, Execution.status == expected)
+        .values(status="failed", error_kind="lost", error_message=message, finished_at=utcnow())
+    )
+    db.session.commit()
+    return result.rowcount or 0
+
+
+def prune_executions() -> int:
+    """Keep the newest N executions per script and none older than the retention period."""
+    settings = current_app.config["SETTINGS"]
+    removed = (
+        db.session.execute(
+            delete(Execution).where(Execution.queued_at < utcnow() - timedelta(days=settings.retention_days))
+        ).rowcount
+        or 0
+    )
+    crowded = db.session.execute(
+        select(Execution.script_id).group_by(Execution.script_id).having(func.count() > settings.retention_count)
+    ).scalars()
+    for script_id in list(crowded):
+        cutoff = db.session.scalar(
+            select(Execution.queued_at)
+            .where(Execution.script_id == script_id)
+            .order_by(Execution.queued_at.desc())
+            .offset(settings.retention_count - 1)
+            .limit(1)
+        )
+        removed += (
+            db.session.execute(
+                delete(Execution).where(Execution.script_id == script_id, Execution.queued_at < cutoff)
+            ).rowcount
+            or 0
+        )
+    db.session.commit()
+    return removed

@@ -1,0 +1,100 @@
+"""Starting runs and waiting for them: the one way any trigger puts a script on a queue.
+
+The execution row is written first (`queued`), then the RQ job (id = execution id) is
+enqueued; a worker records `running` and the outcome. Waiting uses RQ's blocking result read
+(no polling loop).
+"""
+
+import contextlib
+import json
+import math
+import uuid
+from datetime import datetime
+from typing import Any
+
+from flask import current_app
+from redis.exceptions import RedisError
+from rq import Queue
+from rq.exceptions import NoSuchJobError
+from rq.job import Job
+
+from webapp.extensions import db
+from webapp.models import Execution, Script, User, utcnow
+from webapp.redis_client import get_redis
+
+ENDPOINT_QUEUE = "endpoints"  # served first by every worker
+DEFAULT_QUEUE = "default"
+QUEUES = (ENDPOINT_QUEUE, DEFAULT_QUEUE)
+JOB_FUNCTION = "worker.jobs.run_execution"
+MAX_WAIT_SECONDS = 60
+FINISHED = ("succeeded", "failed", "skipped")
+
+
+def params_problem(params: Any) -> str | None:
+    """Why these run parameters are refused, or None."""
+    if not isinstance(params, dict):
+        return "must be a JSON object"
+    size = len(json.dumps(params))
+    ceiling = current_app.config["SETTINGS"].limits.body_kb * 1024
+    if size > ceiling:
+        return f"must be at most {ceiling // 1024} KiB of JSON (got {size // 1024} KiB)"
+    return None
+
+
+class QueueUnavailable(Exception):
+    """Redis could not take the job; the execution was recorded as failed."""
+
+
+def start_run(
+    script: Script,
+    trigger: str,
+    params: Any = None,
+    user: User | None = None,
+    scheduled_at: datetime | None = None,
+) -> Execution:
+    execution = Execution(
+        id=uuid.uuid4(),
+        tenant_id=script.tenant_id,
+        script_id=script.id,
+        script_version=script.version,
+        trigger=trigger,
+        scheduled_at=scheduled_at,
+        params=params if params is not None else {},
+        status="queued",
+        queued_at=utcnow(),
+        user_id=user.id if user else None,
+    )
+    db.session.add(execution)
+    db.session.commit()
+    limits = current_app.config["SETTINGS"].limits
+    queue = Queue(ENDPOINT_QUEUE if trigger == "endpoint" else DEFAULT_QUEUE, connection=get_redis())
+    try:
+        queue.enqueue(
+            JOB_FUNCTION,
+            str(execution.id),
+            job_id=str(execution.id),
+            job_timeout=limits.wall_seconds + 60,  # a backstop: the worker enforces wall time itself
+            result_ttl=300,
+            failure_ttl=24 * 3600,
+        )
+    except RedisError as exc:
+        execution.status, execution.error_kind = "failed", "lost"
+        execution.error_message = f"the run could not be queued: Redis is unavailable ({type(exc).__name__})"
+        execution.finished_at = utcnow()
+        db.session.commit()
+        raise QueueUnavailable(execution.error_message) from exc
+    return execution
+
+
+def wait_for(execution: Execution, seconds: float) -> Execution:
+    """Block until the run finishes or `seconds` pass; returns the refreshed execution."""
+    whole = min(math.ceil(seconds), MAX_WAIT_SECONDS)  # RQ's blocking read takes whole seconds
+    if whole > 0 and execution.status not in FINISHED:
+        with contextlib.suppress(NoSuchJobError, RedisError):
+            Job(str(execution.id), connection=get_redis()).latest_result(timeout=whole)
+    db.session.refresh(execution)
+    return execution
+
+
+def is_finished(execution: Execution) -> bool:
+    return execution.status in FINISHED

@@ -1,0 +1,144 @@
+"""Host calls made by scripts, answered by the worker: tenant-scoped `storage`, `utils.hash`.
+
+Each call arrives as {id, op, arg} from the sandbox; the answer is {id, ok, value} with the
+value as JSON text, or {id, ok: false, error} with a message the script sees as an Error.
+"""
+
+import hashlib
+import json
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import delete, func, or_, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from webapp.extensions import db
+from webapp.models import StorageItem, utcnow
+
+MAX_KEY_CHARS = 200
+MAX_VALUE_BYTES = 256 * 1024
+MAX_KEYS_PER_TENANT = 10_000
+MAX_LISTED_KEYS = 1000
+MAX_TTL_SECONDS = 10 * 365 * 24 * 3600
+HASHES = ("sha256", "sha512", "sha1", "md5")
+
+
+class HostError(Exception):
+    """A refused call; the message is what the script's rejected Promise carries."""
+
+
+class HostApi:
+    def __init__(self, tenant_id: int):
+        self.tenant_id = tenant_id
+
+    def __call__(self, calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        answers = []
+        for call in calls:
+            handler = _HANDLERS.get(call.get("op"))
+            try:
+                if handler is None:
+                    raise HostError(f"unknown host call {call.get('op')!r}")
+                answers.append({"id": call["id"], "ok": True, "value": handler(self, call.get("arg") or {})})
+                db.session.commit()
+            except HostError as exc:
+                db.session.rollback()
+                answers.append({"id": call["id"], "ok": False, "error": str(exc)})
+        return answers
+
+    # -- storage --------------------------------------------------------------------------
+    def _live(self):
+        now = utcnow()
+        return (StorageItem.tenant_id == self.tenant_id) & or_(
+            StorageItem.expires_at.is_(None), StorageItem.expires_at > now
+        )
+
+    def storage_get(self, arg: dict) -> str:
+        key = _key(arg, "get")
+        value = db.session.scalar(select(StorageItem.value).where(self._live(), StorageItem.key == key))
+        return value if value is not None else "null"
+
+    def storage_set(self, arg: dict) -> str:
+        key = _key(arg, "set")
+        value = arg.get("value")
+        if not isinstance(value, str):
+            raise HostError("storage.set: value must be JSON-serializable")
+        size = len(value.encode())
+        if size > MAX_VALUE_BYTES:
+            raise HostError(f"storage.set: value is {size // 1024} KiB, over the {MAX_VALUE_BYTES // 1024} KiB limit")
+        ttl = arg.get("ttl")
+        if ttl is not None and (not isinstance(ttl, int | float) or not 0 < ttl <= MAX_TTL_SECONDS):
+            raise HostError(f"storage.set: ttlSeconds must be between 0 and {MAX_TTL_SECONDS}")
+        exists = db.session.scalar(select(StorageItem.key).where(self._live(), StorageItem.key == key))
+        if exists is None:
+            count = db.session.scalar(select(func.count()).select_from(StorageItem).where(self._live())) or 0
+            if count >= MAX_KEYS_PER_TENANT:
+                raise HostError(f"storage.set: the tenant already holds {MAX_KEYS_PER_TENANT} keys")
+        now = utcnow()
+        row = {
+            "tenant_id": self.tenant_id,
+            "key": key,
+            "value": value,
+            "expires_at": now + timedelta(seconds=ttl) if ttl else None,
+            "updated_at": now,
+        }
+        insert = pg_insert if db.engine.dialect.name == "postgresql" else sqlite_insert
+        stmt = insert(StorageItem).values(**row)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["tenant_id", "key"],
+            set_={"value": stmt.excluded.value, "expires_at": stmt.excluded.expires_at, "updated_at": now},
+        )
+        db.session.execute(stmt)
+        return "null"
+
+    def storage_delete(self, arg: dict) -> str:
+        key = _key(arg, "delete")
+        result = db.session.execute(
+            delete(StorageItem).where(StorageItem.tenant_id == self.tenant_id, StorageItem.key == key)
+        )
+        return "true" if result.rowcount else "false"
+
+    def storage_list(self, arg: dict) -> str:
+        prefix = arg.get("prefix") or ""
+        if not isinstance(prefix, str):
+            raise HostError("storage.list: prefix must be a string")
+        stmt = select(StorageItem.key).where(self._live()).order_by(StorageItem.key).limit(MAX_LISTED_KEYS)
+        if prefix:
+            # startswith via a range: no LIKE wildcards to escape, and it uses the primary key
+            stmt = stmt.where(StorageItem.key >= prefix, StorageItem.key < prefix + "\U0010ffff")
+        return json.dumps(list(db.session.scalars(stmt)))
+
+    # -- utils ----------------------------------------------------------------------------
+    def utils_hash(self, arg: dict) -> str:
+        algorithm = arg.get("algorithm") or "sha256"
+        if algorithm not in HASHES:
+            raise HostError(f"utils.hash: algorithm must be one of {', '.join(HASHES)}")
+        text = arg.get("text")
+        if not isinstance(text, str):
+            raise HostError("utils.hash: text must be a string")
+        digest = hashlib.new(algorithm, text.encode(), usedforsecurity=False).hexdigest()
+        return json.dumps(digest)
+
+
+def _key(arg: dict, fn: str) -> str:
+    key = arg.get("key")
+    if not isinstance(key, str) or not key:
+        raise HostError(f"storage.{fn}: key must be a non-empty string")
+    if len(key) > MAX_KEY_CHARS:
+        raise HostError(f"storage.{fn}: key is longer than {MAX_KEY_CHARS} characters")
+    return key
+
+
+def prune_expired_storage() -> int:
+    result = db.session.execute(delete(StorageItem).where(StorageItem.expires_at <= utcnow()))
+    db.session.commit()
+    return result.rowcount or 0
+
+
+_HANDLERS = {
+    "storage.get": HostApi.storage_get,
+    "storage.set": HostApi.storage_set,
+    "storage.delete": HostApi.storage_delete,
+    "storage.list": HostApi.storage_list,
+    "utils.hash": HostApi.utils_hash,
+}

@@ -1,0 +1,88 @@
+"""The RQ job: run one execution in the worker's sandbox and record what happened."""
+
+import json
+import uuid
+from typing import Any
+
+from sqlalchemy import select, update
+
+from webapp.extensions import db
+from webapp.models import Execution, Script, ScriptVersion, User, utcnow
+from worker.host_api import HostApi
+from worker.runtime.sandbox import Limits
+from worker.state import get_state
+
+
+def run_execution(execution_id: str) -> dict[str, Any]:
+    state = get_state()
+    with state.app.app_context():
+        try:
+            return _run(execution_id, state)
+        finally:
+            db.session.remove()
+
+
+def _run(execution_id: str, state: Any) -> dict[str, Any]:
+    started = utcnow()
+    claimed = db.session.execute(
+        update(Execution)
+        .where(Execution.id == uuid.UUID(execution_id), Execution.status == "queued")
+        .values(status="running", started_at=started, worker=state.name)
+    ).rowcount
+    db.session.commit()
+    if not claimed:  # already run, lost, or deleted: never run twice
+        return {"id": execution_id, "status": "not-claimed"}
+    execution = db.session.get(Execution, uuid.UUID(execution_id))
+    script = execution.script
+    version = db.session.scalar(
+        select(ScriptVersion).where(
+            ScriptVersion.script_id == execution.script_id, ScriptVersion.version == execution.script_version
+        )
+    )
+    outcome = state.sandbox.run(
+        {
+            "script_id": str(script.id),
+            "version": execution.script_version,
+            "source": version.source,
+            "event_json": json.dumps(execution.params if execution.params is not None else {}),
+            "context": _context(execution, script, version),
+        },
+        effective_limits(state.app.config["SETTINGS"].limits, version.limits),
+        HostApi(script.tenant_id),
+    )
+    execution.status = outcome["status"]
+    execution.error_kind = outcome["error_kind"]
+    execution.error_message = outcome["error_message"]
+    execution.result = json.loads(outcome["result_json"]) if outcome["result_json"] is not None else None
+    execution.logs = outcome["logs"]
+    execution.finished_at = utcnow()
+    execution.duration_ms = outcome.get("wall_ms")
+    execution.runtime_info = {
+        "cache_hit": outcome["cache_hit"],
+        "runtime_id": outcome["runtime_id"],
+        "runtime_runs": outcome["runtime_runs"],
+        "cpu_ms": outcome["cpu_ms"],
+    }
+    db.session.commit()
+    return {"id": execution_id, "status": execution.status}
+
+
+def effective_limits(defaults: Any, own: dict | None) -> Limits:
+    own = own or {}
+    return Limits(
+        cpu_seconds=min(own.get("cpu_seconds") or defaults.cpu_seconds, defaults.cpu_seconds),
+        wall_seconds=min(own.get("wall_seconds") or defaults.wall_seconds, defaults.wall_seconds),
+        memory_bytes=int(min(own.get("memory_mb") or defaults.memory_mb, defaults.memory_mb) * 1024 * 1024),
+        log_bytes=defaults.log_kb * 1024,
+        result_bytes=defaults.result_kb * 1024,
+    )
+
+
+def _context(execution: Execution, script: Script, version: ScriptVersion) -> dict[str, Any]:
+    user = db.session.get(User, execution.user_id) if execution.user_id else None
+    return {
+        "tenant": {"id": script.tenant.id, "name": script.tenant.name},
+        "user": {"id": user.id, "email": user.email} if user else None,
+        "script": {"id": str(script.id), "name": script.name, "type": version.type, "version": version.version},
+        "execution": {"id": str(execution.id), "trigger": execution.trigger},
+    }

@@ -1,0 +1,298 @@
+// Runs once per QuickJS runtime, before any tenant code. Defines the host API on the global
+// object, then freezes the global object and every intrinsic reachable from it, so that no run
+// can leave anything behind for the next one. Returns the driver functions the Python side
+// calls; they are never reachable from tenant code.
+//
+// Host calls never enter Python from JS (quickjs-ng forbids that under a time limit): a stub
+// queues {id, op, arg} and returns a Promise; the driver drains the queue between JS slices and
+// settles the Promises with the answers.
+(function __sr_bootstrap() {
+  'use strict';
+  const stringify = JSON.stringify;
+  const parse = JSON.parse;
+  const freeze = Object.freeze;
+  const PromiseCtor = Promise;
+  const StringCtor = String;
+  const ErrorCtor = Error;
+  const TypeErrorCtor = TypeError;
+  const dateNow = Date.now;
+  const toISO = Date.prototype.toISOString;
+  const DateCtor = Date;
+  const mapGet = Map.prototype.get;
+  const mapSet = Map.prototype.set;
+  const mapDelete = Map.prototype.delete;
+  const push = Array.prototype.push;
+  const floor = Math.floor;
+
+  let run = null; // the current run's state, reset by begin()
+
+  function __sr_hostCall(op, arg) {
+    return new PromiseCtor(function __sr_enqueue(resolve, reject) {
+      if (run === null) {
+        reject(new ErrorCtor('host calls are only possible during a run'));
+        return;
+      }
+      const id = run.nextId++;
+      mapSet.call(run.pending, id, { resolve, reject });
+      push.call(run.calls, { id, op, arg });
+    });
+  }
+
+  function __sr_text(value) {
+    if (typeof value === 'string') return value;
+    if (value instanceof ErrorCtor) return StringCtor(value.stack ? value.name + ': ' + value.message + '\n' + value.stack : value);
+    try {
+      const json = stringify(value);
+      return json === undefined ? StringCtor(value) : json;
+    } catch (e) {
+      return StringCtor(value);
+    }
+  }
+
+  function __sr_log(level, args) {
+    if (run === null) return;
+    if (run.logFull) {
+      run.logDropped++;
+      return;
+    }
+    let message = '';
+    for (let i = 0; i < args.length; i++) message += (i ? ' ' : '') + __sr_text(args[i]);
+    const entry = { time: toISO.call(new DateCtor(dateNow())), level, message };
+    const size = message.length + 48;
+    if (run.logBytes + size > run.logCap) {
+      run.logFull = true;
+      run.logDropped++;
+      return;
+    }
+    run.logBytes += size;
+    push.call(run.logs, entry);
+  }
+
+  function __sr_json(value, what) {
+    let json;
+    try {
+      json = stringify(value);
+    } catch (e) {
+      throw new TypeErrorCtor(what + ' must be JSON-serializable: ' + e.message);
+    }
+    if (json === undefined) throw new TypeErrorCtor(what + ' must be JSON-serializable, got ' + typeof value);
+    return json;
+  }
+
+  function __sr_key(key, fn) {
+    if (typeof key !== 'string') throw new TypeErrorCtor('storage.' + fn + ': key must be a string');
+    return key;
+  }
+
+  // Each host stub turns a synchronous argument error into a rejected Promise.
+  function __sr_async(fn) {
+    return function __sr_hostStub(...args) {
+      try {
+        return fn(...args);
+      } catch (e) {
+        return PromiseCtor.reject(e);
+      }
+    };
+  }
+
+  const console = freeze({
+    log: function log(...args) { __sr_log('log', args); },
+    info: function info(...args) { __sr_log('info', args); },
+    warn: function warn(...args) { __sr_log('warn', args); },
+    error: function error(...args) { __sr_log('error', args); },
+    debug: function debug(...args) { __sr_log('debug', args); },
+  });
+
+  const storage = freeze({
+    get: __sr_async(function get(key) {
+      return __sr_hostCall('storage.get', { key: __sr_key(key, 'get') });
+    }),
+    set: __sr_async(function set(key, value, ttlSeconds) {
+      if (ttlSeconds !== undefined && ttlSeconds !== null && (typeof ttlSeconds !== 'number' || !(ttlSeconds > 0))) {
+        throw new TypeErrorCtor('storage.set: ttlSeconds must be a positive number');
+      }
+      const json = __sr_json(value, 'storage.set: value');
+      return __sr_hostCall('storage.set', { key: __sr_key(key, 'set'), value: json, ttl: ttlSeconds ?? null });
+    }),
+    delete: __sr_async(function del(key) {
+      return __sr_hostCall('storage.delete', { key: __sr_key(key, 'delete') });
+    }),
+    list: __sr_async(function list(prefix) {
+      if (prefix !== undefined && prefix !== null && typeof prefix !== 'string') {
+        throw new TypeErrorCtor('storage.list: prefix must be a string');
+      }
+      return __sr_hostCall('storage.list', { prefix: prefix ?? '' });
+    }),
+  });
+
+  // xorshift128+ seeded per run from the host's entropy: unique ids, not for secrets.
+  function __sr_random32() {
+    let s1 = run.rng[0];
+    const s0 = run.rng[1];
+    run.rng[0] = s0;
+    s1 ^= s1 << 11;
+    s1 ^= s1 >>> 8;
+    run.rng[1] = (s1 ^ s0 ^ (s0 >>> 19)) >>> 0;
+    return (run.rng[1] + s0) >>> 0;
+  }
+  const HEX = '0123456789abcdef';
+  const utils = freeze({
+    uuid: function uuid() {
+      if (run === null) throw new ErrorCtor('utils.uuid is only available during a run');
+      let out = '';
+      for (let i = 0; i < 16; i++) {
+        let byte = __sr_random32() & 0xff;
+        if (i === 6) byte = (byte & 0x0f) | 0x40;
+        if (i === 8) byte = (byte & 0x3f) | 0x80;
+        if (i === 4 || i === 6 || i === 8 || i === 10) out += '-';
+        out += HEX[floor(byte / 16)] + HEX[byte % 16];
+      }
+      return out;
+    },
+    hash: __sr_async(function hash(text, algorithm) {
+      if (typeof text !== 'string') throw new TypeErrorCtor('utils.hash: text must be a string');
+      return __sr_hostCall('utils.hash', { text, algorithm: algorithm ?? 'sha256' });
+    }),
+  });
+
+  Object.defineProperty(globalThis, 'console', { value: console, enumerable: false });
+  Object.defineProperty(globalThis, 'storage', { value: storage, enumerable: false });
+  Object.defineProperty(globalThis, 'utils', { value: utils, enumerable: false });
+  Object.defineProperty(globalThis, 'context', {
+    get: function context() { return run === null ? null : run.context; },
+    enumerable: false,
+  });
+
+  // Freeze everything reachable from the global object, plus intrinsics that are not.
+  function __sr_deepFreeze(roots) {
+    const seen = new Set();
+    const stack = roots.slice();
+    while (stack.length) {
+      const o = stack.pop();
+      if (o === null || (typeof o !== 'object' && typeof o !== 'function') || seen.has(o)) continue;
+      seen.add(o);
+      const keys = Reflect.ownKeys(o);
+      for (let i = 0; i < keys.length; i++) {
+        const d = Object.getOwnPropertyDescriptor(o, keys[i]);
+        if (d === undefined) continue;
+        if ('value' in d) stack.push(d.value);
+        else {
+          stack.push(d.get);
+          stack.push(d.set);
+        }
+      }
+      stack.push(Object.getPrototypeOf(o));
+      freeze(o);
+    }
+  }
+  const hidden = [
+    globalThis,
+    Object.getPrototypeOf(function* () {}),
+    Object.getPrototypeOf(async function () {}),
+    Object.getPrototypeOf(async function* () {}),
+    Object.getPrototypeOf([][Symbol.iterator]()),
+    Object.getPrototypeOf(new Map().entries()),
+    Object.getPrototypeOf(new Set().entries()),
+    Object.getPrototypeOf(''[Symbol.iterator]()),
+    Object.getPrototypeOf(/x/[Symbol.matchAll]('')),
+    Object.getPrototypeOf(Int8Array),
+    (function () { return arguments; })(),
+  ];
+  __sr_deepFreeze(hidden);
+
+  function __sr_describe(e) {
+    if (e instanceof ErrorCtor) {
+      return { name: StringCtor(e.name), message: StringCtor(e.message), stack: StringCtor(e.stack || '') };
+    }
+    let text;
+    try {
+      text = typeof e === 'string' ? e : stringify(e);
+    } catch (err) {
+      text = undefined;
+    }
+    return { name: 'Uncaught non-Error value', message: text === undefined ? StringCtor(e) : text, stack: '' };
+  }
+
+  const ops = freeze({
+    compile: function __sr_compile(body) {
+      return new Function(body);
+    },
+    begin: function __sr_begin(setupJson) {
+      const setup = parse(setupJson);
+      __sr_deepFreeze([setup.context]);
+      run = {
+        context: setup.context,
+        logs: [],
+        logBytes: 0,
+        logCap: setup.logCap,
+        logFull: false,
+        logDropped: 0,
+        calls: [],
+        pending: new Map(),
+        nextId: 1,
+        rng: [setup.seed[0] >>> 0, setup.seed[1] >>> 0],
+        outcome: null,
+      };
+    },
+    start: function __sr_start(factory, eventJson) {
+      const state = run;
+      let result;
+      try {
+        const main = factory();
+        if (typeof main !== 'function') throw new TypeErrorCtor('the script must define a function main(event)');
+        result = main(parse(eventJson));
+      } catch (e) {
+        state.outcome = { ok: false, error: __sr_describe(e) };
+        return;
+      }
+      PromiseCtor.resolve(result).then(
+        function __sr_fulfilled(value) { state.outcome = { ok: true, value }; },
+        function __sr_rejected(e) { state.outcome = { ok: false, error: __sr_describe(e) }; },
+      );
+    },
+    poll: function __sr_poll() {
+      const calls = run.calls;
+      run.calls = [];
+      return stringify({ done: run.outcome !== null, calls });
+    },
+    settle: function __sr_settle(answersJson) {
+      const answers = parse(answersJson);
+      for (let i = 0; i < answers.length; i++) {
+        const a = answers[i];
+        const p = mapGet.call(run.pending, a.id);
+        if (p === undefined) continue;
+        mapDelete.call(run.pending, a.id);
+        if (a.ok) p.resolve(a.value === undefined ? null : parse(a.value));
+        else p.reject(new ErrorCtor(a.error));
+      }
+    },
+    finish: function __sr_finish() {
+      const state = run;
+      run = null;
+      const out = { ok: state.outcome.ok, logs: state.logs, logDropped: state.logDropped };
+      if (state.outcome.ok) {
+        try {
+          out.value = state.outcome.value === undefined ? 'null' : stringify(state.outcome.value);
+          if (out.value === undefined) out.value = 'null';
+        } catch (e) {
+          out.ok = false;
+          out.error = { name: 'TypeError', message: 'main returned a value that is not JSON-serializable: ' + e.message, stack: '' };
+        }
+      } else {
+        out.error = state.outcome.error;
+      }
+      return stringify(out);
+    },
+    abandon: function __sr_abandon() {
+      const logs = run === null ? [] : run.logs;
+      const dropped = run === null ? 0 : run.logDropped;
+      run = null;
+      return stringify({ logs, logDropped: dropped });
+    },
+  });
+
+  // The one handle the Python driver holds: __sr_driver('begin', json), ...
+  return function __sr_driver(op, a, b) {
+    return ops[op](a, b);
+  };
+})()

@@ -1,0 +1,252 @@
+"""One QuickJS runtime: the locked global object, a compile cache, and a run under limits.
+
+Lives in the sandbox process (worker/runtime/host.py), never in the web or worker process.
+The CPU budget is carried across the JS slices of a run (quickjs-ng restarts its time limit at
+every call); the wall limit is enforced from outside, by the supervising worker.
+"""
+
+import json
+import os
+import re
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import quickjs
+
+from worker.runtime.source import PREFIX_LINES, function_body, problem_from_text
+
+BOOTSTRAP = Path(__file__).with_name("bootstrap.js").read_text()
+MIN_STACK, MAX_STACK = 64 * 1024, 8 * 1024 * 1024  # 0 or very large values crash quickjs-ng
+_FRAME = re.compile(r"at (\S+) \(<input>:(\d+):(\d+)\)")
+
+# Takes [{id, op, arg}], returns [{id, ok, value (JSON text) | error (message)}].
+HostCalls = Callable[[list[dict]], list[dict]]
+
+
+@dataclass(frozen=True)
+class RunLimits:
+    cpu_seconds: float
+    memory_bytes: int
+    log_bytes: int
+    result_bytes: int
+
+
+@dataclass
+class RunOutcome:
+    status: str  # succeeded | failed
+    result_json: str | None = None
+    error_kind: str | None = None
+    error_message: str | None = None
+    logs: list[dict] = field(default_factory=list)
+    cache_hit: bool = False
+    cpu_ms: float = 0.0
+    limit_hit: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class _Limit(Exception):
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind = kind
+
+
+def _mib(n: int) -> str:
+    return f"{n / 1024 / 1024:g} MiB"
+
+
+class Runtime:
+    """A QuickJS context with the host API installed and everything frozen."""
+
+    def __init__(self, stack_bytes: int, cache_size: int = 64):
+        self.id = os.urandom(4).hex()
+        self.ctx = quickjs.Context()
+        self.stack_bytes = min(max(stack_bytes, MIN_STACK), MAX_STACK)
+        self.ctx.set_max_stack_size(self.stack_bytes)
+        self.driver = self.ctx.eval(BOOTSTRAP)
+        self.cache: OrderedDict[tuple[str, int], Any] = OrderedDict()
+        self.cache_size = cache_size
+        self.runs = 0
+
+    def heap_used(self) -> int:
+        return int(self.ctx.memory()["memory_used_size"])
+
+    def factory(self, script_id: str, version: int, source: str) -> tuple[Any, bool]:
+        """The compiled script, from the cache when this version was compiled here before."""
+        key = (script_id, version)
+        cached = self.cache.get(key)
+        if cached is not None:
+            self.cache.move_to_end(key)
+            return cached, True
+        compiled = self.driver("compile", function_body(source))
+        for old in [k for k in self.cache if k[0] == script_id]:
+            del self.cache[old]  # a new version replaces the old one
+        self.cache[key] = compiled
+        while len(self.cache) > self.cache_size:
+            self.cache.popitem(last=False)
+        return compiled, False
+
+    def run(self, request: dict[str, Any], limits: RunLimits, host: HostCalls) -> RunOutcome:
+        self.runs += 1
+        budget = _CpuBudget(self.ctx, limits.cpu_seconds)
+        self.ctx.set_memory_limit(self.heap_used() + limits.memory_bytes)
+        outcome = RunOutcome(status="failed")
+        try:
+            try:
+                factory, outcome.cache_hit = budget.slice(
+                    self.factory, request["script_id"], request["version"], request["source"]
+                )
+            except quickjs.JSException as exc:
+                if not str(exc).startswith("SyntaxError"):
+                    raise
+                outcome.error_kind = "syntax"
+                outcome.error_message = str(problem_from_text(str(exc), request["source"]))
+                return outcome
+            setup = {"context": request["context"], "logCap": limits.log_bytes, "seed": _seed()}
+            budget.slice(self.driver, "begin", json.dumps(setup))
+            budget.slice(self.driver, "start", factory, request["event_json"])
+            self._drive(budget, host)
+            finished = json.loads(budget.slice(self.driver, "finish"))
+            self._settle_outcome(outcome, finished, limits, request["source"])
+        except _Limit as hit:
+            outcome.error_kind, outcome.error_message = hit.kind, str(hit)
+            outcome.limit_hit = hit.kind != "exception"
+            self._collect_logs(outcome, limits)
+        except (quickjs.JSException, quickjs.StackOverflow) as exc:
+            outcome.error_kind, outcome.error_message = self._classify(exc, limits)
+            outcome.limit_hit = outcome.error_kind != "exception"
+            self._collect_logs(outcome, limits)
+        finally:
+            outcome.cpu_ms = round(budget.used * 1000, 3)
+            self.ctx.set_time_limit(-1)
+            self.ctx.set_memory_limit(self.heap_used() + 256 * 1024 * 1024)  # no run's limit lingers
+        return outcome
+
+    def _drive(self, budget: "_CpuBudget", host: HostCalls) -> None:
+        """Run pending jobs; hand queued host calls to the host; until main's promise settles."""
+        while True:
+            while budget.slice(self.ctx.execute_pending_job):
+                pass
+            state = json.loads(budget.slice(self.driver, "poll"))
+            if state["calls"]:
+                answers = host(state["calls"])
+                budget.slice(self.driver, "settle", json.dumps(answers))
+                continue
+            if state["done"]:
+                return
+            raise _Limit("exception", "main's promise never settled (nothing left to wait for)")
+
+    def _settle_outcome(self, outcome: RunOutcome, finished: dict, limits: RunLimits, source: str) -> None:
+        outcome.logs = _with_drop_notice(finished["logs"], finished["logDropped"], limits.log_bytes)
+        if finished["ok"]:
+            size = len(finished["value"].encode())
+            if size > limits.result_bytes:
+                outcome.error_kind = "result_too_large"
+                outcome.error_message = (
+                    f"result limit {limits.result_bytes // 1024} KiB exceeded (the result is {size / 1024:.0f} KiB)"
+                )
+                return
+            outcome.status, outcome.result_json = "succeeded", finished["value"]
+            return
+        error = finished["error"]
+        kind = _error_kind(f"{error['name']}: {error['message']}")
+        outcome.error_kind = kind
+        outcome.limit_hit = kind != "exception"
+        if kind == "exception":
+            outcome.error_message = f"{error['name']}: {error['message']}{_location(error['stack'], source)}"
+        else:
+            outcome.error_message = _limit_message(kind, limits, self.stack_bytes)
+
+    def _classify(self, exc: Exception, limits: RunLimits) -> tuple[str, str]:
+        text = str(exc)
+        if isinstance(exc, quickjs.StackOverflow):
+            return "stack_overflow", _limit_message("stack_overflow", limits, self.stack_bytes)
+        if "interrupted" in text.split("\n", 1)[0]:
+            return "timeout", f"CPU time limit {limits.cpu_seconds:g} s exceeded"
+        kind = _error_kind(text)
+        if kind == "exception":
+            return kind, text.split("\n", 1)[0]
+        return kind, _limit_message(kind, limits, self.stack_bytes)
+
+    def _collect_logs(self, outcome: RunOutcome, limits: RunLimits) -> None:
+        """After an aborted run: keep what was logged, and leave no run state behind."""
+        try:
+            self.ctx.set_time_limit(-1)
+            left = json.loads(self.driver("abandon"))
+            outcome.logs = _with_drop_notice(left["logs"], left["logDropped"], limits.log_bytes)
+        except (quickjs.JSException, quickjs.StackOverflow):
+            pass
+
+
+class _CpuBudget:
+    """One CPU budget shared by every JS slice of a run."""
+
+    def __init__(self, ctx: quickjs.Context, seconds: float):
+        self.ctx = ctx
+        self.seconds = seconds
+        self.used = 0.0
+
+    def slice(self, fn: Callable, *args: Any) -> Any:
+        remaining = self.seconds - self.used
+        if remaining <= 0:
+            raise _Limit("timeout", f"CPU time limit {self.seconds:g} s exceeded")
+        self.ctx.set_time_limit(remaining)
+        started = time.process_time()
+        try:
+            return fn(*args)
+        finally:
+            self.used += time.process_time() - started
+            self.ctx.set_time_limit(-1)
+
+
+def _seed() -> list[int]:
+    raw = os.urandom(8)
+    return [int.from_bytes(raw[:4], "big") or 1, int.from_bytes(raw[4:], "big") or 2]
+
+
+def _error_kind(text: str) -> str:
+    first = text.split("\n", 1)[0]
+    if "out of memory" in first or "string too long" in first or first.endswith(": null"):
+        return "memory"
+    if "Maximum call stack size exceeded" in first:
+        return "stack_overflow"
+    if "interrupted" in first and first.startswith("InternalError"):
+        return "timeout"
+    return "exception"
+
+
+def _limit_message(kind: str, limits: RunLimits, stack_bytes: int) -> str:
+    if kind == "memory":
+        return f"memory limit {_mib(limits.memory_bytes)} exceeded"
+    if kind == "stack_overflow":
+        return f"stack limit {stack_bytes // 1024} KiB exceeded (recursion too deep)"
+    return f"CPU time limit {limits.cpu_seconds:g} s exceeded"
+
+
+def _location(stack: str, source: str) -> str:
+    """' (line L, column C)' of the first stack frame in the script's own code."""
+    for name, line, column in _FRAME.findall(stack or ""):
+        if name.startswith("__sr_"):
+            continue
+        mapped = int(line) - PREFIX_LINES
+        if 1 <= mapped <= source.count("\n") + 1:
+            return f" (line {mapped}, column {column})"
+    return ""
+
+
+def _with_drop_notice(logs: list[dict], dropped: int, cap: int) -> list[dict]:
+    if dropped:
+        plural = "s" if dropped != 1 else ""
+        logs.append(
+            {
+                "time": logs[-1]["time"] if logs else None,
+                "level": "warn",
+                "message": f"log limit {cap // 1024} KiB reached: {dropped} later log line{plural} dropped",
+            }
+        )
+    return logs

@@ -1,0 +1,32 @@
+"""Long-lived state of one worker process: the Flask app (for the database) and its sandbox."""
+
+import atexit
+from dataclasses import dataclass
+
+from flask import Flask
+
+from webapp import create_app
+from worker.runtime.sandbox import Sandbox
+
+HEAP_RECYCLE_BYTES = 48 * 1024 * 1024  # a runtime holding more than this after a run is replaced
+
+
+@dataclass
+class WorkerState:
+    app: Flask
+    sandbox: Sandbox
+    name: str = "worker"
+
+
+_state: WorkerState | None = None
+
+
+def get_state() -> WorkerState:
+    global _state
+    if _state is None:
+        app = create_app()
+        limits = app.config["SETTINGS"].limits
+        sandbox = Sandbox(limits.stack_kb * 1024, limits.vm_max_runs, HEAP_RECYCLE_BYTES)
+        _state = WorkerState(app=app, sandbox=sandbox)
+        atexit.register(sandbox.close)
+    return _state
