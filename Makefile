@@ -30,11 +30,11 @@ system-run:
 
 system-test: system-run
 	@command -v chromium >/dev/null || { $(APT) update -qq && $(APT) install -y -qq chromium; }
-	@[ -x /usr/lib/postgresql/15/bin/initdb ] || { $(APT) update -qq && $(APT) install -y -qq postgresql-15 || $(APT) install -y -qq postgresql; }
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { $(APT) update -qq && $(APT) install -y -qq postgresql; }
 
 run: venv system-run
 	@mkdir -p instance
-	@export REDIS_URL="$$($(FLASK) local-redis)" && \
+	@REDIS_URL="$$($(FLASK) local-redis)" && export REDIS_URL && \
 	$(FLASK) db upgrade && \
 	$(FLASK) demo --login-file instance/demo-login.txt >/dev/null && \
 	{ [ ! -f instance/demo-login.txt ] || { echo; echo "  Script Runner: http://127.0.0.1:5000"; echo "  $$(cat instance/demo-login.txt)"; echo; }; } && \

@@ -127,7 +127,7 @@ SOURCE = "async function main(event) {\n  return { ok: true };\n}\n"
 
 
 @pytest.fixture
-def start_worker(settings: Settings):  # noqa: ANN201
+def start_worker(settings: Settings):
     """start_worker(**env) -> a running `python -m worker` on this test's database and Redis."""
     from tests.services import WorkerProcess
 
@@ -144,7 +144,7 @@ def start_worker(settings: Settings):  # noqa: ANN201
 
 
 @pytest.fixture
-def run_script(client: FlaskClient):  # noqa: ANN201
+def run_script(client: FlaskClient):
     """run_script(headers, source, params=None, wait=20, **fields) -> the finished execution JSON."""
     counter = iter(range(10_000))
 

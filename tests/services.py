@@ -4,14 +4,21 @@ import os
 import shutil
 import socket
 import subprocess
-import tempfile
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
+
+def _pg_bin() -> Path:
+    """The newest PostgreSQL server installed (Debian 12 ships 15)."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parent.parent.name))
+    return found[-1].parent if found else Path("/usr/lib/postgresql/15/bin")
+
+
+PG_BIN = _pg_bin()
 
 
 def free_port() -> int:
@@ -61,7 +68,7 @@ def _as_postgres(*args: str) -> list[str]:
 def postgres_server() -> Iterator[str]:
     """A fresh PostgreSQL 15 cluster on a free port; yields a SQLAlchemy URL to database `test`."""
     if not (PG_BIN / "initdb").exists():
-        raise RuntimeError("PostgreSQL 15 is not installed (make test installs it)")
+        raise RuntimeError("PostgreSQL is not installed (make test installs it)")
     port = free_port()
     workdir = Path(tempfile.mkdtemp(prefix="test-pg-"))
     if os.geteuid() == 0:

@@ -118,3 +118,48 @@ def test_every_page_carries_the_csrf_meta_tag(client, make_user, login):
     login("ed@acme.io")
     for url in ["/", "/scripts", "/scripts/new", "/tokens", "/members"]:
         assert '<meta name="csrf-token" content="' in client.get(url).get_data(as_text=True), url
+
+
+def test_the_window_is_fixed_and_the_lock_says_when_it_ends(client, app, make_user, redis_url):
+    from redis import Redis
+
+    make_user("ed@acme.io")
+    redis = Redis.from_url(redis_url)
+    token = _login_form(client)
+    client.post("/login", data={"email": "ed@acme.io", "password": "bad", "csrf_token": token})
+    first_ttl = redis.ttl("login-attempts:account:ed@acme.io")
+    assert 0 < first_ttl <= 900
+    redis.expire("login-attempts:account:ed@acme.io", 100)  # as if 800 s had passed
+    client.post("/login", data={"email": "ed@acme.io", "password": "bad", "csrf_token": token})
+    assert redis.ttl("login-attempts:account:ed@acme.io") <= 100  # later failures do not extend it
+    for _ in range(9):
+        client.post("/login", data={"email": "ed@acme.io", "password": "bad", "csrf_token": token})
+    locked = client.post("/login", data={"email": "ed@acme.io", "password": PASSWORD, "csrf_token": token})
+    assert locked.status_code == 429
+    assert 800 < int(locked.headers["Retry-After"]) <= 900
+    assert "Try again in 15 minutes" in locked.get_data(as_text=True)
+
+
+def test_parallel_guesses_cannot_pass_the_limit(app, make_user):
+    from concurrent.futures import ThreadPoolExecutor
+
+    make_user("ed@acme.io")
+
+    def guess(i: int) -> int:
+        c = app.test_client()
+        token = _login_form(c)
+        return c.post("/login", data={"email": "ed@acme.io", "password": f"bad{i}", "csrf_token": token}).status_code
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        codes = list(pool.map(guess, range(30)))
+    assert codes.count(401) <= 10 and codes.count(429) >= 20
+
+
+def test_successful_logins_do_not_lock_a_shared_address(app, make_user):
+    for i in range(12):
+        make_user(f"user{i}@acme.io")
+    for i in range(12):
+        c = app.test_client()
+        token = _login_form(c)
+        response = c.post("/login", data={"email": f"user{i}@acme.io", "password": PASSWORD, "csrf_token": token})
+        assert response.status_code == 302, i

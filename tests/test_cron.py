@@ -276,6 +276,8 @@ def test_description(expression: str, description: str) -> None:
         ("@every", f"@every: a duration is required {HINT}"),
         ("@every 0s", "@every: duration must be at least 1s"),
         ("@every 0h0m", "@every: duration must be at least 1s"),
+        ("@every 99999999999h", "@every: duration must be at most 8784h (a year)"),
+        ("@every 9999999999999s", "@every: duration must be at most 8784h (a year)"),
         ("@every abc", f"@every: 'abc' is not a valid duration {HINT}"),
         ("@every 5", f"@every: '5' is not a valid duration {HINT}"),
         ("@every 1.5h", f"@every: '1.5h' is not a valid duration {HINT}"),

@@ -75,7 +75,7 @@ def add_user(email: str, tenant: Tenant, role: str, password: str | None) -> tup
 def create_user(email: str, tenant_name: str, role: str, password: str | None) -> None:
     """Create user EMAIL with ROLE in a tenant; adds the membership if the user exists."""
     email = email.strip().lower()
-    if not EMAIL.match(email):
+    if not EMAIL.match(email) or len(email) > 254:
         raise click.ClickException(f"{email!r} is not an email address")
     if password is not None and len(password) < MIN_LENGTH:
         raise click.ClickException(f"password must be at least {MIN_LENGTH} characters")

@@ -187,6 +187,9 @@ def parse(expression: str, timezone: str = "UTC", anchor: datetime | None = None
     return Schedule(text, timezone, _describe(" ".join(words)), _cron=cron, _real_time=real_time)
 
 
+_MAX_EVERY_SECONDS = 366 * 24 * 3600
+
+
 def _parse_duration(words: list[str]) -> timedelta:
     if not words:
         raise CronError(f"@every: a duration is required {_DURATION_HINT}")
@@ -194,10 +197,12 @@ def _parse_duration(words: list[str]) -> timedelta:
     if len(words) > 1 or not words[0] or not match:
         raise CronError(f"@every: {' '.join(words)!r} is not a valid duration {_DURATION_HINT}")
     hours, minutes, seconds = (int(part or 0) for part in match.groups())
-    every = timedelta(hours=hours, minutes=minutes, seconds=seconds)
-    if every < _SECOND_STEP:
+    total = hours * 3600 + minutes * 60 + seconds
+    if total < 1:
         raise CronError("@every: duration must be at least 1s")
-    return every
+    if total > _MAX_EVERY_SECONDS:
+        raise CronError("@every: duration must be at most 8784h (a year)")
+    return timedelta(seconds=total)
 
 
 def _describe(cron: str) -> str:

@@ -3,6 +3,7 @@
 from typing import Any
 
 from flask import Flask, jsonify, redirect, render_template, request, url_for
+from flask_login import current_user
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
@@ -39,9 +40,7 @@ def wants_json() -> bool:
 
 
 def json_error(status: int, message: str, fields: dict[str, str] | None = None, code: str | None = None, **extra: Any):
-    body: dict[str, Any] = {"code": code or _CODES.get(status, "error"), "message": message}
-    if fields is not None:
-        body["fields"] = fields
+    body: dict[str, Any] = {"code": code or _CODES.get(status, "error"), "message": message, "fields": fields or {}}
     body.update(extra)
     response = jsonify({"error": body})
     response.status_code = status
@@ -73,6 +72,8 @@ def init_app(app: Flask) -> None:
                 response.headers["Allow"] = exc.get_response().headers["Allow"]
             return response
         if status == 401:
+            if current_user.is_authenticated:  # logged in, but a member of no tenant (any more)
+                return render_template("no_tenant.html"), 403
             return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
         return render_template("error.html", status=status, message=exc.description), status
 

@@ -16,6 +16,11 @@ def init_app(app: Flask) -> None:
         response.headers.setdefault("X-Frame-Options", "DENY")
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "same-origin")
+        # One URL answers a full page or an htmx fragment: caches (and the Back button) must
+        # never hand out one for the other.
+        response.vary.add("HX-Request")
+        if request.headers.get("HX-Request"):
+            response.headers["Cache-Control"] = "no-store"
         return response
 
     app.session_interface = _SessionInterface()

@@ -38,7 +38,8 @@ def create_token():
         )
     except token_service.TokenError as exc:
         return _tokens_page(errors={"role": str(exc)}, status=422)
-    return _tokens_page(new_token=plaintext, status=201)
+    page, status = _tokens_page(new_token=plaintext, status=201)
+    return page, status, {"Cache-Control": "no-store"}  # the token is shown once: never cached
 
 
 @bp.post("/tokens/<int:token_id>/revoke")
@@ -69,7 +70,7 @@ def add_member():
     password = request.form.get("password", "")
     form = {"email": email, "role": role}
     errors: dict[str, str] = {}
-    if not EMAIL.match(email):
+    if not EMAIL.match(email) or len(email) > 254:
         errors["email"] = "is not an email address"
     if role not in ROLES:
         errors["role"] = f"must be one of {', '.join(ROLES)}"

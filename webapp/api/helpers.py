@@ -1,5 +1,6 @@
 """Small helpers shared by the API views."""
 
+import json
 from typing import Any
 
 from flask import request
@@ -8,8 +9,15 @@ from webapp.errors import ApiError
 from webapp.scripts.queries import BadPaging, Page, paginate, paging_args
 
 
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
 def json_body() -> dict[str, Any]:
-    data = request.get_json(silent=True, force=True) if request.data else None
+    try:
+        data = json.loads(request.get_data(), parse_constant=_no_constants) if request.data else None
+    except ValueError:
+        data = None
     if not isinstance(data, dict):
         raise ApiError(400, "malformed JSON: the body must be a JSON object")
     return data

@@ -1,5 +1,10 @@
-"""Login throttling (SPEC §3): 10 failures for one account or one address within 15 minutes
-lock further attempts for 15 minutes. Counters live in Redis so every web process agrees."""
+"""Login throttling (SPEC §3): 10 failed attempts for one account or one address within
+15 minutes lock further attempts for 15 minutes. Counters live in Redis so that every web
+process agrees.
+
+An attempt is counted *before* the password is checked, so parallel guesses cannot slip
+past the limit; a successful login gives its account's attempt back.
+"""
 
 import contextlib
 import logging
@@ -10,33 +15,44 @@ from webapp.redis_client import get_redis
 
 MAX_FAILURES = 10
 WINDOW_SECONDS = 15 * 60
+LOCK_SECONDS = 15 * 60
 log = logging.getLogger(__name__)
 
 
-def _keys(email: str, address: str) -> list[str]:
-    return [f"login-fail:account:{email.strip().lower()}", f"login-fail:address:{address}"]
+def _subjects(email: str, address: str) -> list[str]:
+    return [f"account:{email.strip().lower()}", f"address:{address}"]
 
 
-def is_locked(email: str, address: str) -> bool:
+def begin_attempt(email: str, address: str) -> int:
+    """Count an attempt; returns 0 when it may go ahead, else the seconds until the lock ends."""
+    redis = get_redis()
     try:
-        counts = get_redis().mget(_keys(email, address))
+        pipe = redis.pipeline()
+        for subject in _subjects(email, address):
+            pipe.ttl(f"login-lock:{subject}")
+        waits = [t for t in pipe.execute() if t and t > 0]
+        if waits:
+            return max(waits)
+        pipe = redis.pipeline()
+        for subject in _subjects(email, address):
+            pipe.incr(f"login-attempts:{subject}")
+            pipe.expire(f"login-attempts:{subject}", WINDOW_SECONDS, nx=True)  # a fixed window
+        counts = pipe.execute()[::2]
     except RedisError:
         log.warning("login throttle unavailable: Redis is down")
-        return False
-    return any(int(c or 0) >= MAX_FAILURES for c in counts)
-
-
-def record_failure(email: str, address: str) -> None:
-    try:
-        pipe = get_redis().pipeline()
-        for key in _keys(email, address):
-            pipe.incr(key)
-            pipe.expire(key, WINDOW_SECONDS)  # the lock lasts 15 minutes after the last failure
+        return 0
+    over = [s for s, n in zip(_subjects(email, address), counts, strict=True) if n > MAX_FAILURES]
+    if over:
+        pipe = redis.pipeline()
+        for subject in over:
+            pipe.set(f"login-lock:{subject}", "1", ex=LOCK_SECONDS, nx=True)
         pipe.execute()
-    except RedisError:
-        log.warning("could not record a failed login: Redis is down")
+        return LOCK_SECONDS
+    return 0
 
 
-def clear_account(email: str) -> None:
+def succeeded(email: str, address: str) -> None:
+    """A right password: the account's attempts start over, and the address gets its one back."""
+    account, place = _subjects(email, address)
     with contextlib.suppress(RedisError):
-        get_redis().delete(_keys(email, "")[0])
+        get_redis().pipeline().delete(f"login-attempts:{account}").decr(f"login-attempts:{place}").execute()

@@ -30,14 +30,16 @@ def login():
     email = request.form.get("email", "").strip().lower()
     password = request.form.get("password", "")
     address = request.remote_addr or "unknown"
-    if ratelimit.is_locked(email, address):
-        message = "Too many failed attempts. Try again in 15 minutes."
-        return render_template("auth/login.html", email=email, error=message), 429
+    wait = ratelimit.begin_attempt(email, address)
+    if wait:
+        minutes = -(-wait // 60)
+        message = f"Too many failed attempts. Try again in {minutes} minute{'s' if minutes != 1 else ''}."
+        page = render_template("auth/login.html", email=email, error=message)
+        return page, 429, {"Retry-After": str(wait)}
     user = db.session.scalar(select(User).where(User.email == email)) if email else None
     if not verify_password(user.password_hash if user else DUMMY_HASH, password) or user is None:
-        ratelimit.record_failure(email, address)
         return render_template("auth/login.html", email=email, error="Wrong email or password."), 401
-    ratelimit.clear_account(email)
+    ratelimit.succeeded(email, address)
     session.clear()  # nothing from before the login survives it
     login_user(user)
     return redirect(_safe_next(request.args.get("next")))

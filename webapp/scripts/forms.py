@@ -1,5 +1,6 @@
 """Reading the script edit form into the field dict that validation takes."""
 
+import math
 from typing import Any
 
 from werkzeug.datastructures import MultiDict
@@ -45,6 +46,8 @@ def _number(raw: str) -> Any:
         value = float(raw)
     except ValueError:
         return raw  # validation names it: "must be a number"
+    if not math.isfinite(value):
+        return raw
     return int(value) if value.is_integer() else value
 
 

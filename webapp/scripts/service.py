@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from webapp.extensions import db
-from webapp.models import VERSIONED_FIELDS, Script, ScriptVersion, Tenant, User, utcnow
+from webapp.models import SCRIPT_STATUSES, VERSIONED_FIELDS, Script, ScriptVersion, Tenant, User, utcnow
 from webapp.scripts.validation import ValidationFailed, route_key, validate
 
 _signals = Namespace()
@@ -39,6 +39,9 @@ def create_script(tenant: Tenant, user: User | None, data: Mapping[str, Any]) ->
 
 
 def update_script(script: Script, user: User | None, data: Mapping[str, Any]) -> Script:
+    if set(data) == {"status"}:
+        return set_status(script, user, data["status"])
+    db.session.refresh(script, with_for_update=True)  # PostgreSQL: edits of one script queue up
     values = validate(data, script.tenant_id, _limits_defaults(), existing=script)
     versioned_change = any(getattr(script, f) != values[f] for f in VERSIONED_FIELDS)
     if not versioned_change and all(getattr(script, k) == v for k, v in values.items()):
@@ -55,7 +58,14 @@ def update_script(script: Script, user: User | None, data: Mapping[str, Any]) ->
 
 
 def set_status(script: Script, user: User | None, status: str) -> Script:
-    return update_script(script, user, {"status": status})
+    """Enable or disable as it is: a script that no longer validates can still be switched off."""
+    if status not in SCRIPT_STATUSES:
+        raise ValidationFailed({"status": f"must be one of {', '.join(SCRIPT_STATUSES)}"})
+    if script.status != status:
+        script.status, script.updated_by, script.updated_at = status, user, utcnow()
+        _commit()
+        script_saved.send(script)
+    return script
 
 
 def delete_script(script: Script) -> None:
@@ -94,6 +104,13 @@ def _commit() -> None:
     except IntegrityError as exc:
         # Two writers raced past validation; the database's unique constraints decide.
         db.session.rollback()
-        text = str(exc.orig).lower()
-        field = "endpoint_path" if "route" in text or "endpoint" in text else "name"
-        raise ValidationFailed({field: "already taken (changed concurrently)"}, status=409) from exc
+        raise ValidationFailed(_clash(str(exc.orig)), status=409) from exc
+
+
+def _clash(error: str) -> dict[str, str]:
+    """Which unique constraint refused the write (PostgreSQL names it, SQLite lists columns)."""
+    if "uq_scripts_tenant_route" in error or "scripts.endpoint_route" in error:
+        return {"endpoint_path": "this method and path were taken at the same moment by another script"}
+    if "uq_scripts_tenant_name" in error or "scripts.name" in error:
+        return {"name": "this name was taken at the same moment by another script"}
+    return {"version": "the script was changed at the same moment by someone else: reload and try again"}

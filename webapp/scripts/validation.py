@@ -1,5 +1,6 @@
 """Validation of script fields: one function for the HTML form and the REST API alike."""
 
+import math
 import re
 import uuid
 from collections.abc import Mapping
@@ -27,7 +28,7 @@ EDITABLE_FIELDS = (
     "limits",
 )
 LIMIT_KEYS = ("cpu_seconds", "wall_seconds", "memory_mb")
-_SEGMENT = re.compile(r"^(?:[A-Za-z0-9._~!$&'()*+,;=:@-]+|\{[A-Za-z_][A-Za-z0-9_]*\})$")
+_SEGMENT = re.compile(r"^(?:[A-Za-z0-9._~-]+|\{[A-Za-z_][A-Za-z0-9_]*\})$")
 _PARAM = re.compile(r"\{[A-Za-z_][A-Za-z0-9_]*\}")
 
 
@@ -122,6 +123,8 @@ def _validate_cron(merged: Mapping[str, Any], out: dict[str, Any], errors: dict[
     expression = merged.get("cron_expression")
     if not isinstance(expression, str) or not expression.strip():
         errors["cron_expression"] = "is required for a cron script"
+    elif len(expression.strip()) > 200:
+        errors["cron_expression"] = "must be at most 200 characters"
     else:
         out["cron_expression"] = expression.strip()
         timezone = "UTC" if "timezone" in errors else out["timezone"]
@@ -160,6 +163,8 @@ def path_problem(path: str) -> str | None:
     for segment in path[1:].split("/"):
         if not segment:
             return "must not contain an empty segment (//)"
+        if segment in (".", ".."):
+            return "must not contain . or .. segments"
         if not _SEGMENT.match(segment):
             return (
                 f"segment {segment!r} has characters not allowed in a path "
@@ -191,7 +196,7 @@ def _limits(value: Any, defaults: ScriptLimits, errors: dict[str, str]) -> dict[
             return None
         if raw in (None, ""):
             continue
-        if isinstance(raw, bool) or not isinstance(raw, int | float):
+        if isinstance(raw, bool) or not isinstance(raw, int | float) or not math.isfinite(raw):
             errors["limits"] = f"{key} must be a number"
             return None
         ceiling = getattr(defaults, key)

@@ -17,7 +17,7 @@ from typing import Any
 
 import quickjs
 
-from worker.runtime.source import PREFIX_LINES, function_body, problem_from_text
+from worker.runtime.source import PREFIX_LINES, check_syntax, function_body
 
 BOOTSTRAP = Path(__file__).with_name("bootstrap.js").read_text()
 MIN_STACK, MAX_STACK = 64 * 1024, 8 * 1024 * 1024  # 0 or very large values crash quickjs-ng
@@ -48,6 +48,10 @@ class RunOutcome:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+class InvalidSource(Exception):
+    pass
 
 
 class _Limit(Exception):
@@ -83,6 +87,9 @@ class Runtime:
         if cached is not None:
             self.cache.move_to_end(key)
             return cached, True
+        problem = check_syntax(source, self.ctx)  # never compile a source that escapes its wrapper
+        if problem is not None:
+            raise InvalidSource(str(problem))
         compiled = self.driver("compile", function_body(source))
         for old in [k for k in self.cache if k[0] == script_id]:
             del self.cache[old]  # a new version replaces the old one
@@ -101,11 +108,8 @@ class Runtime:
                 factory, outcome.cache_hit = budget.slice(
                     self.factory, request["script_id"], request["version"], request["source"]
                 )
-            except quickjs.JSException as exc:
-                if not str(exc).startswith("SyntaxError"):
-                    raise
-                outcome.error_kind = "syntax"
-                outcome.error_message = str(problem_from_text(str(exc), request["source"]))
+            except InvalidSource as exc:
+                outcome.error_kind, outcome.error_message = "syntax", str(exc)
                 return outcome
             setup = {"context": request["context"], "logCap": limits.log_bytes, "seed": _seed()}
             budget.slice(self.driver, "begin", json.dumps(setup))

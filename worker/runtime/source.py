@@ -5,14 +5,13 @@ fresh top-level state; syntax is checked against the very same wrapper so that t
 process and the worker agree on what parses and on line numbers.
 """
 
-import json
 import re
 from dataclasses import dataclass
 
 import quickjs
 
-# Lines the engine sees before the script's first line: "function anonymous(" and ") {"
-# added by the Function constructor, then our "'use strict';" line.
+# Lines the engine sees before the script's first line at run time: "function anonymous("
+# and ") {" added by the Function constructor, then our "'use strict';" line.
 PREFIX_LINES = 3
 _LOCATION = re.compile(r"at <input>:(\d+):(\d+)")
 _DEFINES_MAIN = re.compile(r"\b(?:async\s+)?function\s*\*?\s*main\s*\(|\b(?:const|let|var)\s+main\s*=|\bclass\s+main\b")
@@ -37,25 +36,44 @@ def function_body(source: str) -> str:
     return f"'use strict';\n{source}\n;return typeof main === 'undefined' ? undefined : main;"
 
 
-def check_syntax(source: str) -> SyntaxProblem | None:
-    """Parse (never run) the source; None when it parses."""
-    ctx = quickjs.Context()
-    ctx.set_memory_limit(32 * 1024 * 1024)
-    ctx.set_time_limit(2)
-    try:
-        # The Function constructor compiles the body without executing any of it.
-        ctx.eval(f"new Function({json.dumps(function_body(source))})")
-    except quickjs.JSException as exc:
-        return problem_from_text(str(exc), source)
+# Parsing happens before anything runs, and each check script starts by throwing: whatever
+# the source is, none of it executes. Two wrappers with different brackets catch a source
+# that closes the function it is wrapped in ("}); evil(); (function(){"): such text can
+# balance one wrapper but never both.
+_CHECKS = ("throw 0;\n(function(){{{}\n}})", "throw 0;\n[function(){{{}\n}}]")
+_CHECK_PREFIX_LINES = 2
+
+
+def check_syntax(source: str, ctx: quickjs.Context | None = None) -> SyntaxProblem | None:
+    """Parse (never run) the source as our function body; None when it parses."""
+    if ctx is None:
+        ctx = quickjs.Context()
+        ctx.set_memory_limit(32 * 1024 * 1024)
+        ctx.set_time_limit(2)
+    for attempt, template in enumerate(_CHECKS):
+        try:
+            ctx.eval(template.format(function_body(source)))
+        except quickjs.JSException as exc:
+            text = str(exc)
+            if not text.startswith("SyntaxError"):
+                continue  # our `throw 0`: it parsed
+            problem = problem_from_text(text, source, _CHECK_PREFIX_LINES)
+            if attempt:
+                return SyntaxProblem(
+                    "SyntaxError: the source closes the function it runs in (unbalanced brackets)",
+                    problem.line,
+                    problem.column,
+                )
+            return problem
     return None
 
 
-def problem_from_text(text: str, source: str) -> SyntaxProblem:
+def problem_from_text(text: str, source: str, prefix_lines: int = PREFIX_LINES) -> SyntaxProblem:
     first = text.splitlines()[0] if text else "SyntaxError"
     match = _LOCATION.search(text)
     if not match:
         return SyntaxProblem(first, None, None)
-    line, column = int(match.group(1)) - PREFIX_LINES, int(match.group(2))
+    line, column = int(match.group(1)) - prefix_lines, int(match.group(2))
     lines = source.splitlines() or [""]
     if line > len(lines):  # "unexpected end of input" points past our wrapper: show the end of the source
         line, column = len(lines), len(lines[-1]) + 1
