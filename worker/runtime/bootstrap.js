@@ -200,6 +200,14 @@
   ];
   __sr_deepFreeze(hidden);
 
+  // Parsed JSON: plain objects and arrays whose prototypes are frozen already.
+  function __sr_freezeData(o) {
+    if (o === null || typeof o !== 'object') return;
+    const keys = Object.keys(o);
+    for (let i = 0; i < keys.length; i++) __sr_freezeData(o[keys[i]]);
+    freeze(o);
+  }
+
   function __sr_describe(e) {
     if (e instanceof ErrorCtor) {
       return { name: StringCtor(e.name), message: StringCtor(e.message), stack: StringCtor(e.stack || '') };
@@ -213,14 +221,33 @@
     return { name: 'Uncaught non-Error value', message: text === undefined ? StringCtor(e) : text, stack: '' };
   }
 
+  function __sr_finish() {
+    const state = run;
+    run = null;
+    const out = { done: true, ok: state.outcome.ok, logs: state.logs, logDropped: state.logDropped };
+    if (state.outcome.ok) {
+      try {
+        out.value = state.outcome.value === undefined ? 'null' : stringify(state.outcome.value);
+        if (out.value === undefined) out.value = 'null';
+      } catch (e) {
+        out.ok = false;
+        out.error = { name: 'TypeError', message: 'main returned a value that is not JSON-serializable: ' + e.message, stack: '' };
+      }
+    } else {
+      out.error = state.outcome.error;
+    }
+    return stringify(out);
+  }
+
   const ops = freeze({
     compile: function __sr_compile(body) {
       return new Function(body);
     },
-    begin: function __sr_begin(setupJson) {
+    // Sets up the run, then calls main: the first JS slice of every run.
+    begin: function __sr_begin(setupJson, factory, eventJson) {
       const setup = parse(setupJson);
-      __sr_deepFreeze([setup.context]);
-      run = {
+      __sr_freezeData(setup.context);
+      const state = {
         context: setup.context,
         logs: [],
         logBytes: 0,
@@ -233,9 +260,7 @@
         rng: [setup.seed[0] >>> 0, setup.seed[1] >>> 0],
         outcome: null,
       };
-    },
-    start: function __sr_start(factory, eventJson) {
-      const state = run;
+      run = state;
       let result;
       try {
         const main = factory();
@@ -250,10 +275,14 @@
         function __sr_rejected(e) { state.outcome = { ok: false, error: __sr_describe(e) }; },
       );
     },
+    // Host calls waiting for answers, or, once main has settled, the run's outcome.
     poll: function __sr_poll() {
       const calls = run.calls;
-      run.calls = [];
-      return stringify({ done: run.outcome !== null, calls });
+      if (calls.length) {
+        run.calls = [];
+        return stringify({ calls });
+      }
+      return run.outcome === null ? '{"calls":[]}' : __sr_finish();
     },
     settle: function __sr_settle(answersJson) {
       const answers = parse(answersJson);
@@ -266,33 +295,16 @@
         else p.reject(new ErrorCtor(a.error));
       }
     },
-    finish: function __sr_finish() {
-      const state = run;
-      run = null;
-      const out = { ok: state.outcome.ok, logs: state.logs, logDropped: state.logDropped };
-      if (state.outcome.ok) {
-        try {
-          out.value = state.outcome.value === undefined ? 'null' : stringify(state.outcome.value);
-          if (out.value === undefined) out.value = 'null';
-        } catch (e) {
-          out.ok = false;
-          out.error = { name: 'TypeError', message: 'main returned a value that is not JSON-serializable: ' + e.message, stack: '' };
-        }
-      } else {
-        out.error = state.outcome.error;
-      }
-      return stringify(out);
-    },
+    // After a run was aborted (a limit): keep its logs, leave no run state behind.
     abandon: function __sr_abandon() {
-      const logs = run === null ? [] : run.logs;
-      const dropped = run === null ? 0 : run.logDropped;
+      const out = run === null ? { logs: [], logDropped: 0 } : { logs: run.logs, logDropped: run.logDropped };
       run = null;
-      return stringify({ logs, logDropped: dropped });
+      return stringify(out);
     },
   });
 
-  // The one handle the Python driver holds: __sr_driver('begin', json), ...
-  return function __sr_driver(op, a, b) {
-    return ops[op](a, b);
+  // The one handle the Python driver holds: __sr_driver('begin', setup, factory, event), ...
+  return function __sr_driver(op, a, b, c) {
+    return ops[op](a, b, c);
   };
 })()

@@ -1,0 +1,217 @@
+"""Execution engine benchmark: compile cache, end-to-end run rate, memory over many runs.
+
+    .venv/bin/python bench/execution.py [--e2e-runs 1000] [--rss-runs 100000]
+
+Every figure is measured in this one run, each against its baseline, because the machine is
+shared and noisy: compare the ratios, not the absolute numbers, across runs.
+"""
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import quickjs  # noqa: E402
+
+from tests.services import WorkerProcess, redis_server  # noqa: E402
+from worker.runtime.engine import RunLimits, Runtime  # noqa: E402
+from worker.runtime.sandbox import Limits, Sandbox  # noqa: E402
+from worker.runtime.source import function_body  # noqa: E402
+
+SMALL = """
+async function main(event) {
+  const items = (event.items || [1, 2, 3]).map((x) => x * 2);
+  console.log("doubled", items.length);
+  return { total: items.reduce((a, b) => a + b, 0), items };
+}
+"""
+
+
+def large_source(lines: int = 500) -> str:
+    helpers = []
+    for i in range(lines // 5):
+        helpers.append(
+            f"function helper{i}(x) {{\n  const y = x * {i + 1} + {i};\n"
+            f"  if (y % 3 === 0) return y / 3;\n  return y;\n}}"
+        )
+    body = "\n".join(helpers)
+    return (
+        body
+        + "\nfunction main(event) {\n  let s = 0;\n  for (let i = 0; i < 20; i++) s += helper"
+        + str(lines // 5 - 1)
+        + "(i);\n  return { s };\n}\n"
+    )
+
+
+LIMITS = RunLimits(cpu_seconds=5, memory_bytes=64 << 20, log_bytes=256 << 10, result_bytes=1 << 20)
+
+
+def per_run_ms(fn, runs: int) -> float:  # noqa: ANN001
+    fn()  # warm up
+    samples = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - started) * 1000)
+    return statistics.median(samples)
+
+
+def no_host(calls: list[dict]) -> list[dict]:
+    return [{"id": c["id"], "ok": True, "value": "null"} for c in calls]
+
+
+def cache_figures(runs: int) -> list[tuple[str, float, float, float]]:
+    rows = []
+    for label, source in (("small (5 lines)", SMALL), ("large (~500 lines)", large_source())):
+        runtime = Runtime(1 << 20, cache_size=64)
+        request = {"script_id": "s", "version": 1, "source": source, "event_json": "{}", "context": {}}
+
+        def warm() -> None:
+            outcome = runtime.run(request, LIMITS, no_host)
+            assert outcome.status == "succeeded", outcome
+            runtime.runs = 0
+
+        def fresh() -> None:
+            ctx = quickjs.Context()  # a bare runtime, no host API, no freezing: the cheapest cold path
+            factory = ctx.eval(f"new Function({json.dumps(function_body(source))})")
+            result = factory()(ctx.parse_json("{}"))
+            if hasattr(result, "json"):
+                while ctx.execute_pending_job():
+                    pass
+
+        def fresh_sandbox() -> None:
+            outcome = Runtime(1 << 20).run(request, LIMITS, no_host)  # host API + frozen globals
+            assert outcome.status == "succeeded", outcome
+
+        rows.append((label, per_run_ms(warm, runs), per_run_ms(fresh, runs), per_run_ms(fresh_sandbox, runs // 4)))
+    return rows
+
+
+def rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def sandbox_rss(total: int) -> list[tuple[int, int]]:
+    sandbox = Sandbox(1 << 20, 500, 48 << 20)
+    sandbox.start()
+    limits = Limits(cpu_seconds=5, wall_seconds=30, memory_bytes=64 << 20, log_bytes=256 << 10, result_bytes=1 << 20)
+    checkpoints, points = {1000, 10_000, total}, []
+    sources = [SMALL, large_source(), "function main(e){ const o = {}; o.self = o; return Object.keys(e).length }"]
+    for i in range(1, total + 1):
+        source = sources[i % len(sources)]
+        request = {
+            "script_id": f"s{i % 3}",
+            "version": 1 + (i // 5000),
+            "source": source,
+            "event_json": json.dumps({"i": i}),
+            "context": {"n": i},
+        }
+        outcome = sandbox.run(request, limits, no_host)
+        assert outcome["status"] == "succeeded", outcome
+        if i in checkpoints:
+            points.append((i, rss_kb(sandbox.pid)))
+    sandbox.close()
+    return points
+
+
+def end_to_end(runs: int) -> dict[str, float]:
+    from webapp import create_app
+    from webapp.config import Settings
+    from webapp.executions import service
+    from webapp.extensions import db
+    from webapp.models import Execution, Membership, Script, Tenant, User
+
+    with redis_server() as redis_url, tempfile.TemporaryDirectory() as tmp:
+        database_url = f"sqlite:///{tmp}/bench.db"
+        app = create_app(replace(Settings.from_env(), database_url=database_url, redis_url=redis_url))
+        with app.app_context():
+            db.create_all()
+            tenant, user = Tenant(name="bench"), User(email="b@bench.io", password_hash="x")
+            db.session.add_all([tenant, user, Membership(user=user, tenant=tenant, role="admin")])
+            db.session.commit()
+            script = Script(tenant=tenant, name="s", type="manual", source=SMALL, version=1)
+            from webapp.scripts.service import _snapshot
+
+            script.versions.append(_snapshot(script, user))
+            db.session.add(script)
+            db.session.commit()
+        worker = WorkerProcess(database_url, redis_url).start()
+        try:
+            with app.test_request_context():
+                script = db.session.scalar(db.select(Script))
+                service.wait_for(service.start_run(script, "manual", {}), 10)  # warm the worker
+                started = time.perf_counter()
+                last = None
+                for _ in range(runs):
+                    last = service.start_run(script, "manual", {"items": [1, 2, 3]})
+                enqueued = time.perf_counter()
+                while (
+                    db.session.scalar(
+                        db.select(db.func.count()).select_from(Execution).where(Execution.status == "succeeded")
+                    )
+                    < runs + 1
+                ):
+                    time.sleep(0.05)
+                    db.session.commit()
+                finished = time.perf_counter()
+                service.wait_for(last, 1)
+            worker_rss = rss_kb(worker.proc.pid)
+        finally:
+            worker.stop()
+    return {
+        "runs": runs,
+        "seconds": finished - started,
+        "runs_per_s": runs / (finished - started),
+        "enqueue_ms": (enqueued - started) * 1000 / runs,
+        "worker_rss_kb": worker_rss,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--cache-runs", type=int, default=300)
+    parser.add_argument("--e2e-runs", type=int, default=1000)
+    parser.add_argument("--rss-runs", type=int, default=100_000)
+    args = parser.parse_args()
+
+    print("## Compile cache: per-run cost (median ms)\n")
+    print(
+        "| script | warm runtime, cached compile | fresh bare context + compile | ratio "
+        "| fresh sandbox runtime + compile | ratio |"
+    )
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for label, warm, fresh, fresh_sandbox in cache_figures(args.cache_runs):
+        print(
+            f"| {label} | {warm:.3f} | {fresh:.3f} | {fresh / warm:.1f}× | {fresh_sandbox:.3f} "
+            f"| {fresh_sandbox / warm:.1f}× |"
+        )
+
+    print("\n## End to end through one worker (enqueue → recorded)\n")
+    e2e = end_to_end(args.e2e_runs)
+    print("| runs | seconds | runs/s | enqueue ms/run | worker RSS after |")
+    print("| ---: | ---: | ---: | ---: | ---: |")
+    print(
+        f"| {e2e['runs']} | {e2e['seconds']:.1f} | {e2e['runs_per_s']:.0f} | {e2e['enqueue_ms']:.2f} "
+        f"| {e2e['worker_rss_kb'] / 1024:.1f} MiB |"
+    )
+
+    print("\n## Sandbox process memory over many runs (3 scripts, new versions every 5k runs)\n")
+    points = sandbox_rss(args.rss_runs)
+    base = points[0][1]
+    print("| runs | RSS | vs. after 1k |")
+    print("| ---: | ---: | ---: |")
+    for runs, kb in points:
+        print(f"| {runs:,} | {kb / 1024:.1f} MiB | {(kb - base) / base * 100:+.1f}% |")
+
+
+if __name__ == "__main__":
+    main()
