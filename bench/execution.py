@@ -17,12 +17,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import quickjs  # noqa: E402
+import quickjs
 
-from tests.services import WorkerProcess, redis_server  # noqa: E402
-from worker.runtime.engine import RunLimits, Runtime  # noqa: E402
-from worker.runtime.sandbox import Limits, Sandbox  # noqa: E402
-from worker.runtime.source import function_body  # noqa: E402
+from tests.services import WorkerProcess, redis_server
+from worker.runtime.engine import RunLimits, Runtime
+from worker.runtime.sandbox import Limits, Sandbox
+from worker.runtime.source import function_body
 
 SMALL = """
 async function main(event) {
@@ -52,7 +52,7 @@ def large_source(lines: int = 500) -> str:
 LIMITS = RunLimits(cpu_seconds=5, memory_bytes=64 << 20, log_bytes=256 << 10, result_bytes=1 << 20)
 
 
-def per_run_ms(fn, runs: int) -> float:  # noqa: ANN001
+def per_run_ms(fn, runs: int) -> float:
     fn()  # warm up
     samples = []
     for _ in range(runs):
