@@ -123,63 +123,68 @@ def sandbox_rss(total: int) -> list[tuple[int, int]]:
     return points
 
 
-def end_to_end(runs: int) -> dict[str, float]:
+def end_to_end(total: int, batch: int = 1000) -> tuple[dict[str, float], list[tuple[int, int, int]]]:
+    """Runs through Redis and one real worker process, in batches; RSS of worker and sandbox."""
     from webapp import create_app
     from webapp.config import Settings
     from webapp.executions import service
     from webapp.extensions import db
     from webapp.models import Execution, Membership, Script, Tenant, User
+    from webapp.scripts.service import _snapshot
 
     with redis_server() as redis_url, tempfile.TemporaryDirectory() as tmp:
         database_url = f"sqlite:///{tmp}/bench.db"
-        app = create_app(replace(Settings.from_env(), database_url=database_url, redis_url=redis_url))
+        settings = replace(Settings.from_env(), database_url=database_url, redis_url=redis_url, retention_count=10**9)
+        app = create_app(settings)
         with app.app_context():
             db.create_all()
             tenant, user = Tenant(name="bench"), User(email="b@bench.io", password_hash="x")
-            db.session.add_all([tenant, user, Membership(user=user, tenant=tenant, role="admin")])
-            db.session.commit()
             script = Script(tenant=tenant, name="s", type="manual", source=SMALL, version=1)
-            from webapp.scripts.service import _snapshot
-
             script.versions.append(_snapshot(script, user))
-            db.session.add(script)
+            db.session.add_all([tenant, user, Membership(user=user, tenant=tenant, role="admin"), script])
             db.session.commit()
-        worker = WorkerProcess(database_url, redis_url).start()
+        worker = WorkerProcess(database_url, redis_url, EXECUTION_RETENTION_COUNT=str(10**9)).start()
+        points: list[tuple[int, int, int]] = []
         try:
             with app.test_request_context():
                 script = db.session.scalar(db.select(Script))
                 service.wait_for(service.start_run(script, "manual", {}), 10)  # warm the worker
-                started = time.perf_counter()
-                last = None
-                for _ in range(runs):
-                    last = service.start_run(script, "manual", {"items": [1, 2, 3]})
-                enqueued = time.perf_counter()
-                while (
-                    db.session.scalar(
-                        db.select(db.func.count()).select_from(Execution).where(Execution.status == "succeeded")
-                    )
-                    < runs + 1
-                ):
-                    time.sleep(0.05)
-                    db.session.commit()
-                finished = time.perf_counter()
-                service.wait_for(last, 1)
-            worker_rss = rss_kb(worker.proc.pid)
+                done, first = 0, {}
+                while done < total:
+                    started = time.perf_counter()
+                    for _ in range(min(batch, total - done)):
+                        service.start_run(script, "manual", {"items": [1, 2, 3]})
+                    enqueued = time.perf_counter()
+                    done += min(batch, total - done)
+                    count = db.select(db.func.count()).select_from(Execution).where(Execution.status == "succeeded")
+                    while db.session.scalar(count) < done + 1:
+                        time.sleep(0.05)
+                        db.session.commit()
+                    if not first:
+                        finished = time.perf_counter()
+                        first = {
+                            "runs": done,
+                            "seconds": finished - started,
+                            "runs_per_s": done / (finished - started),
+                            "enqueue_ms": (enqueued - started) * 1000 / done,
+                        }
+                    if done in (1000, 10_000) or done == total or done % 50_000 == 0:
+                        sandbox_pid = next(iter(_children(worker.proc.pid)), None)
+                        points.append((done, rss_kb(worker.proc.pid), rss_kb(sandbox_pid) if sandbox_pid else 0))
         finally:
             worker.stop()
-    return {
-        "runs": runs,
-        "seconds": finished - started,
-        "runs_per_s": runs / (finished - started),
-        "enqueue_ms": (enqueued - started) * 1000 / runs,
-        "worker_rss_kb": worker_rss,
-    }
+    return first, points
+
+
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in path.read_text().split()] if path.exists() else []
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--cache-runs", type=int, default=300)
-    parser.add_argument("--e2e-runs", type=int, default=1000)
+    parser.add_argument("--e2e-runs", type=int, default=100_000)
     parser.add_argument("--rss-runs", type=int, default=100_000)
     args = parser.parse_args()
 
@@ -195,16 +200,22 @@ def main() -> None:
             f"| {fresh_sandbox / warm:.1f}× |"
         )
 
-    print("\n## End to end through one worker (enqueue → recorded)\n")
-    e2e = end_to_end(args.e2e_runs)
-    print("| runs | seconds | runs/s | enqueue ms/run | worker RSS after |")
+    print("\n## End to end through one worker (enqueue → recorded), first batch\n")
+    e2e, rss_points = end_to_end(args.e2e_runs)
+    print("| runs | seconds | runs/s | enqueue ms/run |")
+    print("| ---: | ---: | ---: | ---: |")
+    print(f"| {e2e['runs']} | {e2e['seconds']:.1f} | {e2e['runs_per_s']:.0f} | {e2e['enqueue_ms']:.2f} |")
+    print("\n## Worker and sandbox process memory over the end-to-end runs\n")
+    print("| runs | worker RSS | vs. after 1k | sandbox RSS | vs. after 1k |")
     print("| ---: | ---: | ---: | ---: | ---: |")
-    print(
-        f"| {e2e['runs']} | {e2e['seconds']:.1f} | {e2e['runs_per_s']:.0f} | {e2e['enqueue_ms']:.2f} "
-        f"| {e2e['worker_rss_kb'] / 1024:.1f} MiB |"
-    )
+    w0, s0 = rss_points[0][1], rss_points[0][2] or 1
+    for runs, w, sb in rss_points:
+        print(
+            f"| {runs:,} | {w / 1024:.1f} MiB | {(w - w0) / w0 * 100:+.1f}% | {sb / 1024:.1f} MiB "
+            f"| {(sb - s0) / s0 * 100:+.1f}% |"
+        )
 
-    print("\n## Sandbox process memory over many runs (3 scripts, new versions every 5k runs)\n")
+    print("\n## Sandbox process alone over many runs (3 scripts, new versions every 5k runs, no RQ)\n")
     points = sandbox_rss(args.rss_runs)
     base = points[0][1]
     print("| runs | RSS | vs. after 1k |")
