@@ -163,3 +163,20 @@ def run_script(client: FlaskClient):
 
     run.again = run_again  # type: ignore[attr-defined]
     return run
+
+
+@pytest.fixture
+def start_scheduler(settings: Settings):
+    """start_scheduler(**env) -> a running `python -m worker.scheduler` on this test's services."""
+    from tests.services import SchedulerProcess
+
+    started: list[SchedulerProcess] = []
+
+    def start(**env: str) -> SchedulerProcess:
+        scheduler = SchedulerProcess(settings.database_url, settings.redis_url, **env).start()
+        started.append(scheduler)
+        return scheduler
+
+    yield start
+    for scheduler in started:
+        scheduler.stop()

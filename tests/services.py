@@ -140,3 +140,31 @@ class WorkerProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+
+class SchedulerProcess(WorkerProcess):
+    """A real `python -m worker.scheduler` process; ready once it has sent a heartbeat."""
+
+    def start(self, timeout: float = 30) -> "SchedulerProcess":
+        from redis import Redis
+
+        redis = Redis.from_url(self.env["REDIS_URL"])
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "worker.scheduler"],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=Path(__file__).resolve().parent.parent,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"scheduler exited with {self.proc.returncode}:\n{self.log()}")
+            names = [n.decode() for n in redis.hkeys("sr:scheduler:heartbeat")]
+            mine = [n for n in names if n.endswith(f".{self.proc.pid}")]
+            if mine:
+                self.name = mine[0]
+                return self
+            time.sleep(0.05)
+        raise TimeoutError(f"scheduler sent no heartbeat within {timeout}s:\n{self.log()}")

@@ -27,7 +27,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         MAX_CONTENT_LENGTH=8 * 1024 * 1024,
     )
 
-    from webapp import database, errors, redis_client, security_headers
+    from webapp import database, errors, redis_client, request_guard, scheduling, security_headers
     from webapp.extensions import csrf, db, login_manager, migrate
 
     db.init_app(app)
@@ -38,6 +38,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     redis_client.init_app(app)
     errors.init_app(app)
     security_headers.init_app(app)
+    request_guard.init_app(app)
 
     from webapp.admin.views import bp as admin_bp
     from webapp.api import bp as api_bp
@@ -52,6 +53,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     for blueprint in (health_bp, auth_bp, dashboard_bp, scripts_bp, admin_bp, api_bp):
         app.register_blueprint(blueprint)
     register_cli(app)
+    scheduling.init_app(app)
     from webapp import templating
 
     templating.init_app(app)

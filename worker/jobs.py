@@ -34,6 +34,11 @@ def _run(execution_id: str, state: Any) -> dict[str, Any]:
         return {"id": execution_id, "status": "not-claimed"}
     execution = db.session.get(Execution, uuid.UUID(execution_id))
     script = execution.script
+    stale = _stale_cron_fire(execution, script)
+    if stale:
+        execution.status, execution.error_message, execution.finished_at = "skipped", stale, utcnow()
+        db.session.commit()
+        return {"id": execution_id, "status": "skipped"}
     version = db.session.scalar(
         select(ScriptVersion).where(
             ScriptVersion.script_id == execution.script_id, ScriptVersion.version == execution.script_version
@@ -86,3 +91,14 @@ def _context(execution: Execution, script: Script, version: ScriptVersion) -> di
         "script": {"id": str(script.id), "name": script.name, "type": version.type, "version": version.version},
         "execution": {"id": str(execution.id), "trigger": execution.trigger},
     }
+
+
+def _stale_cron_fire(execution: Execution, script: Script) -> str | None:
+    """A cron fire queued before its script was disabled or changed does not run."""
+    if execution.trigger != "cron":
+        return None
+    if script.status != "active" or script.type != "cron":
+        return "skipped: the script was disabled or is no longer a cron script"
+    if script.version != execution.script_version:
+        return f"skipped: the script changed to version {script.version} after this fire was queued"
+    return None

@@ -17,6 +17,8 @@ from redis.exceptions import RedisError
 from rq import Queue
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from webapp.extensions import db
 from webapp.models import Execution, Script, User, utcnow
@@ -45,14 +47,10 @@ class QueueUnavailable(Exception):
     """Redis could not take the job; the execution was recorded as failed."""
 
 
-def start_run(
-    script: Script,
-    trigger: str,
-    params: Any = None,
-    user: User | None = None,
-    scheduled_at: datetime | None = None,
+def _new_execution(
+    script: Script, trigger: str, params: Any, user: User | None = None, scheduled_at: datetime | None = None
 ) -> Execution:
-    execution = Execution(
+    return Execution(
         id=uuid.uuid4(),
         tenant_id=script.tenant_id,
         script_id=script.id,
@@ -64,19 +62,33 @@ def start_run(
         queued_at=utcnow(),
         user_id=user.id if user else None,
     )
+
+
+def _job_data(execution: Execution) -> Any:
+    limits = current_app.config["SETTINGS"].limits
+    return Queue.prepare_data(
+        JOB_FUNCTION,
+        args=(str(execution.id),),
+        job_id=str(execution.id),
+        timeout=limits.wall_seconds + 60,  # a backstop: the worker enforces wall time itself
+        result_ttl=300,
+        failure_ttl=24 * 3600,
+    )
+
+
+def start_run(
+    script: Script,
+    trigger: str,
+    params: Any = None,
+    user: User | None = None,
+    scheduled_at: datetime | None = None,
+) -> Execution:
+    execution = _new_execution(script, trigger, params, user, scheduled_at)
     db.session.add(execution)
     db.session.commit()
-    limits = current_app.config["SETTINGS"].limits
     queue = Queue(ENDPOINT_QUEUE if trigger == "endpoint" else DEFAULT_QUEUE, connection=get_redis())
     try:
-        queue.enqueue(
-            JOB_FUNCTION,
-            str(execution.id),
-            job_id=str(execution.id),
-            job_timeout=limits.wall_seconds + 60,  # a backstop: the worker enforces wall time itself
-            result_ttl=300,
-            failure_ttl=24 * 3600,
-        )
+        queue.enqueue_many([_job_data(execution)])
     except RedisError as exc:
         execution.status, execution.error_kind = "failed", "lost"
         execution.error_message = f"the run could not be queued: Redis is unavailable ({type(exc).__name__})"
@@ -98,3 +110,42 @@ def wait_for(execution: Execution, seconds: float) -> Execution:
 
 def is_finished(execution: Execution) -> bool:
     return execution.status in FINISHED
+
+
+def fire_cron(fires: list[tuple[Script, datetime]]) -> list[Execution]:
+    """Record and queue the cron fires of one scheduler tick.
+
+    Each (script, scheduled time) is recorded once whatever the number of schedulers: the
+    database's unique key on it decides. A fire while the script's previous run is still
+    queued or running is recorded as `skipped`.
+    """
+    if not fires:
+        return []
+    fired_at = utcnow()
+    busy = set(
+        db.session.scalars(
+            select(Execution.script_id).where(
+                Execution.script_id.in_([s.id for s, _ in fires]), Execution.status.in_(("queued", "running"))
+            )
+        )
+    )
+    recorded: list[Execution] = []
+    for script, scheduled_at in fires:
+        event = {"type": "cron", "scheduled_at": scheduled_at.isoformat(), "fired_at": fired_at.isoformat()}
+        execution = _new_execution(script, "cron", event, scheduled_at=scheduled_at)
+        if script.id in busy:
+            execution.status, execution.finished_at = "skipped", fired_at
+            execution.error_message = "skipped: the previous run of this script was still in progress"
+        try:
+            with db.session.begin_nested():
+                db.session.add(execution)
+        except IntegrityError:
+            continue  # another scheduler recorded this fire first
+        recorded.append(execution)
+    db.session.commit()
+    queued = [e for e in recorded if e.status == "queued"]
+    if queued:
+        with get_redis().pipeline() as pipe:
+            Queue(DEFAULT_QUEUE, connection=get_redis()).enqueue_many([_job_data(e) for e in queued], pipeline=pipe)
+            pipe.execute()
+    return recorded

@@ -19,7 +19,7 @@ from webapp.scripts.validation import ValidationFailed, route_key, validate
 _signals = Namespace()
 # sender: the Script after commit
 script_saved = _signals.signal("script-saved")
-# sender: the Script's last state, already deleted from the database
+# sender: the Script's last state, already deleted from the database; script_id=its id
 script_deleted = _signals.signal("script-deleted")
 
 
@@ -69,9 +69,10 @@ def set_status(script: Script, user: User | None, status: str) -> Script:
 
 
 def delete_script(script: Script) -> None:
+    script_id = script.id
     db.session.delete(script)
     db.session.commit()
-    script_deleted.send(script)
+    script_deleted.send(script, script_id=script_id)
 
 
 def rollback(script: Script, user: User | None, version: int) -> Script:

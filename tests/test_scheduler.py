@@ -1,0 +1,160 @@
+"""The cron scheduler end to end: real scheduler, worker, Redis and database."""
+
+import itertools
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from tests.conftest import bearer
+from webapp.extensions import db
+from webapp.models import Execution
+
+QUICK = "async function main(event) { return event.scheduled_at }"
+
+
+@pytest.fixture
+def editor(make_user, make_token) -> dict[str, str]:
+    make_user("ed@acme.io", "acme", "editor")
+    return bearer(make_token("ed@acme.io"))
+
+
+def _cron(client, headers, expression: str, source: str = QUICK, **fields) -> dict:
+    body = {
+        "name": fields.pop("name", "tick"),
+        "type": "cron",
+        "cron_expression": expression,
+        "source": source,
+        **fields,
+    }
+    response = client.post("/api/v1/scripts", json=body, headers=headers)
+    assert response.status_code == 201, response.get_json()
+    return response.get_json()
+
+
+def _executions(app, script_id: str) -> list[Execution]:
+    import uuid
+
+    with app.app_context():
+        rows = db.session.scalars(
+            db.select(Execution).where(Execution.script_id == uuid.UUID(script_id)).order_by(Execution.scheduled_at)
+        ).all()
+        db.session.expunge_all()
+        return list(rows)
+
+
+def _wait_until(predicate, timeout: float, step: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(step)
+
+
+def test_every_second_script_runs_several_times(app, client, editor, start_worker, start_scheduler):
+    start_worker()
+    start_scheduler()
+    script = _cron(client, editor, "*/1 * * * * *")
+    done = _wait_until(lambda: [e for e in _executions(app, script["id"]) if e.status == "succeeded"][3:], 8)
+    assert done, _executions(app, script["id"])
+    runs = [e for e in _executions(app, script["id"]) if e.status == "succeeded"]
+    times = [e.scheduled_at for e in runs]
+    assert all(t.microsecond == 0 for t in times) and len(set(times)) == len(times)
+    assert all(later - earlier == timedelta(seconds=1) for earlier, later in itertools.pairwise(times))
+    first = runs[0]
+    assert first.trigger == "cron" and first.params["type"] == "cron"
+    assert first.params["scheduled_at"] == first.scheduled_at.isoformat()
+    assert first.result == first.scheduled_at.isoformat()  # the event reached main
+    assert first.started_at - first.scheduled_at < timedelta(seconds=1)
+
+
+def test_a_changed_schedule_is_followed_from_the_next_fire(app, client, editor, start_worker, start_scheduler):
+    start_worker()
+    start_scheduler()
+    script = _cron(client, editor, "*/1 * * * * *")
+    _wait_until(lambda: len(_executions(app, script["id"])) >= 2, 6)
+    client.patch(f"/api/v1/scripts/{script['id']}", json={"cron_expression": "*/2 * * * * *"}, headers=editor)
+    changed_at = datetime.now().astimezone()
+    _wait_until(lambda: len([e for e in _executions(app, script["id"]) if e.script_version == 2]) >= 3, 10)
+    after = [e for e in _executions(app, script["id"]) if e.scheduled_at > changed_at + timedelta(seconds=1)]
+    assert len(after) >= 2
+    assert all(e.script_version == 2 and e.scheduled_at.second % 2 == 0 for e in after), after
+    ran_old = [e for e in _executions(app, script["id"]) if e.script_version == 1 and e.status == "succeeded"]
+    assert all(e.started_at < changed_at + timedelta(seconds=1) for e in ran_old)
+
+
+@pytest.mark.parametrize("how", ["disable", "delete"])
+def test_no_run_starts_after_disable_or_delete_returns(how, app, client, editor, start_worker, start_scheduler):
+    start_worker()
+    start_scheduler()
+    script = _cron(client, editor, "*/1 * * * * *")
+    _wait_until(lambda: len(_executions(app, script["id"])) >= 2, 6)
+    if how == "disable":
+        assert (
+            client.patch(f"/api/v1/scripts/{script['id']}", json={"status": "disabled"}, headers=editor).status_code
+            == 200
+        )
+    else:
+        assert client.delete(f"/api/v1/scripts/{script['id']}", headers=editor).status_code == 204
+    stopped_at = datetime.now().astimezone()
+    time.sleep(3)  # three fire times pass: none may start
+    started_after = [e for e in _executions(app, script["id"]) if e.started_at and e.started_at > stopped_at]
+    assert started_after == []
+    if how == "delete":
+        assert _executions(app, script["id"]) == []
+
+
+@pytest.mark.parametrize("policy", ["run_once", "skip"])
+def test_fires_missed_while_no_scheduler_ran_collapse_by_policy(
+    policy, app, client, editor, start_worker, start_scheduler, redis_url
+):
+    from redis import Redis
+
+    start_worker()
+    scheduler = start_scheduler()
+    script = _cron(client, editor, "*/1 * * * * *", misfire_policy=policy)
+    _wait_until(lambda: len(_executions(app, script["id"])) >= 2, 6)
+    scheduler.stop()
+    last_before = max(e.scheduled_at for e in _executions(app, script["id"]))
+    time.sleep(4)  # about four fire times are missed
+    restarted = start_scheduler()
+    started = datetime.fromtimestamp(float(Redis.from_url(redis_url).hget("sr:scheduler:started", restarted.name)), UTC)
+    _wait_until(lambda: any(e.scheduled_at > started + timedelta(seconds=2) for e in _executions(app, script["id"])), 8)
+    fires = [e.scheduled_at for e in _executions(app, script["id"])]
+    missed = [t for t in fires if last_before < t <= started]
+    if policy == "run_once":
+        assert missed == [started.replace(microsecond=0)], fires  # one run, for the latest missed fire
+    else:
+        assert missed == [], fires
+    cadence = [t for t in fires if t > started]
+    assert len(cadence) >= 2 and all(b - a == timedelta(seconds=1) for a, b in itertools.pairwise(cadence))
+    assert cadence[0] - started <= timedelta(seconds=1)  # the normal cadence resumes at once
+
+
+def test_two_schedulers_run_each_fire_exactly_once(app, client, editor, start_worker, start_scheduler):
+    start_worker()
+    start_worker()
+    start_scheduler()
+    start_scheduler()
+    scripts = [_cron(client, editor, "*/1 * * * * *", name=f"tick-{i}") for i in range(3)]
+    time.sleep(10)
+    for script in scripts:
+        fires = [e.scheduled_at for e in _executions(app, script["id"])]
+        assert len(fires) >= 8, fires
+        assert len(fires) == len(set(fires))  # never twice
+        gaps = {b - a for a, b in itertools.pairwise(fires)}
+        assert gaps == {timedelta(seconds=1)}, fires  # never missed
+
+
+def test_a_fire_while_the_previous_run_is_going_is_skipped(app, client, editor, start_worker, start_scheduler):
+    start_worker()
+    start_scheduler()
+    slow = "function main() { const t = Date.now(); while (Date.now() - t < 3000) {} return 'done' }"
+    script = _cron(client, editor, "*/1 * * * * *", source=slow)
+    _wait_until(lambda: any(e.status == "succeeded" for e in _executions(app, script["id"])), 10)
+    rows = _executions(app, script["id"])
+    skipped = [e for e in rows if e.status == "skipped"]
+    assert len(skipped) >= 2, rows
+    assert skipped[0].error_message == "skipped: the previous run of this script was still in progress"
+    assert skipped[0].started_at is None and skipped[0].finished_at is not None

@@ -1,0 +1,136 @@
+"""The scheduler process: fires cron scripts on time, exactly once, across restarts.
+
+    python -m worker.scheduler
+
+Built on rq-scheduler's Scheduler (its registration, heartbeat, lock and signal handling,
+and it still moves rq-scheduler's own delayed jobs), extended where it falls short for us:
+its loop wakes at a fixed interval (fires land up to a second late and drift), its cron
+parser has neither seconds-first 6-field expressions nor our DST rules, and it keeps no
+record per fire. Here the loop sleeps until the next due fire or until a schedule change is
+published; each fire is recorded under the database's unique (script, scheduled time) key.
+"""
+
+import logging
+import os
+import socket
+import time
+
+from redis import Redis
+from redis.exceptions import RedisError
+from rq_scheduler import Scheduler
+from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
+
+from webapp import create_app
+from webapp.executions.maintenance import reap_lost
+from webapp.executions.service import fire_cron
+from webapp.extensions import db
+from webapp.models import Script, utcnow
+from webapp.scheduling import CHANGED_CHANNEL, CronScheduler, from_ms, latest_fire_at_or_before, to_ms
+
+log = logging.getLogger(__name__)
+RECONCILE_SECONDS = 30
+MAX_SLEEP_SECONDS = 1.0
+
+
+class ScriptScheduler(Scheduler):
+    def __init__(self, connection: Redis, app=None, **kwargs):
+        name = kwargs.pop("name", None) or f"{socket.gethostname()}.{os.getpid()}"
+        super().__init__(queue_name="default", interval=1, connection=connection, name=name, **kwargs)
+        self.app = app or create_app()
+        self.cron = CronScheduler(connection)
+        self.started_at = utcnow()
+        self._last_reconcile = 0.0
+
+    def run(self, burst: bool = False) -> None:
+        self.register_birth()
+        self._install_signal_handlers()
+        pubsub = self.connection.pubsub(ignore_subscribe_messages=True)
+        pubsub.subscribe(CHANGED_CHANNEL)
+        self.started_at = utcnow()  # fires due before now were missed: the misfire policy applies
+        log.info("scheduler %s started", self.name)
+        try:
+            while True:
+                wait = self.tick()
+                if burst:
+                    return
+                # Sleep until the next fire is due, or until a schedule change is published.
+                if pubsub.get_message(timeout=wait) is not None:
+                    while pubsub.get_message(timeout=0) is not None:
+                        pass
+        finally:
+            self.cron.forget(self.name)
+            self.remove_lock()
+            self.register_death()
+
+    def tick(self) -> float:
+        """One pass; returns how long to wait before the next one."""
+        try:
+            self.heartbeat()
+            self.cron.beat(self.name, self.started_at)
+            if self.acquire_lock():  # rq-scheduler's own delayed jobs, one scheduler at a time
+                super().enqueue_jobs()
+                self.remove_lock()
+            with self.app.app_context():
+                try:
+                    if time.monotonic() - self._last_reconcile >= RECONCILE_SECONDS:
+                        self.cron.start()
+                        reap_lost(self.connection)
+                        self._last_reconcile = time.monotonic()
+                    self.fire_due()
+                finally:
+                    db.session.remove()
+            earliest = self.cron.earliest_due_ms()
+        except (RedisError, SQLAlchemyError, OSError):
+            log.exception("scheduler pass failed; retrying in a second")
+            return MAX_SLEEP_SECONDS
+        if earliest is None:
+            return MAX_SLEEP_SECONDS
+        return min(max(earliest / 1000 - time.time(), 0.0), MAX_SLEEP_SECONDS)
+
+    def fire_due(self) -> int:
+        now = utcnow()
+        due = self.cron.due(to_ms(now))
+        if not due:
+            return 0
+        scripts = {
+            str(s.id): s
+            for s in db.session.scalars(select(Script).where(Script.id.in_([_uuid(sid) for sid, _ in due])))
+        }
+        fires = []
+        for script_id, due_ms in due:
+            entry, script = self.cron.entry(script_id), scripts.get(script_id)
+            if entry is None or script is None or script.status != "active" or script.type != "cron":
+                self.cron.remove_job(script_id)
+                continue
+            if entry.version != script.version:
+                self.cron.add_job(script)  # changed while its web process could not tell us
+                continue
+            schedule = entry.schedule()
+            due_at = from_ms(due_ms)
+            if due_at < self.started_at:  # missed while no scheduler ran: collapse by policy
+                latest = latest_fire_at_or_before(schedule, due_at, self.started_at)
+                fire_at = latest if entry.misfire_policy == "run_once" else None
+                next_at = schedule.next_after(self.started_at)  # fires since we started run normally
+            else:
+                fire_at, next_at = due_at, schedule.next_after(due_at)
+            if self.cron.claim(script_id, due_ms, to_ms(next_at)) and fire_at is not None:
+                fires.append((script, fire_at))
+        return len(fire_cron(fires))
+
+
+def _uuid(value: str):
+    import uuid
+
+    return uuid.UUID(value)
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    app = create_app()
+    redis = Redis.from_url(app.config["SETTINGS"].redis_url, health_check_interval=30)
+    ScriptScheduler(redis, app).run()
+
+
+if __name__ == "__main__":
+    main()
