@@ -74,7 +74,10 @@ def init_app(app: Flask) -> None:
         if status == 401:
             if current_user.is_authenticated:  # logged in, but a member of no tenant (any more)
                 return render_template("no_tenant.html"), 403
-            return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
+            login = url_for("auth.login", next=request.full_path.rstrip("?"))
+            if request.headers.get("HX-Request"):  # a fragment request: send the whole page to login
+                return "", 200, {"HX-Redirect": login}
+            return redirect(login)
         return render_template("error.html", status=status, message=exc.description), status
 
     @app.errorhandler(Exception)

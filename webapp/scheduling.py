@@ -36,14 +36,20 @@ HEARTBEAT_STALE_SECONDS = 10
 MISFIRE_GRACE_SECONDS = 5  # a fire this late was missed (no scheduler ran), not merely slow
 MAX_CATCH_UP_STEPS = 1_000_000
 
-# Move a due entry to its next time only if no other scheduler did it first.
+# Move each due entry (id, due, next) to its next time only if no other scheduler did it
+# first; returns 1/0 per entry. One round trip for a whole tick.
 _CLAIM = """
-local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if score and tonumber(score) == tonumber(ARGV[2]) then
-  redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
-  return 1
+local won = {}
+for i = 1, #ARGV, 3 do
+  local score = redis.call('ZSCORE', KEYS[1], ARGV[i])
+  if score and tonumber(score) == tonumber(ARGV[i + 1]) then
+    redis.call('ZADD', KEYS[1], ARGV[i + 2], ARGV[i])
+    won[#won + 1] = 1
+  else
+    won[#won + 1] = 0
+  end
 end
-return 0
+return won
 """
 
 
@@ -123,8 +129,11 @@ class CronScheduler:
 
     # -- reading the schedule -------------------------------------------------------------
     def entry(self, script_id: str) -> Entry | None:
-        raw = self.redis.hget(ENTRIES_KEY, script_id)
-        return Entry(**json.loads(raw)) if raw else None
+        return self.entries([script_id])[script_id]
+
+    def entries(self, script_ids: list[str]) -> dict[str, Entry | None]:
+        raws = self.redis.hmget(ENTRIES_KEY, script_ids) if script_ids else []
+        return {sid: Entry(**json.loads(raw)) if raw else None for sid, raw in zip(script_ids, raws, strict=True)}
 
     def next_fire(self, script_id: str) -> datetime | None:
         score = self.redis.zscore(DUE_KEY, script_id)
@@ -144,8 +153,11 @@ class CronScheduler:
         first = self.redis.zrange(DUE_KEY, 0, 0, withscores=True)
         return int(first[0][1]) if first else None
 
-    def claim(self, script_id: str, due_ms: int, next_ms: int) -> bool:
-        return bool(self._claim(keys=[DUE_KEY], args=[script_id, due_ms, next_ms]))
+    def claim(self, moves: list[tuple[str, int, int]]) -> list[bool]:
+        """Move each (script id, due ms, next ms); True where this scheduler won the fire."""
+        if not moves:
+            return []
+        return [bool(w) for w in self._claim(keys=[DUE_KEY], args=[x for move in moves for x in move])]
 
     # -- reconciling with the database ------------------------------------------------------
     def start(self) -> dict[str, int]:

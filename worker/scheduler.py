@@ -21,12 +21,12 @@ from rq_scheduler import Scheduler
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
-from webapp import create_app
+from webapp import create_app, cron
 from webapp.executions.maintenance import reap_lost
 from webapp.executions.service import fire_cron
 from webapp.extensions import db
 from webapp.models import Script, utcnow
-from webapp.scheduling import CHANGED_CHANNEL, CronScheduler, from_ms, latest_fire_at_or_before, to_ms
+from webapp.scheduling import CHANGED_CHANNEL, CronScheduler, Entry, from_ms, latest_fire_at_or_before, to_ms
 
 log = logging.getLogger(__name__)
 RECONCILE_SECONDS = 30
@@ -41,6 +41,7 @@ class ScriptScheduler(Scheduler):
         self.cron = CronScheduler(connection)
         self.started_at = utcnow()
         self._last_reconcile = 0.0
+        self._schedules: dict[tuple[str, int], cron.Schedule] = {}
 
     def run(self, burst: bool = False) -> None:
         self.register_birth()
@@ -93,20 +94,19 @@ class ScriptScheduler(Scheduler):
         due = self.cron.due(to_ms(now))
         if not due:
             return 0
-        scripts = {
-            str(s.id): s
-            for s in db.session.scalars(select(Script).where(Script.id.in_([_uuid(sid) for sid, _ in due])))
-        }
-        fires = []
+        ids = [sid for sid, _ in due]
+        entries = self.cron.entries(ids)
+        scripts = {str(s.id): s for s in db.session.scalars(select(Script).where(Script.id.in_(map(_uuid, ids))))}
+        moves, planned = [], []
         for script_id, due_ms in due:
-            entry, script = self.cron.entry(script_id), scripts.get(script_id)
+            entry, script = entries[script_id], scripts.get(script_id)
             if entry is None or script is None or script.status != "active" or script.type != "cron":
                 self.cron.remove_job(script_id)
                 continue
             if entry.version != script.version:
                 self.cron.add_job(script)  # changed while its web process could not tell us
                 continue
-            schedule = entry.schedule()
+            schedule = self._schedule(entry)
             due_at = from_ms(due_ms)
             if due_at < self.started_at:  # missed while no scheduler ran: collapse by policy
                 latest = latest_fire_at_or_before(schedule, due_at, self.started_at)
@@ -114,9 +114,21 @@ class ScriptScheduler(Scheduler):
                 next_at = schedule.next_after(self.started_at)  # fires since we started run normally
             else:
                 fire_at, next_at = due_at, schedule.next_after(due_at)
-            if self.cron.claim(script_id, due_ms, to_ms(next_at)) and fire_at is not None:
-                fires.append((script, fire_at))
+            moves.append((script_id, due_ms, to_ms(next_at)))
+            planned.append((script, fire_at))
+        won = self.cron.claim(moves)
+        fires = [(script, at) for (script, at), ok in zip(planned, won, strict=True) if ok and at is not None]
         return len(fire_cron(fires))
+
+    def _schedule(self, entry: Entry) -> cron.Schedule:
+        """Parsed once per (script, version) in this process."""
+        key = (entry.script_id, entry.version)
+        schedule = self._schedules.get(key)
+        if schedule is None:
+            if len(self._schedules) > 50_000:
+                self._schedules.clear()
+            schedule = self._schedules[key] = entry.schedule()
+        return schedule
 
 
 def _uuid(value: str):

@@ -18,7 +18,8 @@ from rq import Queue
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from webapp.extensions import db
 from webapp.models import Execution, Script, User, utcnow
@@ -64,12 +65,12 @@ def _new_execution(
     )
 
 
-def _job_data(execution: Execution) -> Any:
+def _job_data(execution_id: uuid.UUID) -> Any:
     limits = current_app.config["SETTINGS"].limits
     return Queue.prepare_data(
         JOB_FUNCTION,
-        args=(str(execution.id),),
-        job_id=str(execution.id),
+        args=(str(execution_id),),
+        job_id=str(execution_id),
         timeout=limits.wall_seconds + 60,  # a backstop: the worker enforces wall time itself
         result_ttl=300,
         failure_ttl=24 * 3600,
@@ -88,7 +89,7 @@ def start_run(
     db.session.commit()
     queue = Queue(ENDPOINT_QUEUE if trigger == "endpoint" else DEFAULT_QUEUE, connection=get_redis())
     try:
-        queue.enqueue_many([_job_data(execution)])
+        queue.enqueue_many([_job_data(execution.id)])
     except RedisError as exc:
         execution.status, execution.error_kind = "failed", "lost"
         execution.error_message = f"the run could not be queued: Redis is unavailable ({type(exc).__name__})"
@@ -102,8 +103,12 @@ def wait_for(execution: Execution, seconds: float) -> Execution:
     """Block until the run finishes or `seconds` pass; returns the refreshed execution."""
     whole = min(math.ceil(seconds), MAX_WAIT_SECONDS)  # RQ's blocking read takes whole seconds
     if whole > 0 and execution.status not in FINISHED:
+        job_id = str(execution.id)
+        # End the read transaction: the connection goes back to the pool while we block (many
+        # callers may wait at once), and nothing below touches the database until refresh.
+        db.session.commit()
         with contextlib.suppress(NoSuchJobError, RedisError):
-            Job(str(execution.id), connection=get_redis()).latest_result(timeout=whole)
+            Job(job_id, connection=get_redis()).latest_result(timeout=whole)
     db.session.refresh(execution)
     return execution
 
@@ -112,12 +117,12 @@ def is_finished(execution: Execution) -> bool:
     return execution.status in FINISHED
 
 
-def fire_cron(fires: list[tuple[Script, datetime]]) -> list[Execution]:
-    """Record and queue the cron fires of one scheduler tick.
+def fire_cron(fires: list[tuple[Script, datetime]]) -> list[uuid.UUID]:
+    """Record and queue the cron fires of one scheduler tick; returns the recorded ids.
 
     Each (script, scheduled time) is recorded once whatever the number of schedulers: the
-    database's unique key on it decides. A fire while the script's previous run is still
-    queued or running is recorded as `skipped`.
+    database's unique key on it decides (the insert skips rows that exist). A fire while the
+    script's previous run is still queued or running is recorded as `skipped`.
     """
     if not fires:
         return []
@@ -129,23 +134,32 @@ def fire_cron(fires: list[tuple[Script, datetime]]) -> list[Execution]:
             )
         )
     )
-    recorded: list[Execution] = []
+    rows = []
     for script, scheduled_at in fires:
-        event = {"type": "cron", "scheduled_at": scheduled_at.isoformat(), "fired_at": fired_at.isoformat()}
-        execution = _new_execution(script, "cron", event, scheduled_at=scheduled_at)
-        if script.id in busy:
-            execution.status, execution.finished_at = "skipped", fired_at
-            execution.error_message = "skipped: the previous run of this script was still in progress"
-        try:
-            with db.session.begin_nested():
-                db.session.add(execution)
-        except IntegrityError:
-            continue  # another scheduler recorded this fire first
-        recorded.append(execution)
+        skipped = script.id in busy
+        rows.append(
+            {
+                "id": uuid.uuid4(),
+                "tenant_id": script.tenant_id,
+                "script_id": script.id,
+                "script_version": script.version,
+                "trigger": "cron",
+                "scheduled_at": scheduled_at,
+                "params": {"type": "cron", "scheduled_at": scheduled_at.isoformat(), "fired_at": fired_at.isoformat()},
+                "status": "skipped" if skipped else "queued",
+                "error_message": "skipped: the previous run of this script was still in progress" if skipped else None,
+                "queued_at": fired_at,
+                "finished_at": fired_at if skipped else None,
+            }
+        )
+    insert = pg_insert if db.engine.dialect.name == "postgresql" else sqlite_insert
+    stmt = insert(Execution).on_conflict_do_nothing(index_elements=["script_id", "scheduled_at"])
+    recorded = set(db.session.scalars(stmt.returning(Execution.id), rows))
     db.session.commit()
-    queued = [e for e in recorded if e.status == "queued"]
+    queued = [row["id"] for row in rows if row["id"] in recorded and row["status"] == "queued"]
     if queued:
+        queue = Queue(DEFAULT_QUEUE, connection=get_redis())
         with get_redis().pipeline() as pipe:
-            Queue(DEFAULT_QUEUE, connection=get_redis()).enqueue_many([_job_data(e) for e in queued], pipeline=pipe)
+            queue.enqueue_many([_job_data(execution_id) for execution_id in queued], pipeline=pipe)
             pipe.execute()
-    return recorded
+    return [row["id"] for row in rows if row["id"] in recorded]

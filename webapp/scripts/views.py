@@ -7,7 +7,7 @@ from flask import Blueprint, abort, redirect, render_template, request, url_for
 
 from webapp.api.cron import describe
 from webapp.auth.identity import current_principal
-from webapp.models import HTTP_METHODS, SCRIPT_STATUSES, SCRIPT_TYPES, VERSIONED_FIELDS, Execution, Script
+from webapp.models import HTTP_METHODS, SCRIPT_STATUSES, SCRIPT_TYPES, VERSIONED_FIELDS, Script
 from webapp.permissions import require
 from webapp.scripts import service
 from webapp.scripts.forms import form_data, initial_values
@@ -200,9 +200,3 @@ def settings_diff(old: Any, new: Any) -> list[tuple[str, Any, Any]]:
         for f in fields
         if old is None or getattr(old, f) != getattr(new, f)
     ]
-
-
-@bp.get("/executions/<execution_id>")
-@require("executions:read")
-def execution(execution_id: str):
-    return render_template("executions/detail.html", execution=get_or_404(Execution, execution_id))
