@@ -158,3 +158,33 @@ def test_a_fire_while_the_previous_run_is_going_is_skipped(app, client, editor, 
     assert len(skipped) >= 2, rows
     assert skipped[0].error_message == "skipped: the previous run of this script was still in progress"
     assert skipped[0].started_at is None and skipped[0].finished_at is not None
+
+
+def test_schedule_health_is_visible(app, client, make_user, login, start_worker, start_scheduler):
+    """List and script page show next and last fire; the dashboard shows whether cron is firing."""
+    make_user("ed@acme.io", "acme", "editor")
+    csrf = login("ed@acme.io")
+    idle = client.get("/").get_data(as_text=True)
+    assert "not running" in idle and "cron scripts are not firing" in idle and "0 running" in idle
+    start_worker()
+    scheduler = start_scheduler()
+    created = client.post(
+        "/api/v1/scripts",
+        json={"name": "tick", "type": "cron", "cron_expression": "*/1 * * * * *", "source": QUICK},
+        headers={"X-CSRFToken": csrf},
+    ).get_json()
+    _wait_until(lambda: any(e.status == "succeeded" for e in _executions(app, created["id"])), 8)
+    listing = client.get("/scripts").get_data(as_text=True)
+    assert "next <time" in listing and "last <a" in listing and 'class="badge succeeded">succeeded' in listing
+    page = client.get(f"/scripts/{created['id']}").get_data(as_text=True)
+    assert "Next fire</dt><dd>" in page and "never fired yet" not in page
+    assert "Last fire" in page and "badge succeeded" in page
+    healthy = client.get("/").get_data(as_text=True)
+    assert 'badge succeeded">running</span> 1 process' in healthy and "on time" in healthy
+    scheduler.kill()
+    from redis import Redis
+
+    Redis.from_url(app.config["SETTINGS"].redis_url).hset("sr:scheduler:heartbeat", scheduler.name, time.time() - 60)
+    time.sleep(1.5)
+    stopped = client.get("/").get_data(as_text=True)
+    assert "cron scripts are not firing" in stopped and "the oldest due fire is" in stopped

@@ -2,12 +2,17 @@
 
 from flask import Blueprint, render_template
 from flask_login import login_required
+from redis.exceptions import RedisError
+from rq import Queue, Worker
 from sqlalchemy import func
 
 from webapp.auth.identity import current_principal
+from webapp.executions.service import QUEUES
 from webapp.extensions import db
 from webapp.models import Script
 from webapp.permissions import require
+from webapp.redis_client import get_redis
+from webapp.scheduling import CronScheduler
 from webapp.scripts.queries import executions_stmt
 from webapp.tenancy import scoped
 
@@ -29,4 +34,14 @@ def _dashboard():
     )
     counts = {(t, s): n for t, s, n in db.session.execute(counts_stmt)}
     recent = list(db.session.scalars(executions_stmt().limit(10)))
-    return render_template("dashboard.html", counts=counts, recent=recent)
+    scheduler = CronScheduler(get_redis()).health()
+    return render_template("dashboard.html", counts=counts, recent=recent, scheduler=scheduler, workers=_workers())
+
+
+def _workers() -> dict:
+    try:
+        redis = get_redis()
+        queued = {name: Queue(name, connection=redis).count for name in QUEUES}
+        return {"count": Worker.count(connection=redis), "queued": queued, "error": None}
+    except RedisError as exc:
+        return {"count": 0, "queued": {}, "error": f"Redis: {type(exc).__name__}"}

@@ -15,13 +15,13 @@ from typing import Any
 from flask import Blueprint, current_app, redirect, render_template, request, url_for
 from sqlalchemy.orm import selectinload
 
-from webapp.api.cron import describe
 from webapp.auth.identity import current_principal
 from webapp.executions.service import QueueUnavailable, is_finished, params_problem, start_run, wait_for
 from webapp.extensions import db
 from webapp.models import EXECUTION_STATUSES, TRIGGERS, Execution, Script, User
 from webapp.permissions import require
 from webapp.scripts.queries import BadPaging, executions_stmt, paginate, paging_args, scripts_stmt
+from webapp.scripts.schedule_info import script_page
 from webapp.tenancy import get_or_404
 
 bp = Blueprint("executions", __name__)
@@ -151,9 +151,7 @@ def _run_refused(script: Script, typed: str, errors: dict[str, str], message: st
     if _is_htmx():
         body = render_template("executions/_run_form.html", script=script, run=run, clear_result=True)
         return body, 200, {"HX-Retarget": "#run-form", "HX-Reswap": "outerHTML"}
-    executions = paginate(executions_stmt(script), 1, 20)
-    cron_info = describe(script.cron_expression, script.timezone) if script.type == "cron" else None
-    page = render_template("scripts/detail.html", script=script, executions=executions, cron_info=cron_info, run=run)
+    page = render_template("scripts/detail.html", script=script, run=run, **script_page(script))
     return page, status
 
 

@@ -5,13 +5,13 @@ from typing import Any
 
 from flask import Blueprint, abort, redirect, render_template, request, url_for
 
-from webapp.api.cron import describe
 from webapp.auth.identity import current_principal
 from webapp.models import HTTP_METHODS, SCRIPT_STATUSES, SCRIPT_TYPES, VERSIONED_FIELDS, Script
 from webapp.permissions import require
 from webapp.scripts import service
 from webapp.scripts.forms import form_data, initial_values
-from webapp.scripts.queries import BadPaging, executions_stmt, paginate, paging_args, scripts_stmt, versions_stmt
+from webapp.scripts.queries import BadPaging, paginate, paging_args, scripts_stmt, versions_stmt
+from webapp.scripts.schedule_info import cron_status, script_page
 from webapp.scripts.validation import ValidationFailed
 from webapp.tenancy import get_or_404
 
@@ -35,12 +35,13 @@ def index():
         page = 1
     result = paginate(scripts_stmt(type_, status, search), page, PER_PAGE)
     filters = {"type": type_ or "", "status": status or "", "q": search}
+    schedules = cron_status(result.items)
     template = (
         "scripts/_table.html"
         if _is_htmx() and request.headers.get("HX-Target") == "script-table"
         else "scripts/index.html"
     )
-    return render_template(template, page=result, filters=filters)
+    return render_template(template, page=result, filters=filters, schedules=schedules)
 
 
 def _form_page(script: Script | None, values: dict[str, Any], errors: dict[str, str], status: int = 200):
@@ -104,9 +105,7 @@ def trigger_fields():
 @require("scripts:read")
 def detail(script_id: str):
     script = get_or_404(Script, script_id)
-    executions = paginate(executions_stmt(script), 1, 20)
-    cron_info = describe(script.cron_expression, script.timezone) if script.type == "cron" else None
-    return render_template("scripts/detail.html", script=script, executions=executions, cron_info=cron_info)
+    return render_template("scripts/detail.html", script=script, **script_page(script))
 
 
 @bp.post("/scripts/<script_id>/status")
