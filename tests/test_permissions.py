@@ -161,3 +161,34 @@ def test_user_without_tenant_sees_an_explanation(client, app, login, make_user):
     response = client.get("/")
     assert response.status_code == 403
     assert "not a member of any tenant" in response.get_data(as_text=True)
+
+
+def test_other_tenants_executions_tokens_and_members_are_404(app, client, make_user, make_token, login, script_id):
+    from webapp.extensions import db
+    from webapp.models import ApiToken, Execution, Membership, utcnow
+
+    with app.app_context():
+        execution = Execution(
+            tenant_id=1,
+            script_id=uuid.UUID(script_id),
+            script_version=1,
+            trigger="api",
+            status="succeeded",
+            queued_at=utcnow(),
+        )
+        db.session.add(execution)
+        db.session.commit()
+        execution_id = str(execution.id)
+        token_id = db.session.scalar(db.select(ApiToken.id))
+        member_id = db.session.scalar(db.select(Membership.id))
+    make_user("spy@globex.io", "globex", "admin")
+    csrf = login("spy@globex.io")
+    token = bearer(make_token("spy@globex.io", tenant="globex"))
+    assert client.get(f"/api/v1/executions/{execution_id}", headers=token).status_code == 404
+    assert client.get(f"/executions/{execution_id}").status_code == 404
+    assert client.get(f"/executions/{execution_id}/result").status_code == 404
+    assert execution_id not in client.get("/executions").get_data(as_text=True)
+    assert client.post(f"/tokens/{token_id}/revoke", data={"csrf_token": csrf}).status_code == 404
+    for action in ("role", "remove"):
+        response = client.post(f"/members/{member_id}/{action}", data={"csrf_token": csrf, "role": "viewer"})
+        assert response.status_code == 404

@@ -118,7 +118,7 @@ def set_status(script_id: str):
     service.set_status(script, current_principal().user, status)
     if _is_htmx():
         return render_template("scripts/_status.html", script=script)
-    return redirect(request.form.get("next") or url_for("scripts.detail", script_id=script.id), 303)
+    return redirect(url_for("scripts.detail", script_id=script.id), 303)
 
 
 @bp.route("/scripts/<script_id>/delete", methods=["GET", "POST"])
