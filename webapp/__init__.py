@@ -46,15 +46,18 @@ def create_app(settings: Settings | None = None) -> Flask:
     from webapp.auth.views import bp as auth_bp
     from webapp.cli import register_cli
     from webapp.dashboard import bp as dashboard_bp
+    from webapp.endpoints import router as endpoint_router
+    from webapp.endpoints.views import bp as endpoints_bp
     from webapp.executions.views import bp as executions_bp
     from webapp.health import bp as health_bp
     from webapp.scripts.views import bp as scripts_bp
 
     identity.init_app(app)
-    for blueprint in (health_bp, auth_bp, dashboard_bp, scripts_bp, executions_bp, admin_bp, api_bp):
+    for blueprint in (health_bp, auth_bp, dashboard_bp, scripts_bp, executions_bp, admin_bp, api_bp, endpoints_bp):
         app.register_blueprint(blueprint)
     register_cli(app)
     scheduling.init_app(app)
+    endpoint_router.init_app(app)
     from webapp import templating
 
     templating.init_app(app)

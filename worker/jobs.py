@@ -6,6 +6,7 @@ from typing import Any
 
 from sqlalchemy import select, update
 
+from webapp.endpoints.http import STATUS_FOR_ERROR, body_bytes, response_problem
 from webapp.extensions import db
 from webapp.models import Execution, Script, ScriptVersion, User, utcnow
 from worker.host_api import HostApi
@@ -13,16 +14,17 @@ from worker.runtime.sandbox import Limits
 from worker.state import get_state
 
 
-def run_execution(execution_id: str) -> dict[str, Any]:
+def run_execution(execution_id: str, event_json: str | None = None) -> dict[str, Any]:
+    """Run one execution. Endpoint calls pass their request as `event_json` (never stored)."""
     state = get_state()
     with state.app.app_context():
         try:
-            return _run(execution_id, state)
+            return _run(execution_id, state, event_json)
         finally:
             db.session.remove()
 
 
-def _run(execution_id: str, state: Any) -> dict[str, Any]:
+def _run(execution_id: str, state: Any, event_json: str | None) -> dict[str, Any]:
     started = utcnow()
     claimed = db.session.execute(
         update(Execution)
@@ -49,17 +51,26 @@ def _run(execution_id: str, state: Any) -> dict[str, Any]:
             "script_id": str(script.id),
             "version": execution.script_version,
             "source": version.source,
-            "event_json": json.dumps(execution.params if execution.params is not None else {}),
+            "event_json": event_json or json.dumps(execution.params if execution.params is not None else {}),
             "context": _context(execution, script, version),
         },
         effective_limits(state.app.config["SETTINGS"].limits, version.limits),
         HostApi(script.tenant_id),
     )
+    result = json.loads(outcome["result_json"]) if outcome["result_json"] is not None else None
     execution.status = outcome["status"]
     execution.error_kind = outcome["error_kind"]
     execution.error_message = outcome["error_message"]
-    execution.result = json.loads(outcome["result_json"]) if outcome["result_json"] is not None else None
     execution.logs = outcome["logs"]
+    answer: dict[str, Any] = {"id": execution_id}
+    if execution.trigger == "endpoint":
+        problem = response_problem(result) if execution.status == "succeeded" else None
+        if problem:
+            execution.status, execution.error_kind, execution.error_message = "failed", "bad_response", problem
+        _summarise_response(execution, result)
+        answer["result"] = result if execution.status == "succeeded" else None  # to the caller, not stored
+    else:
+        execution.result = result
     execution.finished_at = utcnow()
     execution.duration_ms = outcome.get("wall_ms")
     execution.runtime_info = {
@@ -69,7 +80,19 @@ def _run(execution_id: str, state: Any) -> dict[str, Any]:
         "cpu_ms": outcome["cpu_ms"],
     }
     db.session.commit()
-    return {"id": execution_id, "status": execution.status}
+    answer.update(status=execution.status, error_kind=execution.error_kind, error_message=execution.error_message)
+    return answer
+
+
+def _summarise_response(execution: Execution, result: Any) -> None:
+    """Endpoint runs keep method, path, status and sizes: never bodies or credentials."""
+    summary = dict(execution.http_summary or {})
+    if execution.status == "succeeded":
+        summary["status"] = (result or {}).get("status", 200)
+        summary["response_bytes"] = len(body_bytes(result))
+    else:
+        summary["status"] = STATUS_FOR_ERROR.get(execution.error_kind or "", 500)
+    execution.http_summary = summary
 
 
 def effective_limits(defaults: Any, own: dict | None) -> Limits:

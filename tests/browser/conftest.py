@@ -4,7 +4,6 @@ They run on SQLite only: they exercise the UI; database behaviour is covered by 
 API tests on both backends.  Every test in this folder is marked ``browser``.
 """
 
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,6 @@ from typing import Any
 import pytest
 from flask import Flask
 from playwright.sync_api import Browser, Page, expect, sync_playwright
-from werkzeug.serving import make_server
 
 from tests.conftest import PASSWORD
 from webapp.extensions import db
@@ -44,20 +42,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def database_url(tmp_path: Path) -> str:
     """Overrides the root fixture: SQLite only, no postgresql parametrization here."""
     return f"sqlite:///{tmp_path / 'browser.db'}"
-
-
-@pytest.fixture
-def live_server(app: Flask) -> Iterator[str]:
-    """The test app on 127.0.0.1 at a free port, in a background thread; yields its base URL."""
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, name="live-server", daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 @pytest.fixture(scope="session")

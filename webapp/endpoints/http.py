@@ -1,0 +1,126 @@
+"""The one mapping between HTTP and scripts: a request becomes the event, a script's return
+value becomes the response (SPEC §4). The worker uses `response_problem` to fail a run with
+`bad_response`; the web process uses `build_response` to answer the caller."""
+
+import json
+from typing import Any
+
+from flask import Request, Response
+
+# Headers a script never sees: the caller's credentials for this platform.
+PRIVATE_REQUEST_HEADERS = frozenset({"authorization", "cookie", "x-csrftoken"})
+# Headers a script may not set.
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+        "content-length",
+    }
+)
+SCRIPT_PATH_PREFIX = "/api/scripts"
+# How a failed endpoint run answers the caller (SPEC §7).
+STATUS_FOR_ERROR = {"bad_response": 502, "timeout": 504, "lost": 503}  # anything else: 500
+SESSION_COOKIE = "session"
+
+
+def request_event(request: Request, path: str, params: dict[str, str]) -> dict[str, Any]:
+    body = request.get_data(cache=True).decode("utf-8", errors="replace")
+    parsed = None
+    if request.mimetype == "application/json" or request.mimetype.endswith("+json"):
+        try:
+            parsed = json.loads(body) if body else None
+        except ValueError:
+            parsed = None
+    query: dict[str, Any] = {}
+    for key in request.args:
+        values = request.args.getlist(key)
+        query[key] = values[0] if len(values) == 1 else values
+    return {
+        "method": request.method,
+        "path": path,
+        "params": params,
+        "query": query,
+        "headers": {k.lower(): v for k, v in request.headers.items() if k.lower() not in PRIVATE_REQUEST_HEADERS},
+        "body": body,
+        "json": parsed,
+        "ip": request.remote_addr,
+    }
+
+
+def response_problem(result: Any) -> str | None:
+    """Why a value returned by an endpoint script cannot become a response, or None."""
+    if result is None:
+        return None  # no value: an empty 200
+    if not isinstance(result, dict):
+        return f"an endpoint script must return an object like {{status, headers, body}}, got {_kind(result)}"
+    unknown = sorted(set(result) - {"status", "headers", "body"})
+    if unknown:
+        return (
+            f"unknown response field{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} (use status, headers, body)"
+        )
+    status = result.get("status", 200)
+    if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
+        return f"status must be an integer from 100 to 599, got {json.dumps(status)}"
+    headers = result.get("headers") or {}
+    if not isinstance(headers, dict):
+        return f"headers must be an object of strings, got {_kind(headers)}"
+    for name, value in headers.items():
+        if not isinstance(value, str | int | float) or isinstance(value, bool):
+            return f"header {name!r} must be a string, got {_kind(value)}"
+        if "\n" in str(value) or "\r" in str(value) or "\n" in name or "\r" in name or ":" in name:
+            return f"header {name!r} contains a line break or colon"
+    return None
+
+
+def body_bytes(result: Any) -> bytes:
+    body = (result or {}).get("body")
+    if body is None:
+        return b""
+    return body.encode() if isinstance(body, str) else json.dumps(body).encode()
+
+
+def build_response(result: Any) -> Response:
+    """The HTTP response for a return value that passed `response_problem`."""
+    result = result or {}
+    body = result.get("body")
+    response = Response(body_bytes(result), status=result.get("status", 200))
+    if body is None:
+        response.headers.pop("Content-Type", None)
+    else:
+        response.mimetype = "text/plain" if isinstance(body, str) else "application/json"
+    for name, value in (result.get("headers") or {}).items():
+        if _allowed_header(name, str(value)):
+            response.headers[name] = str(value)
+    return response
+
+
+def _allowed_header(name: str, value: str) -> bool:
+    lower = name.lower()
+    if lower in HOP_BY_HOP:
+        return False
+    if lower == "set-cookie":
+        # Only cookies scoped below the script's own URL space, never our session cookie.
+        attributes = [part.strip() for part in value.split(";")]
+        cookie_name = attributes[0].split("=", 1)[0].strip()
+        paths = [a.split("=", 1)[1].strip() for a in attributes[1:] if a.lower().startswith("path=")]
+        return cookie_name != SESSION_COOKIE and bool(paths) and paths[0].startswith(SCRIPT_PATH_PREFIX + "/")
+    return True
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    return type(value).__name__

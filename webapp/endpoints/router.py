@@ -1,0 +1,181 @@
+"""EndpointRouter: which active endpoint script serves (tenant, method, path).
+
+Each web process keeps the route table in memory. A change made by any process sets a new
+random version token in Redis; every request compares it (one GET) and reloads the table
+from the database when it differs, so route changes reach every process at once. Without Redis, or when
+a lookup misses, the table is reloaded from the database (at most once a second on misses),
+so an active script is never answered with 404.
+"""
+
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+
+from flask import Flask
+from redis import Redis
+from redis.exceptions import RedisError
+from sqlalchemy import select
+
+from webapp.extensions import db
+from webapp.models import Script
+
+log = logging.getLogger(__name__)
+VERSION_KEY = "sr:routes:version"
+MISS_RELOAD_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class Route:
+    script_id: uuid.UUID
+    tenant_id: int
+    method: str
+    segments: tuple[str | None, ...]  # None where the path has a {parameter}
+    names: tuple[str, ...]  # the parameter names, in order
+
+    @classmethod
+    def of(cls, script: Script) -> "Route":
+        segments, names = [], []
+        for part in _split(script.endpoint_path or "/"):
+            if part.startswith("{") and part.endswith("}"):
+                segments.append(None)
+                names.append(part[1:-1])
+            else:
+                segments.append(part)
+        return cls(script.id, script.tenant_id, script.endpoint_method or "GET", tuple(segments), tuple(names))
+
+    def match(self, parts: list[str]) -> dict[str, str] | None:
+        if len(parts) != len(self.segments):
+            return None
+        values = []
+        for want, got in zip(self.segments, parts, strict=True):
+            if want is None:
+                values.append(got)
+            elif want != got:
+                return None
+        return dict(zip(self.names, values, strict=True))
+
+    @property
+    def literal_count(self) -> int:
+        return sum(1 for s in self.segments if s is not None)
+
+
+@dataclass(frozen=True)
+class Match:
+    route: Route | None
+    params: dict[str, str]
+    allowed: tuple[str, ...]  # methods served at this path (for 405)
+
+
+def _split(path: str) -> list[str]:
+    return [p for p in path.split("/") if p != ""]
+
+
+class EndpointRouter:
+    def __init__(self) -> None:
+        self._routes: dict[int, list[Route]] = {}
+        self._version: bytes | None = None
+        self._loaded_at = 0.0
+        self._last_miss_reload = 0.0
+        self._lock = threading.Lock()
+
+    # -- maintenance -------------------------------------------------------------------------
+    def load_endpoints(self) -> None:
+        scripts = db.session.scalars(select(Script).where(Script.type == "endpoint", Script.status == "active"))
+        table: dict[int, list[Route]] = {}
+        for script in scripts:
+            table.setdefault(script.tenant_id, []).append(Route.of(script))
+        for routes in table.values():
+            routes.sort(key=lambda r: [s is None for s in r.segments])  # literal segments win
+        with self._lock:
+            self._routes = table
+            self._loaded_at = time.monotonic()
+
+    def add_or_update(self, script: Script, redis: Redis | None = None) -> None:
+        """A script was saved: reload this process's table and tell the others."""
+        self.load_endpoints()
+        self._bump(redis)
+
+    def remove(self, script: Script, redis: Redis | None = None, script_id: object = None) -> None:
+        """A script was deleted: reload this process's table and tell the others."""
+        self.load_endpoints()
+        self._bump(redis)
+
+    def _bump(self, redis: Redis | None) -> None:
+        if redis is None:
+            return
+        token = uuid.uuid4().hex.encode()  # not a counter: a Redis restart must not repeat a value
+        try:
+            redis.set(VERSION_KEY, token)
+            self._version = token
+        except RedisError:
+            log.warning("route change not announced (Redis down); other processes reload on their next miss")
+
+    # -- lookups -----------------------------------------------------------------------------
+    def refresh_if_changed(self, redis: Redis) -> None:
+        try:
+            version = redis.get(VERSION_KEY)
+        except RedisError:
+            version = b"unknown"
+            if time.monotonic() - self._loaded_at < MISS_RELOAD_SECONDS:
+                return
+        if version != self._version or not self._loaded_at:
+            self.load_endpoints()
+            self._version = version
+
+    def resolve(self, tenant_id: int, method: str, path: str) -> Match:
+        found = self._find(tenant_id, method, path)
+        if found.route is None and time.monotonic() - self._last_miss_reload >= MISS_RELOAD_SECONDS:
+            # A miss may be a change we have not heard of: look again in the database.
+            self._last_miss_reload = time.monotonic()
+            self.load_endpoints()
+            found = self._find(tenant_id, method, path)
+        return found
+
+    def _find(self, tenant_id: int, method: str, path: str) -> Match:
+        parts = _split(path)
+        allowed: list[str] = []
+        best: tuple[Route, dict[str, str]] | None = None
+        for route in self._routes.get(tenant_id, []):
+            params = route.match(parts)
+            if params is None:
+                continue
+            if route.method not in allowed:
+                allowed.append(route.method)
+            if route.method == method and (best is None or _more_literal(route, best[0])):
+                best = (route, params)
+        if best is None:
+            return Match(None, {}, tuple(sorted(allowed)))
+        return Match(best[0], best[1], tuple(sorted(allowed)))
+
+
+def _more_literal(a: Route, b: Route) -> bool:
+    """Literal segments win over parameters, earliest segment first (/a/new beats /a/{id})."""
+    return [s is None for s in a.segments] < [s is None for s in b.segments]
+
+
+router = EndpointRouter()  # one per web process
+
+
+def _on_saved(script: Script, **_: object) -> None:
+    if script.type == "endpoint" or any(r.script_id == script.id for rs in router._routes.values() for r in rs):
+        router.add_or_update(script, _redis())  # includes a script that stopped being an endpoint
+
+
+def _on_deleted(script: Script, script_id: object = None, **_: object) -> None:
+    router.remove(script, _redis(), script_id=script_id)
+
+
+def _redis() -> Redis | None:
+    from webapp.redis_client import get_redis
+
+    return get_redis()
+
+
+def init_app(app: Flask) -> None:
+    """Script changes update this process's routes and tell every other process."""
+    from webapp.scripts.service import script_deleted, script_saved
+
+    script_saved.connect(_on_saved)  # module-level receivers: connecting again is a no-op
+    script_deleted.connect(_on_deleted)

@@ -1,0 +1,102 @@
+"""The wildcard blueprint: every /api/scripts/<path> call, every method (SPEC §7).
+
+Caller (session with its current tenant, or API token) → permission → route → request event →
+run on the `endpoints` queue and wait (bounded) → the script's {status, headers, body}.
+"""
+
+import math
+from typing import Any
+
+from flask import Blueprint, current_app, jsonify, request
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from webapp.auth.identity import bearer_token, current_principal
+from webapp.endpoints.http import STATUS_FOR_ERROR, build_response, request_event
+from webapp.endpoints.router import router
+from webapp.executions import service as executions
+from webapp.extensions import csrf, db
+from webapp.models import Script
+from webapp.permissions import role_allows
+from webapp.redis_client import get_redis
+
+bp = Blueprint("endpoints", __name__)
+csrf.exempt(bp)
+METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
+_SAFE = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def error(status: int, code: str, message: str, execution_id: Any = None, **headers: str):
+    response = jsonify(
+        {"error": {"code": code, "message": message, "execution_id": str(execution_id) if execution_id else None}}
+    )
+    response.status_code = status
+    response.headers.update(headers)
+    return response
+
+
+@bp.route("/api/scripts", defaults={"path": ""}, methods=METHODS)
+@bp.route("/api/scripts/<path:path>", methods=METHODS)
+def serve(path: str):
+    principal = current_principal()
+    if principal is None:
+        return error(
+            401, "unauthorized", "log in or send Authorization: Bearer <token>", **{"WWW-Authenticate": "Bearer"}
+        )
+    if not role_allows(principal.role, "endpoints:call"):
+        return error(403, "forbidden", "your role may not call endpoints")
+    script_path = "/" + path
+    router.refresh_if_changed(get_redis())
+    match = router.resolve(principal.tenant.id, request.method, script_path)
+    script = db.session.get(Script, match.route.script_id) if match.route else None
+    if match.route is not None and (script is None or script.status != "active"):
+        router.load_endpoints()  # the table was stale: look again before answering
+        match = router.resolve(principal.tenant.id, request.method, script_path)
+        script = db.session.get(Script, match.route.script_id) if match.route else None
+    if match.route is None or script is None or script.tenant_id != principal.tenant.id:
+        if match.allowed:
+            return error(
+                405,
+                "method_not_allowed",
+                f"{script_path} answers {', '.join(match.allowed)}",
+                Allow=", ".join(match.allowed),
+            )
+        return error(404, "not_found", f"no endpoint script serves {request.method} {script_path}")
+    if request.method not in _SAFE and bearer_token() is None:
+        csrf.protect()  # a browser session must prove the call came from our page
+    limit = current_app.config["SETTINGS"].limits.body_kb * 1024
+    if (request.content_length or 0) > limit:
+        return error(413, "payload_too_large", f"the request body is over the {limit // 1024} KiB limit")
+    try:
+        event = request_event(request, script_path, match.params)
+    except RequestEntityTooLarge:
+        return error(413, "payload_too_large", "the request body is too large")
+    if len(event["body"].encode()) > limit:
+        return error(413, "payload_too_large", f"the request body is over the {limit // 1024} KiB limit")
+    try:
+        execution = executions.start_endpoint_run(script, event, principal.user)
+    except executions.QueueUnavailable as exc:
+        return error(503, "unavailable", str(exc), None, **{"Retry-After": "5"})
+    answer = executions.wait_for_endpoint(execution, _wall_seconds(script))
+    return _respond(execution, answer)
+
+
+def _respond(execution: Any, answer: dict[str, Any] | None):
+    db.session.refresh(execution)
+    if answer is None:
+        if execution.status == "failed" and execution.error_kind == "lost":
+            return error(503, "unavailable", execution.error_message, execution.id, **{"Retry-After": "5"})
+        return error(504, "timeout", "the script did not answer in time", execution.id)
+    if answer.get("status") == "succeeded":
+        return build_response(answer.get("result"))
+    if answer.get("status") == "skipped":
+        return error(503, "unavailable", execution.error_message or "the call was not run", execution.id)
+    kind = answer.get("error_kind") or "exception"
+    status = STATUS_FOR_ERROR.get(kind, 500)
+    code = {502: "bad_response", 504: "timeout", 503: "unavailable"}.get(status, "script_error")
+    return error(status, code, answer.get("error_message") or kind, execution.id)
+
+
+def _wall_seconds(script: Script) -> float:
+    default = current_app.config["SETTINGS"].limits.wall_seconds
+    own = (script.limits or {}).get("wall_seconds")
+    return math.ceil(min(own or default, default))
