@@ -92,6 +92,41 @@
     }
   });
 
+  // "Try it" on an endpoint script's page: a real request with the session and CSRF token.
+  document.addEventListener("submit", function (ev) {
+    var form = ev.target.closest("form[data-try-endpoint]");
+    if (!form) return;
+    ev.preventDefault();
+    var out = document.getElementById("try-output");
+    var method = form.getAttribute("data-method");
+    var path = form.elements.path.value.trim();
+    var query = form.elements.query.value.trim().replace(/^\?/, "");
+    var url = "/api/scripts" + (path.charAt(0) === "/" ? path : "/" + path) + (query ? "?" + query : "");
+    var options = { method: method, credentials: "same-origin", headers: { "X-CSRFToken": csrfToken() } };
+    if (form.elements.body && form.elements.body.value.trim()) {
+      options.headers["Content-Type"] = "application/json";
+      options.body = form.elements.body.value;
+    }
+    out.textContent = "Sending " + method + " " + url + " …";
+    fetch(url, options).then(function (response) {
+      return response.text().then(function (text) {
+        out.textContent = "";
+        var status = document.createElement("p");
+        status.className = "try-status " + (response.ok ? "ok" : "failed");
+        status.textContent = "HTTP " + response.status + " " + response.statusText;
+        out.appendChild(status);
+        var headers = document.createElement("pre");
+        headers.className = "try-headers";
+        response.headers.forEach(function (value, name) { headers.textContent += name + ": " + value + "\n"; });
+        out.appendChild(headers);
+        var body = document.createElement("pre");
+        body.className = "try-body";
+        body.textContent = text;
+        out.appendChild(body);
+      });
+    }).catch(function (err) { out.textContent = "The request failed: " + err; });
+  });
+
   function init(root) {
     localizeTimes(root);
     lastAsked = null;
