@@ -8,7 +8,7 @@ from sqlalchemy import select, update
 
 from webapp.endpoints.http import STATUS_FOR_ERROR, body_bytes, response_problem
 from webapp.extensions import db
-from webapp.models import Execution, Script, ScriptVersion, User, utcnow
+from webapp.models import Execution, Script, ScriptVersion, Tenant, User, utcnow
 from worker.host_api import HostApi
 from worker.runtime.sandbox import Limits
 from worker.state import get_state
@@ -34,25 +34,30 @@ def _run(execution_id: str, state: Any, event_json: str | None) -> dict[str, Any
     db.session.commit()
     if not claimed:  # already run, lost, or deleted: never run twice
         return {"id": execution_id, "status": "not-claimed"}
-    execution = db.session.get(Execution, uuid.UUID(execution_id))
-    script = execution.script
+    # One query for everything the run needs: the execution, its script, version, tenant, user.
+    execution, script, version, tenant, user = db.session.execute(
+        select(Execution, Script, ScriptVersion, Tenant, User)
+        .join(Script, Script.id == Execution.script_id)
+        .join(Tenant, Tenant.id == Script.tenant_id)
+        .join(
+            ScriptVersion,
+            (ScriptVersion.script_id == Execution.script_id) & (ScriptVersion.version == Execution.script_version),
+        )
+        .outerjoin(User, User.id == Execution.user_id)
+        .where(Execution.id == uuid.UUID(execution_id))
+    ).one()
     stale = _stale_cron_fire(execution, script)
     if stale:
         execution.status, execution.error_message, execution.finished_at = "skipped", stale, utcnow()
         db.session.commit()
         return {"id": execution_id, "status": "skipped"}
-    version = db.session.scalar(
-        select(ScriptVersion).where(
-            ScriptVersion.script_id == execution.script_id, ScriptVersion.version == execution.script_version
-        )
-    )
     outcome = state.sandbox.run(
         {
             "script_id": str(script.id),
             "version": execution.script_version,
             "source": version.source,
             "event_json": event_json or json.dumps(execution.params if execution.params is not None else {}),
-            "context": _context(execution, script, version),
+            "context": _context(execution, script, version, tenant, user),
         },
         effective_limits(state.app.config["SETTINGS"].limits, version.limits),
         HostApi(script.tenant_id),
@@ -106,10 +111,11 @@ def effective_limits(defaults: Any, own: dict | None) -> Limits:
     )
 
 
-def _context(execution: Execution, script: Script, version: ScriptVersion) -> dict[str, Any]:
-    user = db.session.get(User, execution.user_id) if execution.user_id else None
+def _context(
+    execution: Execution, script: Script, version: ScriptVersion, tenant: Tenant, user: User | None
+) -> dict[str, Any]:
     return {
-        "tenant": {"id": script.tenant.id, "name": script.tenant.name},
+        "tenant": {"id": tenant.id, "name": tenant.name},
         "user": {"id": user.id, "email": user.email} if user else None,
         "script": {"id": str(script.id), "name": script.name, "type": version.type, "version": version.version},
         "execution": {"id": str(execution.id), "trigger": execution.trigger},

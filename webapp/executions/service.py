@@ -72,6 +72,7 @@ def _job_data(execution_id: uuid.UUID) -> Any:
         JOB_FUNCTION,
         args=(str(execution_id),),
         job_id=str(execution_id),
+        description=f"execution {execution_id}",  # RQ logs this: never the arguments (request bodies)
         timeout=limits.wall_seconds + 60,  # a backstop: the worker enforces wall time itself
         result_ttl=300,
         failure_ttl=24 * 3600,
