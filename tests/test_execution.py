@@ -162,3 +162,11 @@ def test_runtime_is_recycled_after_a_limit(editor, start_worker, run_script):
     run_script(editor, "function main() { function f() { return f() } return f() }")
     after = run_script.again(editor, first["script_id"])
     assert after["runtime"]["runtime_id"] != first["runtime"]["runtime_id"]
+
+
+def test_runtime_is_recycled_when_its_heap_passes_the_threshold(editor, start_worker, run_script):
+    start_worker(SCRIPT_VM_MAX_HEAP_MB="0")  # every heap check finds it too big
+    runs = [run_script(editor, "function main() { return 1 }")]
+    runs += [run_script.again(editor, runs[0]["script_id"]) for _ in range(16)]
+    ids = [r["runtime"]["runtime_id"] for r in runs]
+    assert len(set(ids[:16])) == 1 and ids[16] != ids[15]  # the heap is checked after every 16th run

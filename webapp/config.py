@@ -30,6 +30,7 @@ class ScriptLimits:
     result_kb: int = 1024
     body_kb: int = 1024
     vm_max_runs: int = 500
+    vm_max_heap_mb: int = 48  # a runtime holding more than this after a run is replaced
 
     @classmethod
     def from_env(cls) -> "ScriptLimits":
@@ -43,6 +44,7 @@ class ScriptLimits:
             result_kb=_int("SCRIPT_RESULT_KB", d.result_kb),
             body_kb=_int("SCRIPT_BODY_KB", d.body_kb),
             vm_max_runs=_int("SCRIPT_VM_MAX_RUNS", d.vm_max_runs),
+            vm_max_heap_mb=_int("SCRIPT_VM_MAX_HEAP_MB", d.vm_max_heap_mb),
         )
 
 

@@ -8,8 +8,6 @@ from flask import Flask
 from webapp import create_app
 from worker.runtime.sandbox import Sandbox
 
-HEAP_RECYCLE_BYTES = 48 * 1024 * 1024  # a runtime holding more than this after a run is replaced
-
 
 @dataclass
 class WorkerState:
@@ -26,7 +24,7 @@ def get_state() -> WorkerState:
     if _state is None:
         app = create_app()
         limits = app.config["SETTINGS"].limits
-        sandbox = Sandbox(limits.stack_kb * 1024, limits.vm_max_runs, HEAP_RECYCLE_BYTES)
+        sandbox = Sandbox(limits.stack_kb * 1024, limits.vm_max_runs, int(limits.vm_max_heap_mb * 1024 * 1024))
         _state = WorkerState(app=app, sandbox=sandbox)
         atexit.register(sandbox.close)
     return _state

@@ -19,6 +19,7 @@ from worker.runtime.engine import RunLimits, Runtime
 
 IN, OUT = 0, 1
 ADDRESS_SPACE_BACKSTOP = 4 * 1024 * 1024 * 1024  # QuickJS limits are per run; this is per process
+HEAP_CHECK_EVERY = 16
 
 
 class RuntimePool:
@@ -34,7 +35,7 @@ class RuntimePool:
 
     def after_run(self, limit_hit: bool) -> None:
         rt = self.current
-        heap_checked = rt.runs % 16 == 0  # measuring the heap walks it: not after every run
+        heap_checked = rt.runs % HEAP_CHECK_EVERY == 0  # measuring the heap walks it: not after every run
         if limit_hit or rt.runs >= self.max_runs or (heap_checked and rt.heap_used() > self.heap_limit):
             self.current = self.spare or Runtime(self.stack_bytes)
             self.spare = None
