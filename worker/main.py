@@ -37,7 +37,7 @@ class ScriptWorker(SimpleWorker):
         """RQ beats several times per job; one beat a second keeps the worker visibly alive."""
         wanted = time.monotonic() + (timeout or self.worker_ttl + 60)
         last, covers = getattr(self, "_last_beat", 0.0), getattr(self, "_beat_covers", 0.0)
-        if pipeline is None and time.monotonic() - last < 1.0 and wanted <= covers:
+        if pipeline is None and time.monotonic() - last < 1.0 and wanted <= covers + 1.0:
             return
         super().heartbeat(timeout, pipeline)
         self._last_beat, self._beat_covers = time.monotonic(), wanted
