@@ -10,11 +10,13 @@ PUBLIC = {
     "health.healthz",  # load balancers
     "auth.login",
     "auth.logout",  # POST with CSRF; ends the caller's own session
+    "metrics.metrics",  # Prometheus; requires METRICS_TOKEN when it is set
 }
 LOGGED_IN_ONLY = {
     "dashboard.index",  # shows "no tenant" to a user without one; the data part needs scripts:read
     "auth.switch_tenant",  # checks the membership itself
     "api.validate_cron",  # any authenticated caller: a pure function of its input
+    "endpoints.serve",  # checks endpoints:call itself, to answer with SPEC §7's JSON errors
 }
 
 

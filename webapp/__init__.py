@@ -50,10 +50,21 @@ def create_app(settings: Settings | None = None) -> Flask:
     from webapp.endpoints.views import bp as endpoints_bp
     from webapp.executions.views import bp as executions_bp
     from webapp.health import bp as health_bp
+    from webapp.metrics import bp as metrics_bp
     from webapp.scripts.views import bp as scripts_bp
 
     identity.init_app(app)
-    for blueprint in (health_bp, auth_bp, dashboard_bp, scripts_bp, executions_bp, admin_bp, api_bp, endpoints_bp):
+    for blueprint in (
+        health_bp,
+        auth_bp,
+        dashboard_bp,
+        scripts_bp,
+        executions_bp,
+        admin_bp,
+        api_bp,
+        endpoints_bp,
+        metrics_bp,
+    ):
         app.register_blueprint(blueprint)
     register_cli(app)
     scheduling.init_app(app)

@@ -1,17 +1,23 @@
 """The RQ job: run one execution in the worker's sandbox and record what happened."""
 
 import json
+import logging
 import uuid
 from typing import Any
 
+from redis.exceptions import RedisError
 from sqlalchemy import select, update
 
+from webapp import metrics
 from webapp.endpoints.http import STATUS_FOR_ERROR, body_bytes, response_problem
 from webapp.extensions import db
 from webapp.models import Execution, Script, ScriptVersion, Tenant, User, utcnow
+from webapp.redis_client import get_redis
 from worker.host_api import HostApi
 from worker.runtime.sandbox import Limits
 from worker.state import get_state
+
+log = logging.getLogger(__name__)
 
 
 def run_execution(execution_id: str, event_json: str | None = None) -> dict[str, Any]:
@@ -50,7 +56,9 @@ def _run(execution_id: str, state: Any, event_json: str | None) -> dict[str, Any
     if stale:
         execution.status, execution.error_message, execution.finished_at = "skipped", stale, utcnow()
         db.session.commit()
+        _metrics(metrics.count_event, "cron_skips")
         return {"id": execution_id, "status": "skipped"}
+    _metrics(metrics.mark_busy, state.name, True)
     outcome = state.sandbox.run(
         {
             "script_id": str(script.id),
@@ -85,8 +93,40 @@ def _run(execution_id: str, state: Any, event_json: str | None) -> dict[str, Any
         "cpu_ms": outcome["cpu_ms"],
     }
     db.session.commit()
+    _metrics(metrics.mark_busy, state.name, False)
+    recycled = _recycles(state, outcome)
+    seconds = (execution.duration_ms or 0) / 1000
+    _metrics(
+        metrics.record_run,
+        str(script.id),
+        version.type,
+        execution.status,
+        seconds,
+        execution.error_kind,
+        outcome["cache_hit"] if outcome["runtime_id"] else None,
+        recycled,
+    )
     answer.update(status=execution.status, error_kind=execution.error_kind, error_message=execution.error_message)
     return answer
+
+
+def _recycles(state: Any, outcome: dict[str, Any]) -> int:
+    """Runtimes replaced since the last run: by the sandbox itself, or by killing it."""
+    if outcome["runtime_id"] is None:  # the sandbox process was killed and will be replaced
+        state.recycles_seen = 0
+        return 1
+    total = outcome.get("runtimes_recycled", 0)
+    seen = state.recycles_seen
+    state.recycles_seen = total
+    return total - seen if total >= seen else total
+
+
+def _metrics(fn: Any, *args: Any) -> None:
+    """Metrics never fail a run."""
+    try:
+        fn(get_redis(), *args)
+    except RedisError:
+        log.warning("metrics not recorded: Redis is unavailable")
 
 
 def _summarise_response(execution: Execution, result: Any) -> None:

@@ -14,6 +14,7 @@ class WorkerState:
     app: Flask
     sandbox: Sandbox
     name: str = "worker"
+    recycles_seen: int = 0  # the sandbox's recycle count at the last run (for the metric)
 
 
 _state: WorkerState | None = None

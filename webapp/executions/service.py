@@ -22,6 +22,7 @@ from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from webapp import metrics
 from webapp.extensions import db
 from webapp.models import Execution, Script, User, utcnow
 from webapp.redis_client import get_blocking_redis, get_redis
@@ -159,6 +160,12 @@ def fire_cron(fires: list[tuple[Script, datetime]]) -> list[uuid.UUID]:
     recorded = set(db.session.scalars(stmt.returning(Execution.id), rows))
     db.session.commit()
     queued = [row["id"] for row in rows if row["id"] in recorded and row["status"] == "queued"]
+    skipped = sum(1 for row in rows if row["id"] in recorded and row["status"] == "skipped")
+    with contextlib.suppress(RedisError):
+        pipe = get_redis().pipeline(transaction=False)
+        pipe.hincrby(metrics.EVENTS, "cron_fires", len(recorded))
+        pipe.hincrby(metrics.EVENTS, "cron_skips", skipped)
+        pipe.execute()
     if queued:
         queue = Queue(DEFAULT_QUEUE, connection=get_redis())
         with get_redis().pipeline() as pipe:

@@ -1,0 +1,159 @@
+"""Script metrics, aggregated in Redis so that every process and host counts into one place.
+
+Workers and schedulers write (one pipeline per run or tick); whichever web process is scraped
+reads them back as Prometheus families at `GET /metrics`. A process that dies or restarts
+takes nothing with it. Gauges that describe "now" are read at scrape time: active scripts
+from the database, busy runtimes from short-lived keys, queues and workers from RQ.
+"""
+
+import hmac
+from collections.abc import Iterator
+
+from flask import Blueprint, Response, current_app, request
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.exposition import generate_latest
+from prometheus_client.registry import Collector, CollectorRegistry
+from redis import Redis
+from rq import Queue, Worker
+from sqlalchemy import func, select
+
+from webapp.extensions import db
+from webapp.models import Script
+
+PREFIX = "sr:metrics:"
+EXECUTIONS = PREFIX + "executions"  # hash "script_id|type|status" -> count
+DURATION = PREFIX + "duration"  # hash "script_id|type|bucket" -> count, "…|sum" -> seconds, "…|count"
+ERRORS = PREFIX + "errors"  # hash error_kind -> count
+EVENTS = PREFIX + "events"  # hash name -> count (cache hits/misses, recycles, cron fires/skips)
+BUSY = PREFIX + "busy:"  # one key per worker while it runs a script, with a TTL
+BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+BUSY_TTL_SECONDS = 120
+
+
+def record_run(
+    redis: Redis,
+    script_id: str,
+    script_type: str,
+    status: str,
+    seconds: float | None,
+    error_kind: str | None,
+    cache_hit: bool | None,
+    recycled: int = 0,
+) -> None:
+    """Count one finished run (status: succeeded | failed | skipped)."""
+    outcome = "success" if status == "succeeded" else "failed"
+    pipe = redis.pipeline(transaction=False)
+    if status != "skipped":
+        pipe.hincrby(EXECUTIONS, f"{script_id}|{script_type}|{outcome}", 1)
+    if seconds is not None:
+        base = f"{script_id}|{script_type}"
+        for bound in BUCKETS:
+            if seconds <= bound:
+                pipe.hincrby(DURATION, f"{base}|{bound}", 1)
+        pipe.hincrbyfloat(DURATION, f"{base}|sum", seconds)
+        pipe.hincrby(DURATION, f"{base}|count", 1)
+    if error_kind:
+        pipe.hincrby(ERRORS, error_kind, 1)
+    if cache_hit is not None:
+        pipe.hincrby(EVENTS, "compile_cache_hits" if cache_hit else "compile_cache_misses", 1)
+    if recycled:
+        pipe.hincrby(EVENTS, "runtime_recycles", recycled)
+    pipe.execute()
+
+
+def count_event(redis: Redis, name: str, amount: int = 1) -> None:
+    redis.hincrby(EVENTS, name, amount)
+
+
+def mark_busy(redis: Redis, worker: str, busy: bool) -> None:
+    if busy:
+        redis.set(BUSY + worker, "1", ex=BUSY_TTL_SECONDS)
+    else:
+        redis.delete(BUSY + worker)
+
+
+class ScriptMetrics(Collector):
+    """Reads the aggregated metrics at scrape time."""
+
+    def __init__(self, redis: Redis):
+        self.redis = redis
+
+    def collect(self) -> Iterator:
+        executions = CounterMetricFamily(
+            "script_executions", "Script runs by script, type and outcome.", labels=["script_id", "type", "status"]
+        )
+        for field, value in self._hash(EXECUTIONS):
+            script_id, script_type, status = field.split("|")
+            executions.add_metric([script_id, script_type, status], float(value))
+        yield executions
+        yield self._durations()
+        errors = CounterMetricFamily("script_errors", "Failed runs by error kind.", labels=["error_kind"])
+        for kind, value in self._hash(ERRORS):
+            errors.add_metric([kind], float(value))
+        yield errors
+        events = dict(self._hash(EVENTS))
+        for name, help_text in (
+            ("compile_cache_hits", "Runs whose compiled script came from a runtime's cache."),
+            ("compile_cache_misses", "Runs that compiled their script."),
+            ("runtime_recycles", "QuickJS runtimes replaced (run count, limit hit or heap size)."),
+            ("cron_fires", "Cron fires recorded by schedulers."),
+            ("cron_skips", "Cron fires recorded as skipped (previous run still going)."),
+        ):
+            yield CounterMetricFamily(f"script_{name}", help_text, value=float(events.get(name, 0)))
+        active = GaugeMetricFamily("active_scripts_gauge", "Active scripts of all tenants, by type.", labels=["type"])
+        counts = dict(
+            db.session.execute(
+                select(Script.type, func.count()).where(Script.status == "active").group_by(Script.type)
+            ).all()
+        )
+        for script_type in ("manual", "cron", "endpoint"):
+            active.add_metric([script_type], float(counts.get(script_type, 0)))
+        yield active
+        busy = sum(1 for _ in self.redis.scan_iter(match=BUSY + "*", count=1000))
+        yield GaugeMetricFamily("active_vms_gauge", "QuickJS runtimes busy with a run now, all workers.", value=busy)
+        depth = GaugeMetricFamily("script_queue_depth", "Runs waiting in each queue.", labels=["queue"])
+        for name in ("endpoints", "default"):
+            depth.add_metric([name], float(Queue(name, connection=self.redis).count))
+        yield depth
+        yield GaugeMetricFamily("script_workers", "Worker processes alive.", value=Worker.count(connection=self.redis))
+        from webapp.scheduling import CronScheduler
+
+        health = CronScheduler(self.redis).health()
+        yield GaugeMetricFamily("script_schedulers", "Scheduler processes alive.", value=health["schedulers"])
+        yield GaugeMetricFamily(
+            "script_scheduler_lag_seconds", "How late the oldest due cron fire is.", value=health["lag_seconds"] or 0.0
+        )
+
+    def _hash(self, key: str) -> list[tuple[str, str]]:
+        return [(k.decode(), v.decode()) for k, v in self.redis.hgetall(key).items()]
+
+    def _durations(self) -> HistogramMetricFamily:
+        family = HistogramMetricFamily(
+            "script_execution_duration_seconds", "Run duration by script and type.", labels=["script_id", "type"]
+        )
+        series: dict[tuple[str, str], dict[str, float]] = {}
+        for field, value in self._hash(DURATION):
+            script_id, script_type, part = field.split("|")
+            series.setdefault((script_id, script_type), {})[part] = float(value)
+        for (script_id, script_type), parts in sorted(series.items()):
+            buckets = [(str(bound), parts.get(str(bound), 0.0)) for bound in BUCKETS]
+            buckets.append(("+Inf", parts.get("count", 0.0)))
+            family.add_metric([script_id, script_type], buckets, parts.get("sum", 0.0))
+        return family
+
+
+bp = Blueprint("metrics", __name__)
+
+
+@bp.get("/metrics")
+def metrics() -> Response:
+    token = current_app.config["SETTINGS"].metrics_token
+    if token:
+        given = request.headers.get("Authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            return Response("METRICS_TOKEN required as a Bearer token\n", 401, {"WWW-Authenticate": "Bearer"})
+    from webapp.redis_client import get_redis
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ScriptMetrics(get_redis()))
+    return Response(generate_latest(registry), mimetype="text/plain; version=0.0.4; charset=utf-8")
