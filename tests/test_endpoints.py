@@ -99,6 +99,10 @@ function main(req) {
   if (kind === 'array') return { status: 201, body: [1, 2] };
   if (kind === 'html') return { headers: { 'Content-Type': 'text/html' }, body: '<b>hi</b>' };
   if (kind === 'cookie') return { headers: { 'Set-Cookie': 'pref=dark; Path=/api/scripts/kinds' }, body: 'ok' };
+  if (kind === 'sneaky-cookie') return { headers: { 'Set-Cookie': 't=1; Path=/api/scripts/x; Path=/' }, body: 'ok' };
+  if (kind === 'own-csp') return { headers: { 'Content-Security-Policy': "script-src 'unsafe-inline'" }, body: 'x' };
+  if (kind === 'bad-header') return { headers: { 'X A': 'b' }, body: 'x' };
+  if (kind === 'status-101') return { status: 101 };
   return {};
 }
 """
@@ -111,8 +115,17 @@ function main(req) {
     assert get("json-string").text == "a string is sent as is"
     array = get("array")
     assert array.status_code == 201 and array.json() == [1, 2] and array.headers["Content-Type"] == "application/json"
-    assert get("html").headers["Content-Type"].startswith("text/html")
+    html = get("html")
+    assert html.headers["Content-Type"].startswith("text/html")
+    # Script output never runs code on the platform's origin.
+    assert html.headers["Content-Security-Policy"] == "sandbox; default-src 'none'; frame-ancestors 'none'"
+    assert html.headers["X-Content-Type-Options"] == "nosniff"
     assert get("cookie").headers["Set-Cookie"] == "pref=dark; Path=/api/scripts/kinds"
+    assert "Set-Cookie" not in get("sneaky-cookie").headers
+    assert get("own-csp").headers["Content-Security-Policy"].startswith("sandbox")
+    bad_header = get("bad-header")
+    assert bad_header.status_code == 502 and "not a valid HTTP header name" in bad_header.json()["error"]["message"]
+    assert get("status-101").status_code == 502
     empty = get("none")
     assert empty.status_code == 200 and empty.text == ""
 

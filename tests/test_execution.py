@@ -170,3 +170,25 @@ def test_runtime_is_recycled_when_its_heap_passes_the_threshold(editor, start_wo
     runs += [run_script.again(editor, runs[0]["script_id"]) for _ in range(16)]
     ids = [r["runtime"]["runtime_id"] for r in runs]
     assert len(set(ids[:16])) == 1 and ids[16] != ids[15]  # the heap is checked after every 16th run
+
+
+HOSTILE = {
+    "deep-result": ("function main() { let a = []; for (let i = 0; i < 3000; i++) a = [a]; return a }", "failed"),
+    "surrogate-hash": ("async function main() { return await utils.hash(String.fromCharCode(0xd800)) }", "failed"),
+    "surrogate-key": ("async function main() { return await storage.get(String.fromCharCode(0xd800)) }", "failed"),
+    "nul-log": ("function main() { console.log('a' + String.fromCharCode(0)); return 1 }", "succeeded"),
+    "nul-error": ("function main() { throw new Error('x' + String.fromCharCode(0)) }", "failed"),
+    "nul-key": ("async function main() { return await storage.get('k' + String.fromCharCode(0)) }", None),
+    "huge-error": ("function main() { throw new Error('e'.repeat(20 * 1024 * 1024)) }", "failed"),
+}
+
+
+@pytest.mark.parametrize("case", list(HOSTILE))
+def test_hostile_values_never_leave_a_run_running(case, editor, start_worker, run_script):
+    source, expected = HOSTILE[case]
+    start_worker()
+    execution = run_script(editor, source, wait=30)
+    assert execution["status"] in ({expected} if expected else {"succeeded", "failed"}), execution
+    assert len(execution["error_message"] or "") < 5000
+    after = run_script(editor, NEXT)
+    assert after["status"] == "succeeded"

@@ -161,3 +161,57 @@ def test_console_capture_with_the_log_cap(editor_headers, start_worker, run_scri
     assert logs[-1]["level"] == "warn"
     assert logs[-1]["message"].startswith("log limit 1 KiB reached: ")
     assert logs[-1]["message"].endswith("later log lines dropped")
+
+
+FROZEN_PROBE = """
+function main() {
+  const makers = {
+    arr: () => [].values(), map: () => new Map().keys(), set: () => new Set().keys(), str: () => ''[Symbol.iterator](),
+    re: () => /x/[Symbol.matchAll](''), helper: () => [].values().map((x) => x),
+    filter: () => [].values().filter((x) => x), take: () => [].values().take(1),
+    flatMap: () => [].values().flatMap((x) => [x]), wrap: () => Iterator.from({ next() { return { done: true }; } }),
+    concat: () => Iterator.concat([]), promise: () => Promise.resolve(), asyncfn: () => (async () => {})(),
+    typed: () => new Uint8Array(1), view: () => new DataView(new ArrayBuffer(1)), weak: () => new WeakRef({}),
+    err: () => new TypeError('x'), agg: () => new AggregateError([]), date: () => new Date(), regexp: () => /x/,
+    args: function () { return arguments; }, bound: () => (function () {}).bind(null),
+    generatorProto: () => Object.getPrototypeOf((function* () {})()),
+    callsite: () => { Error.prepareStackTrace = (e, s) => s; const s = new Error().stack; return s[0]; },
+  };
+  const unfrozen = [];
+  for (const [name, make] of Object.entries(makers)) {
+    let proto = Object.getPrototypeOf(make());
+    while (proto) {
+      if (!Object.isFrozen(proto)) unfrozen.push(name);
+      proto = Object.getPrototypeOf(proto);
+    }
+  }
+  return { unfrozen, stackTraceLimit: Error.stackTraceLimit };
+}
+"""
+
+
+def test_every_reachable_intrinsic_is_frozen_and_error_hooks_reset(editor_headers, start_worker, run_script):
+    start_worker()
+    probe = run_script(editor_headers, FROZEN_PROBE)
+    assert probe["status"] == "succeeded", probe
+    assert probe["result"]["unfrozen"] == []
+    setter = "function main() { Error.stackTraceLimit = 0; Error.prepareStackTrace = () => 'hijacked'; }"
+    run_script(editor_headers, setter)
+    after = run_script(editor_headers, "function main() { return [new Error('x').stack, Error.stackTraceLimit] }")
+    stack, limit = after["result"]
+    assert "hijacked" not in stack and "at main" in stack and limit > 0
+
+
+def test_the_driver_cannot_be_called_from_a_script(editor_headers, start_worker, run_script):
+    start_worker()
+    source = """
+function main() {
+  Error.prepareStackTrace = (e, sites) => sites.map((s) => s.getFunction()).filter(Boolean);
+  const driver = new Error().stack.find((f) => f.name === '__sr_driver');
+  if (!driver) return 'no driver on the stack';
+  try { driver('begin', 'guess', '{"context":{},"logCap":1e12,"seed":[1,2]}'); return 'called'; }
+  catch (e) { return e.message; }
+}
+"""
+    result = run_script(editor_headers, source)["result"]
+    assert result in ("not allowed", "no driver on the stack")

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import delete, func, or_, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import DBAPIError
 
 from webapp.extensions import db
 from webapp.models import StorageItem, utcnow
@@ -44,6 +45,10 @@ class HostApi:
             except HostError as exc:
                 db.session.rollback()
                 answers.append({"id": call["id"], "ok": False, "error": str(exc)})
+            except (UnicodeError, ValueError, DBAPIError) as exc:  # e.g. lone surrogates, NUL in text
+                db.session.rollback()
+                message = f"{call.get('op')}: the argument cannot be stored or processed ({type(exc).__name__})"
+                answers.append({"id": call["id"], "ok": False, "error": message})
         return answers
 
     # -- storage --------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """The RQ job: run one execution in the worker's sandbox and record what happened."""
 
+import contextlib
 import json
 import logging
 import uuid
@@ -26,6 +27,25 @@ def run_execution(execution_id: str, event_json: str | None = None) -> dict[str,
     with state.app.app_context():
         try:
             return _run(execution_id, state, event_json)
+        except Exception as exc:
+            # Whatever went wrong here, the run must not stay `running`.
+            log.exception("execution %s failed in the worker", execution_id)
+            db.session.rollback()
+            message = f"the worker could not complete the run: {type(exc).__name__}: {exc}"
+            db.session.execute(
+                update(Execution)
+                .where(Execution.id == uuid.UUID(execution_id), Execution.status.in_(("queued", "running")))
+                .values(
+                    status="failed",
+                    error_kind="exception",
+                    error_message=_storable(message)[:2000],
+                    finished_at=utcnow(),
+                )
+            )
+            db.session.commit()
+            with contextlib.suppress(RedisError):
+                metrics.mark_busy(get_redis(), state.name, False)
+            return {"id": execution_id, "status": "failed", "error_kind": "exception", "error_message": message}
         finally:
             db.session.remove()
 
@@ -70,11 +90,15 @@ def _run(execution_id: str, state: Any, event_json: str | None) -> dict[str, Any
         effective_limits(state.app.config["SETTINGS"].limits, version.limits),
         HostApi(script.tenant_id),
     )
-    result = json.loads(outcome["result_json"]) if outcome["result_json"] is not None else None
+    try:
+        result = json.loads(outcome["result_json"]) if outcome["result_json"] is not None else None
+    except RecursionError:
+        outcome.update(status="failed", error_kind="exception", error_message="the result is nested too deeply")
+        result = None
     execution.status = outcome["status"]
     execution.error_kind = outcome["error_kind"]
-    execution.error_message = outcome["error_message"]
-    execution.logs = outcome["logs"]
+    execution.error_message = _storable(outcome["error_message"])
+    execution.logs = [{**entry, "message": _storable(entry.get("message"))} for entry in outcome["logs"]]
     answer: dict[str, Any] = {"id": execution_id}
     if execution.trigger == "endpoint":
         problem = response_problem(result) if execution.status == "succeeded" else None
@@ -171,3 +195,10 @@ def _stale_cron_fire(execution: Execution, script: Script) -> str | None:
     if script.version != execution.script_version:
         return f"skipped: the script changed to version {script.version} after this fire was queued"
     return None
+
+
+def _storable(text: str | None) -> str | None:
+    """Text PostgreSQL accepts: no NUL characters, no lone surrogates."""
+    if text is None:
+        return None
+    return text.replace("\x00", "\\0").encode("utf-8", "replace").decode("utf-8")

@@ -3,6 +3,7 @@ value becomes the response (SPEC §4). The worker uses `response_problem` to fai
 `bad_response`; the web process uses `build_response` to answer the caller."""
 
 import json
+import re
 from typing import Any
 
 from flask import Request, Response
@@ -25,6 +26,7 @@ HOP_BY_HOP = frozenset(
     }
 )
 SCRIPT_PATH_PREFIX = "/api/scripts"
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 # How a failed endpoint run answers the caller (SPEC §7).
 STATUS_FOR_ERROR = {"bad_response": 502, "timeout": 504, "lost": 503}  # anything else: 500
 SESSION_COOKIE = "session"
@@ -66,16 +68,18 @@ def response_problem(result: Any) -> str | None:
             f"unknown response field{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} (use status, headers, body)"
         )
     status = result.get("status", 200)
-    if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
-        return f"status must be an integer from 100 to 599, got {json.dumps(status)}"
+    if isinstance(status, bool) or not isinstance(status, int) or not 200 <= status <= 599:
+        return f"status must be an integer from 200 to 599, got {json.dumps(status)}"
     headers = result.get("headers") or {}
     if not isinstance(headers, dict):
         return f"headers must be an object of strings, got {_kind(headers)}"
     for name, value in headers.items():
         if not isinstance(value, str | int | float) or isinstance(value, bool):
             return f"header {name!r} must be a string, got {_kind(value)}"
-        if "\n" in str(value) or "\r" in str(value) or "\n" in name or "\r" in name or ":" in name:
-            return f"header {name!r} contains a line break or colon"
+        if not _TOKEN.match(name):
+            return f"header name {name!r} is not a valid HTTP header name"
+        if not all(c == "\t" or 0x20 <= ord(c) <= 0x7E or 0xA0 <= ord(c) <= 0xFF for c in str(value)):
+            return f"header {name!r} has characters HTTP does not allow (control or non-Latin-1 characters)"
     return None
 
 
@@ -84,6 +88,10 @@ def body_bytes(result: Any) -> bytes:
     if body is None:
         return b""
     return body.encode() if isinstance(body, str) else json.dumps(body).encode()
+
+
+# Script output is served on the platform's own origin: it must never run code there.
+ENDPOINT_CSP = "sandbox; default-src 'none'; frame-ancestors 'none'"
 
 
 def build_response(result: Any) -> Response:
@@ -98,6 +106,8 @@ def build_response(result: Any) -> Response:
     for name, value in (result.get("headers") or {}).items():
         if _allowed_header(name, str(value)):
             response.headers[name] = str(value)
+    response.headers["Content-Security-Policy"] = ENDPOINT_CSP  # replaces any the script set
+    response.headers["X-Content-Type-Options"] = "nosniff"
     return response
 
 
@@ -105,12 +115,21 @@ def _allowed_header(name: str, value: str) -> bool:
     lower = name.lower()
     if lower in HOP_BY_HOP:
         return False
+    if lower in ("content-security-policy", "x-content-type-options"):
+        return False  # set by the platform
     if lower == "set-cookie":
-        # Only cookies scoped below the script's own URL space, never our session cookie.
+        # Only host-only cookies scoped below the script's own URL space, never our session.
         attributes = [part.strip() for part in value.split(";")]
         cookie_name = attributes[0].split("=", 1)[0].strip()
+        names = [a.split("=", 1)[0].strip().lower() for a in attributes[1:]]
         paths = [a.split("=", 1)[1].strip() for a in attributes[1:] if a.lower().startswith("path=")]
-        return cookie_name != SESSION_COOKIE and bool(paths) and paths[0].startswith(SCRIPT_PATH_PREFIX + "/")
+        return (
+            cookie_name != SESSION_COOKIE
+            and not cookie_name.startswith(("__Host-", "__Secure-"))
+            and "domain" not in names
+            and len(paths) == 1
+            and paths[0].startswith(SCRIPT_PATH_PREFIX + "/")
+        )
     return True
 
 

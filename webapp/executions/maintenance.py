@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 ALIVE_KEY = "sr:worker-alive:{}"
 ALIVE_TTL_SECONDS = 20
 QUEUED_GRACE = timedelta(seconds=60)
+STUCK_MARGIN_SECONDS = 120
 
 
 def mark_alive(redis: Redis, worker_name: str) -> None:
@@ -29,11 +30,17 @@ def reap_lost(redis: Redis) -> int:
     now = utcnow()
     reaped = 0
     running = db.session.execute(
-        select(Execution.id, Execution.worker).where(
+        select(Execution.id, Execution.worker, Execution.started_at).where(
             Execution.status == "running", Execution.started_at < now - timedelta(seconds=2)
         )
     ).all()
-    for execution_id, worker in running:
+    # No run may take longer than the wall-time limit: one still `running` well past it is
+    # stuck (its worker is alive but lost track of it), whatever its worker says.
+    stuck_before = now - timedelta(seconds=current_app.config["SETTINGS"].limits.wall_seconds + STUCK_MARGIN_SECONDS)
+    for execution_id, worker, started_at in running:
+        if started_at < stuck_before:
+            reaped += _fail(execution_id, "running", "the run did not finish within its wall-time limit (stuck)")
+            continue
         if worker and redis.exists(ALIVE_KEY.format(worker)):
             continue
         reaped += _fail(execution_id, "running", f"the worker {worker or '?'} stopped during the run")

@@ -8,7 +8,6 @@ enqueued; a worker records `running` and the outcome. Waiting uses RQ's blocking
 import contextlib
 import json
 import math
-import time
 import uuid
 from datetime import datetime
 from typing import Any
@@ -214,7 +213,6 @@ def wait_for_endpoint(execution: Execution, wall_seconds: float) -> dict[str, An
     job_id = str(execution.id)
     db.session.commit()  # no database connection is held while we block
     job = Job(job_id, connection=get_blocking_redis())
-    started = time.monotonic()
     try:
         result = job.latest_result(timeout=ENDPOINT_QUEUE_WAIT_SECONDS)
         if result is None:
@@ -233,7 +231,10 @@ def wait_for_endpoint(execution: Execution, wall_seconds: float) -> dict[str, An
                 with contextlib.suppress(NoSuchJobError, RedisError):
                     job.cancel()
                 return None
-            left = wall_seconds + 2 - (time.monotonic() - started)
+            # The run has its wall-time limit from when a worker started it, not from when queued.
+            db.session.refresh(execution)
+            since_start = (utcnow() - execution.started_at).total_seconds() if execution.started_at else 0.0
+            left = wall_seconds + 2 - since_start
             db.session.commit()
             result = job.latest_result(timeout=max(1, math.ceil(left)))
         if result is None:

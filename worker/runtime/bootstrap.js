@@ -25,6 +25,15 @@
   const floor = Math.floor;
 
   let run = null; // the current run's state, reset by begin()
+  let secret = null; // set once by the Python driver; every later driver call must carry it
+  const defaultStackTraceLimit = Error.stackTraceLimit;
+
+  // Error.prepareStackTrace and Error.stackTraceLimit are runtime-wide setters that freezing
+  // Error cannot stop: put them back before and after every run.
+  function __sr_resetErrorHooks() {
+    Error.prepareStackTrace = undefined;
+    Error.stackTraceLimit = defaultStackTraceLimit;
+  }
 
   function __sr_hostCall(op, arg) {
     return new PromiseCtor(function __sr_enqueue(resolve, reject) {
@@ -185,19 +194,39 @@
       freeze(o);
     }
   }
-  const hidden = [
-    globalThis,
-    Object.getPrototypeOf(function* () {}),
-    Object.getPrototypeOf(async function () {}),
-    Object.getPrototypeOf(async function* () {}),
-    Object.getPrototypeOf([][Symbol.iterator]()),
-    Object.getPrototypeOf(new Map().entries()),
-    Object.getPrototypeOf(new Set().entries()),
-    Object.getPrototypeOf(''[Symbol.iterator]()),
-    Object.getPrototypeOf(/x/[Symbol.matchAll]('')),
-    Object.getPrototypeOf(Int8Array),
-    (function () { return arguments; })(),
+  // Intrinsics no property path from globalThis reaches: made from objects that have them.
+  const hidden = [globalThis, (function () { return arguments; })()];
+  const makers = [
+    () => function* () {},
+    () => async function () {},
+    () => async function* () {},
+    () => (function* () {})(),
+    () => (async function* () {})(),
+    () => [][Symbol.iterator](),
+    () => new Map().entries(),
+    () => new Set().entries(),
+    () => ''[Symbol.iterator](),
+    () => /x/[Symbol.matchAll](''),
+    () => Int8Array,
+    () => [].values().map((x) => x),
+    () => Iterator.from({ next() { return { done: true }; } }),
+    () => Iterator.concat([]),
+    () => {
+      const previous = Error.prepareStackTrace;
+      Error.prepareStackTrace = (e, sites) => sites;
+      const sites = new Error().stack;
+      Error.prepareStackTrace = previous;
+      return sites[0];
+    },
   ];
+  for (let i = 0; i < makers.length; i++) {
+    try {
+      const made = makers[i]();
+      hidden.push(made, Object.getPrototypeOf(made));
+    } catch (e) {
+      // this engine build lacks that feature: nothing to freeze
+    }
+  }
   __sr_deepFreeze(hidden);
 
   // Parsed JSON: plain objects and arrays whose prototypes are frozen already.
@@ -224,6 +253,7 @@
   function __sr_finish() {
     const state = run;
     run = null;
+    __sr_resetErrorHooks();
     const out = { done: true, ok: state.outcome.ok, logs: state.logs, logDropped: state.logDropped };
     if (state.outcome.ok) {
       try {
@@ -245,6 +275,7 @@
     },
     // Sets up the run, then calls main: the first JS slice of every run.
     begin: function __sr_begin(setupJson, factory, eventJson) {
+      __sr_resetErrorHooks();
       const setup = parse(setupJson);
       __sr_freezeData(setup.context);
       const state = {
@@ -299,12 +330,21 @@
     abandon: function __sr_abandon() {
       const out = run === null ? { logs: [], logDropped: 0 } : { logs: run.logs, logDropped: run.logDropped };
       run = null;
+      __sr_resetErrorHooks();
       return stringify(out);
     },
   });
 
-  // The one handle the Python driver holds: __sr_driver('begin', setup, factory, event), ...
-  return function __sr_driver(op, a, b, c) {
+  // The one handle the Python driver holds. Tenant code can reach it through stack-trace
+  // call sites, so every call must carry the secret the driver set first.
+  return function __sr_driver(op, key, a, b, c) {
+    if (op === 'init' && secret === null && typeof key === 'string' && key.length >= 32) {
+      secret = key;
+      return undefined;
+    }
+    if (secret === null || key !== secret || !Object.prototype.hasOwnProperty.call(ops, op)) {
+      throw new TypeErrorCtor('not allowed');
+    }
     return ops[op](a, b, c);
   };
 })()

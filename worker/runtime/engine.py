@@ -22,6 +22,7 @@ from worker.runtime.source import PREFIX_LINES, check_syntax, function_body
 BOOTSTRAP = Path(__file__).with_name("bootstrap.js").read_text()
 MIN_STACK, MAX_STACK = 64 * 1024, 8 * 1024 * 1024  # 0 or very large values crash quickjs-ng
 IDLE_MEMORY_BYTES = 256 * 1024 * 1024
+MAX_ERROR_CHARS = 4096  # error messages are stored with every failed run
 _FRAME = re.compile(r"at (\S+) \(<input>:(\d+):(\d+)\)")
 
 # Takes [{id, op, arg}], returns [{id, ok, value (JSON text) | error (message)}].
@@ -73,11 +74,16 @@ class Runtime:
         self.ctx = quickjs.Context()
         self.stack_bytes = min(max(stack_bytes, MIN_STACK), MAX_STACK)
         self.ctx.set_max_stack_size(self.stack_bytes)
-        self.driver = self.ctx.eval(BOOTSTRAP)
+        self._driver = self.ctx.eval(BOOTSTRAP)
+        self._secret = os.urandom(24).hex()
+        self._driver("init", self._secret)
         self.cache: OrderedDict[tuple[str, int], Any] = OrderedDict()
         self.cache_size = cache_size
         self.runs = 0
         self.heap_baseline = self.heap_used()
+
+    def driver(self, op: str, *args: Any) -> Any:
+        return self._driver(op, self._secret, *args)
 
     def heap_used(self) -> int:
         # Walks the whole heap (~10 us): measured after compiles, not on every run.
@@ -163,7 +169,8 @@ class Runtime:
         outcome.error_kind = kind
         outcome.limit_hit = kind != "exception"
         if kind == "exception":
-            outcome.error_message = f"{error['name']}: {error['message']}{_location(error['stack'], source)}"
+            name, message = _clip(error["name"], 200), _clip(error["message"], MAX_ERROR_CHARS)
+            outcome.error_message = f"{name}: {message}{_location(error['stack'], source)}"
         else:
             outcome.error_message = _limit_message(kind, limits, self.stack_bytes)
 
@@ -175,7 +182,7 @@ class Runtime:
             return "timeout", f"CPU time limit {limits.cpu_seconds:g} s exceeded"
         kind = _error_kind(text)
         if kind == "exception":
-            return kind, text.split("\n", 1)[0]
+            return kind, _clip(text.split("\n", 1)[0], MAX_ERROR_CHARS)
         return kind, _limit_message(kind, limits, self.stack_bytes)
 
     def _collect_logs(self, outcome: RunOutcome, limits: RunLimits) -> None:
@@ -209,6 +216,10 @@ class _CpuBudget:
             self.ctx.set_time_limit(-1)
 
 
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit] + f"… ({len(text) - limit} more characters)"
+
+
 def _seed() -> list[int]:
     raw = os.urandom(8)
     return [int.from_bytes(raw[:4], "big") or 1, int.from_bytes(raw[4:], "big") or 2]
@@ -216,7 +227,7 @@ def _seed() -> list[int]:
 
 def _error_kind(text: str) -> str:
     first = text.split("\n", 1)[0]
-    if "out of memory" in first or "string too long" in first or first.endswith(": null"):
+    if "out of memory" in first or "string too long" in first or first.endswith(": null") or first == "null":
         return "memory"
     if "Maximum call stack size exceeded" in first:
         return "stack_overflow"

@@ -37,10 +37,14 @@ def function_body(source: str) -> str:
 
 
 # Parsing happens before anything runs, and each check script starts by throwing: whatever
-# the source is, none of it executes. Two wrappers with different brackets catch a source
-# that closes the function it is wrapped in ("}); evil(); (function(){"): such text can
-# balance one wrapper but never both.
-_CHECKS = ("throw 0;\n(function(){{{}\n}})", "throw 0;\n[function(){{{}\n}}]")
+# the source is, none of it executes. Three wrappers catch a source that closes the function
+# it is wrapped in ("}); evil(); (function(){"): such text can balance one of them, never all.
+_CHECKS = (
+    "throw 0;\n(function(){{{}\n}})",
+    "throw 0;\n[function(){{{}\n}}]",
+    # A declaration: "}, more, function f(){" balances the two expressions but not this.
+    "throw 0;\nfunction __check(){{{}\n}}",
+)
 _CHECK_PREFIX_LINES = 2
 
 
