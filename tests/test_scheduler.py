@@ -188,3 +188,43 @@ def test_schedule_health_is_visible(app, client, make_user, login, start_worker,
     time.sleep(1.5)
     stopped = client.get("/").get_data(as_text=True)
     assert "cron scripts are not firing" in stopped and "the oldest due fire is" in stopped
+
+
+def test_a_second_scheduler_starting_does_not_treat_due_fires_as_missed(
+    app, client, editor, start_worker, start_scheduler
+):
+    start_worker()
+    start_scheduler()
+    script = _cron(client, editor, "*/1 * * * * *", misfire_policy="skip")
+    _wait_until(lambda: len(_executions(app, script["id"])) >= 2, 6)
+    start_scheduler()  # joins while the first one is firing
+    time.sleep(4)
+    fires = [e.scheduled_at for e in _executions(app, script["id"])]
+    gaps = {b - a for a, b in itertools.pairwise(fires)}
+    assert gaps == {timedelta(seconds=1)}, fires  # no fire skipped as "missed"
+
+
+def test_a_fire_whose_recording_fails_is_tried_again(app, client, editor, monkeypatch, redis_url):
+    """If the database refuses a tick's fires, they are not lost: the next tick records them."""
+    from redis import Redis
+
+    import worker.scheduler as scheduler_module
+    from worker.scheduler import ScriptScheduler
+
+    script = _cron(client, editor, "*/1 * * * * *")
+    scheduler = ScriptScheduler(Redis.from_url(redis_url), app)
+    with app.app_context():
+        scheduler.cron.start()
+    _wait_until(lambda: scheduler.cron.earliest_due_ms() <= time.time() * 1000, 3, 0.02)
+    real = scheduler_module.fire_cron
+
+    def broken(fires):
+        raise RuntimeError("database is down")
+
+    monkeypatch.setattr(scheduler_module, "fire_cron", broken)
+    with app.app_context(), pytest.raises(RuntimeError):
+        scheduler.fire_due()
+    monkeypatch.setattr(scheduler_module, "fire_cron", real)
+    with app.app_context():
+        assert scheduler.fire_due() >= 1
+    assert len(_executions(app, script["id"])) >= 1

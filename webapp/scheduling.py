@@ -198,6 +198,12 @@ class CronScheduler:
     def forget(self, name: str) -> None:
         self.redis.pipeline().hdel(HEARTBEAT_KEY, name).hdel(STARTED_KEY, name).execute()
 
+    def others_beating(self, name: str, within: float = 2.5) -> bool:
+        """Whether another scheduler beat lately (each beats at least once a second)."""
+        now = time.time()
+        beats = self.redis.hgetall(HEARTBEAT_KEY)
+        return any(k.decode() != name and now - float(v) < within for k, v in beats.items())
+
     def health(self) -> dict:
         """Schedulers seen lately, and how far behind the oldest due fire is."""
         try:

@@ -14,6 +14,7 @@ import logging
 import os
 import socket
 import time
+from datetime import datetime
 
 from redis import Redis
 from redis.exceptions import RedisError
@@ -26,7 +27,15 @@ from webapp.executions.maintenance import reap_lost
 from webapp.executions.service import fire_cron
 from webapp.extensions import db
 from webapp.models import Script, utcnow
-from webapp.scheduling import CHANGED_CHANNEL, CronScheduler, Entry, from_ms, latest_fire_at_or_before, to_ms
+from webapp.scheduling import (
+    CHANGED_CHANNEL,
+    MISFIRE_GRACE_SECONDS,
+    CronScheduler,
+    Entry,
+    from_ms,
+    latest_fire_at_or_before,
+    to_ms,
+)
 
 log = logging.getLogger(__name__)
 RECONCILE_SECONDS = 30
@@ -40,6 +49,7 @@ class ScriptScheduler(Scheduler):
         self.app = app or create_app()
         self.cron = CronScheduler(connection)
         self.started_at = utcnow()
+        self.others_alive_at_start = False
         self._last_reconcile = 0.0
         self._schedules: dict[tuple[str, int], cron.Schedule] = {}
 
@@ -48,7 +58,8 @@ class ScriptScheduler(Scheduler):
         self._install_signal_handlers()
         pubsub = self.connection.pubsub(ignore_subscribe_messages=True)
         pubsub.subscribe(CHANGED_CHANNEL)
-        self.started_at = utcnow()  # fires due before now were missed: the misfire policy applies
+        self.started_at = utcnow()  # fires due before now were missed, unless another scheduler ran
+        self.others_alive_at_start = self.cron.others_beating(self.name)
         log.info("scheduler %s started", self.name)
         try:
             while True:
@@ -108,17 +119,37 @@ class ScriptScheduler(Scheduler):
                 continue
             schedule = self._schedule(entry)
             due_at = from_ms(due_ms)
-            if due_at < self.started_at:  # missed while no scheduler ran: collapse by policy
-                latest = latest_fire_at_or_before(schedule, due_at, self.started_at)
+            boundary = self._missed_until(due_at, now)
+            if boundary is not None:  # missed while no scheduler was firing: collapse by policy
+                latest = latest_fire_at_or_before(schedule, due_at, boundary)
                 fire_at = latest if entry.misfire_policy == "run_once" else None
-                next_at = schedule.next_after(self.started_at)  # fires since we started run normally
+                next_at = schedule.next_after(boundary)  # later fires run normally
             else:
                 fire_at, next_at = due_at, schedule.next_after(due_at)
             moves.append((script_id, due_ms, to_ms(next_at)))
             planned.append((script, fire_at))
         won = self.cron.claim(moves)
         fires = [(script, at) for (script, at), ok in zip(planned, won, strict=True) if ok and at is not None]
-        return len(fire_cron(fires))
+        try:
+            return len(fire_cron(fires))
+        except Exception:
+            # Recording failed (database down?): put the claimed entries back, so the fires
+            # are tried again (and collapse by policy if it lasts) instead of being lost.
+            self.cron.claim([(sid, new, old) for (sid, old, new), ok in zip(moves, won, strict=True) if ok])
+            raise
+
+    def _missed_until(self, due_at: datetime, now: datetime) -> datetime | None:
+        """The end of the gap a fire fell in, or None when it is merely due now.
+
+        A fire was missed when no scheduler was firing at its time: it fell due before this
+        scheduler started while no other one was alive, or it is long overdue (every
+        scheduler was stalled or cut off from Redis or the database).
+        """
+        if due_at < self.started_at and not self.others_alive_at_start:
+            return self.started_at
+        if (now - due_at).total_seconds() > MISFIRE_GRACE_SECONDS:
+            return now
+        return None
 
     def _schedule(self, entry: Entry) -> cron.Schedule:
         """Parsed once per (script, version) in this process."""
