@@ -22,6 +22,7 @@ MAX_VALUE_BYTES = 256 * 1024
 MAX_KEYS_PER_TENANT = 10_000
 MAX_LISTED_KEYS = 1000
 MAX_TTL_SECONDS = 10 * 365 * 24 * 3600
+MAX_ANSWER_BYTES_PER_RUN = 16 * 1024 * 1024  # what storage may hand one run in all
 HASHES = ("sha256", "sha512", "sha1", "md5")
 
 
@@ -32,6 +33,7 @@ class HostError(Exception):
 class HostApi:
     def __init__(self, tenant_id: int):
         self.tenant_id = tenant_id
+        self.answered_bytes = 0
 
     def __call__(self, calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
         answers = []
@@ -40,7 +42,11 @@ class HostApi:
             try:
                 if handler is None:
                     raise HostError(f"unknown host call {call.get('op')!r}")
-                answers.append({"id": call["id"], "ok": True, "value": handler(self, call.get("arg") or {})})
+                if self.answered_bytes > MAX_ANSWER_BYTES_PER_RUN:
+                    raise HostError(f"host answers passed {MAX_ANSWER_BYTES_PER_RUN // 1024 // 1024} MiB in this run")
+                value = handler(self, call.get("arg") or {})
+                self.answered_bytes += len(value)
+                answers.append({"id": call["id"], "ok": True, "value": value})
                 db.session.commit()
             except HostError as exc:
                 db.session.rollback()

@@ -35,10 +35,17 @@
     Error.stackTraceLimit = defaultStackTraceLimit;
   }
 
+  const MAX_HOST_CALLS = 10000; // per run: storage and hashing are not free for the worker
+  const MAX_BATCH = 500; // host calls handed to the worker at a time
+
   function __sr_hostCall(op, arg) {
     return new PromiseCtor(function __sr_enqueue(resolve, reject) {
       if (run === null) {
         reject(new ErrorCtor('host calls are only possible during a run'));
+        return;
+      }
+      if (run.nextId > MAX_HOST_CALLS) {
+        reject(new ErrorCtor('host call limit ' + MAX_HOST_CALLS + ' reached in this run'));
         return;
       }
       const id = run.nextId++;
@@ -310,8 +317,8 @@
     poll: function __sr_poll() {
       const calls = run.calls;
       if (calls.length) {
-        run.calls = [];
-        return stringify({ calls });
+        const batch = calls.splice(0, MAX_BATCH);
+        return stringify({ calls: batch });
       }
       return run.outcome === null ? '{"calls":[]}' : __sr_finish();
     },
