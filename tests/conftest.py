@@ -126,18 +126,23 @@ def bearer(token: str) -> dict[str, str]:
 SOURCE = "async function main(event) {\n  return { ok: true };\n}\n"
 
 
+def _processes(settings: Settings, kind: type):
+    started = []
+
+    def start(**env: str):
+        process = kind(settings.database_url, settings.redis_url, **env).start()
+        started.append(process)
+        return process
+
+    return start, started
+
+
 @pytest.fixture
 def start_worker(settings: Settings):
     """start_worker(**env) -> a running `python -m worker` on this test's database and Redis."""
     from tests.services import WorkerProcess
 
-    started: list[WorkerProcess] = []
-
-    def start(**env: str) -> WorkerProcess:
-        worker = WorkerProcess(settings.database_url, settings.redis_url, **env).start()
-        started.append(worker)
-        return worker
-
+    start, started = _processes(settings, WorkerProcess)
     yield start
     for worker in started:
         worker.stop()
@@ -170,13 +175,7 @@ def start_scheduler(settings: Settings):
     """start_scheduler(**env) -> a running `python -m worker.scheduler` on this test's services."""
     from tests.services import SchedulerProcess
 
-    started: list[SchedulerProcess] = []
-
-    def start(**env: str) -> SchedulerProcess:
-        scheduler = SchedulerProcess(settings.database_url, settings.redis_url, **env).start()
-        started.append(scheduler)
-        return scheduler
-
+    start, started = _processes(settings, SchedulerProcess)
     yield start
     for scheduler in started:
         scheduler.stop()

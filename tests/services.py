@@ -91,23 +91,29 @@ def postgres_server() -> Iterator[str]:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-class WorkerProcess:
-    """A real `python -m worker` process against the test database and Redis."""
+class ServiceProcess:
+    """One of our processes (`python -m MODULE`) against the test database and Redis."""
+
+    module = ""
 
     def __init__(self, database_url: str, redis_url: str, **env: str):
         self.env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": redis_url, "SECRET_KEY": "test", **env}
         self.proc: subprocess.Popen | None = None
-        self.log_path = Path(tempfile.mkstemp(prefix="test-worker-", suffix=".log")[1])
+        self.name = ""
+        self.log_path = Path(tempfile.mkstemp(prefix=f"test-{self.module}-", suffix=".log")[1])
 
-    def start(self, timeout: float = 30) -> "WorkerProcess":
+    def ready_name(self, redis) -> str | None:
+        """The process's name once it is ready to work, else None."""
+        raise NotImplementedError
+
+    def start(self, timeout: float = 30):
         from redis import Redis
-        from rq import Worker
 
         redis = Redis.from_url(self.env["REDIS_URL"])
-        before = {w.name for w in Worker.all(connection=redis)}
+        self._before(redis)
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "worker"],
+                [sys.executable, "-m", self.module],
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -116,13 +122,16 @@ class WorkerProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"worker exited with {self.proc.returncode}:\n{self.log_path.read_text()}")
-            names = {w.name for w in Worker.all(connection=redis)} - before
-            if names:
-                self.name = names.pop()
+                raise RuntimeError(f"{self.module} exited with {self.proc.returncode}:\n{self.log()}")
+            name = self.ready_name(redis)
+            if name:
+                self.name = name
                 return self
             time.sleep(0.05)
-        raise TimeoutError(f"worker did not register within {timeout}s:\n{self.log_path.read_text()}")
+        raise TimeoutError(f"{self.module} was not ready within {timeout}s:\n{self.log()}")
+
+    def _before(self, redis) -> None:
+        pass
 
     def kill(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -142,29 +151,28 @@ class WorkerProcess:
         return self.log_path.read_text(errors="replace")
 
 
-class SchedulerProcess(WorkerProcess):
-    """A real `python -m worker.scheduler` process; ready once it has sent a heartbeat."""
+class WorkerProcess(ServiceProcess):
+    """`python -m worker`; ready once it has registered with RQ."""
 
-    def start(self, timeout: float = 30) -> "SchedulerProcess":
-        from redis import Redis
+    module = "worker"
 
-        redis = Redis.from_url(self.env["REDIS_URL"])
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "worker.scheduler"],
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=Path(__file__).resolve().parent.parent,
-            )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"scheduler exited with {self.proc.returncode}:\n{self.log()}")
-            names = [n.decode() for n in redis.hkeys("sr:scheduler:heartbeat")]
-            mine = [n for n in names if n.endswith(f".{self.proc.pid}")]
-            if mine:
-                self.name = mine[0]
-                return self
-            time.sleep(0.05)
-        raise TimeoutError(f"scheduler sent no heartbeat within {timeout}s:\n{self.log()}")
+    def _before(self, redis) -> None:
+        from rq import Worker
+
+        self._known = {w.name for w in Worker.all(connection=redis)}
+
+    def ready_name(self, redis) -> str | None:
+        from rq import Worker
+
+        fresh = {w.name for w in Worker.all(connection=redis)} - self._known
+        return fresh.pop() if fresh else None
+
+
+class SchedulerProcess(ServiceProcess):
+    """`python -m worker.scheduler`; ready once it has sent a heartbeat."""
+
+    module = "worker.scheduler"
+
+    def ready_name(self, redis) -> str | None:
+        mine = [n.decode() for n in redis.hkeys("sr:scheduler:heartbeat") if n.decode().endswith(f".{self.proc.pid}")]
+        return mine[0] if mine else None
