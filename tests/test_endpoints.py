@@ -271,13 +271,43 @@ def test_records_summarise_and_never_keep_bodies(live_server, client, tenant_a, 
 def test_route_changes_reach_other_web_processes(live_server, client, tenant_a, start_worker, settings):
     """A second app (another web process) sees a new route at once, and a removed one goes."""
     from webapp import create_app
-    from webapp.endpoints import router as router_module
 
     start_worker()
-    other = create_app(settings).test_client()
+    other_app = create_app(settings)
+    other = other_app.test_client()
     assert other.get("/api/scripts/fresh", headers=tenant_a).status_code == 404
-    router_module.router._last_miss_reload = time.monotonic() + 3600  # only the version may tell it
+    other_app.extensions["endpoint_router"]._last_miss_reload = time.monotonic() + 3600  # only the version tells
     script = _endpoint(client, tenant_a, "GET", "/fresh", "function main() { return { body: 'new' } }")
     assert other.get("/api/scripts/fresh", headers=tenant_a).get_data(as_text=True) == "new"
     client.patch(f"/api/v1/scripts/{script['id']}", json={"status": "disabled"}, headers=tenant_a)
     assert other.get("/api/scripts/fresh", headers=tenant_a).status_code == 404
+
+
+def test_head_runs_the_get_script_without_a_body(live_server, client, tenant_a, start_worker):
+    start_worker()
+    _endpoint(
+        client,
+        tenant_a,
+        "GET",
+        "/hello",
+        "function main(r) { return { headers: { 'X-Method': r.method }, body: 'hi' } }",
+    )
+    head = requests.head(f"{live_server}/api/scripts/hello", headers=tenant_a, timeout=30)
+    assert head.status_code == 200 and head.headers["X-Method"] == "HEAD" and head.text == ""
+
+
+def test_a_moved_route_is_never_served_at_its_old_path(client, tenant_a, start_worker, settings, redis_url):
+    """Even when another process's route-change announcement is lost."""
+    from redis import Redis
+
+    from webapp import create_app
+
+    start_worker()
+    script = _endpoint(client, tenant_a, "GET", "/old", "function main() { return { body: 'moved' } }")
+    other = create_app(settings).test_client()
+    assert other.get("/api/scripts/old", headers=tenant_a).get_data(as_text=True) == "moved"
+    version = Redis.from_url(redis_url).get("sr:routes:version")
+    client.patch(f"/api/v1/scripts/{script['id']}", json={"endpoint_path": "/new"}, headers=tenant_a)
+    Redis.from_url(redis_url).set("sr:routes:version", version)  # the announcement is lost
+    assert other.get("/api/scripts/old", headers=tenant_a).status_code == 404
+    assert other.get("/api/scripts/new", headers=tenant_a).get_data(as_text=True) == "moved"

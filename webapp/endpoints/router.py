@@ -13,7 +13,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from flask import Flask
+from flask import Flask, current_app
 from redis import Redis
 from redis.exceptions import RedisError
 from sqlalchemy import select
@@ -155,16 +155,19 @@ def _more_literal(a: Route, b: Route) -> bool:
     return [s is None for s in a.segments] < [s is None for s in b.segments]
 
 
-router = EndpointRouter()  # one per web process
+def get_router() -> EndpointRouter:
+    """This app's (so this web process's) route table."""
+    return current_app.extensions["endpoint_router"]
 
 
 def _on_saved(script: Script, **_: object) -> None:
+    router = get_router()
     if script.type == "endpoint" or any(r.script_id == script.id for rs in router._routes.values() for r in rs):
         router.add_or_update(script, _redis())  # includes a script that stopped being an endpoint
 
 
 def _on_deleted(script: Script, script_id: object = None, **_: object) -> None:
-    router.remove(script, _redis(), script_id=script_id)
+    get_router().remove(script, _redis(), script_id=script_id)
 
 
 def _redis() -> Redis | None:
@@ -177,5 +180,6 @@ def init_app(app: Flask) -> None:
     """Script changes update this process's routes and tell every other process."""
     from webapp.scripts.service import script_deleted, script_saved
 
+    app.extensions["endpoint_router"] = EndpointRouter()
     script_saved.connect(_on_saved)  # module-level receivers: connecting again is a no-op
     script_deleted.connect(_on_deleted)

@@ -12,7 +12,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from webapp.auth.identity import bearer_token, current_principal
 from webapp.endpoints.http import STATUS_FOR_ERROR, build_response, request_event
-from webapp.endpoints.router import router
+from webapp.endpoints.router import Route, get_router
 from webapp.executions import service as executions
 from webapp.extensions import csrf, db
 from webapp.models import Script
@@ -45,12 +45,14 @@ def serve(path: str):
     if not role_allows(principal.role, "endpoints:call"):
         return error(403, "forbidden", "your role may not call endpoints")
     script_path = "/" + path
+    method = "GET" if request.method == "HEAD" else request.method  # HEAD: GET without the body
+    router = get_router()
     router.refresh_if_changed(get_redis())
-    match = router.resolve(principal.tenant.id, request.method, script_path)
+    match = router.resolve(principal.tenant.id, method, script_path)
     script = db.session.get(Script, match.route.script_id) if match.route else None
-    if match.route is not None and (script is None or script.status != "active"):
+    if match.route is not None and not _still_serves(script, match.route):
         router.load_endpoints()  # the table was stale: look again before answering
-        match = router.resolve(principal.tenant.id, request.method, script_path)
+        match = router.resolve(principal.tenant.id, method, script_path)
         script = db.session.get(Script, match.route.script_id) if match.route else None
     if match.route is None or script is None or script.tenant_id != principal.tenant.id:
         if match.allowed:
@@ -94,6 +96,17 @@ def _respond(execution: Any, answer: dict[str, Any] | None):
     status = STATUS_FOR_ERROR.get(kind, 500)
     code = {502: "bad_response", 504: "timeout", 503: "unavailable"}.get(status, "script_error")
     return error(status, code, answer.get("error_message") or kind, execution.id)
+
+
+def _still_serves(script: Script | None, route: Route) -> bool:
+    """The database still has this script active at this method and path."""
+    return (
+        script is not None
+        and script.status == "active"
+        and script.type == "endpoint"
+        and script.endpoint_method == route.method
+        and Route.of(script).segments == route.segments
+    )
 
 
 def _wall_seconds(script: Script) -> float:
