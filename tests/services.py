@@ -27,6 +27,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def eventually(check, timeout: float = 5.0, what: str = "the condition"):
+    """check()'s first truthy value, retried until `timeout` seconds have passed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: not true after {timeout}s")
+        time.sleep(0.05)
+
+
 def wait_for_port(port: int, timeout: float = 15.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -6,6 +6,7 @@ import pytest
 import requests
 
 from tests.conftest import bearer
+from tests.services import eventually
 
 ECHO = """
 function main(req) {
@@ -250,7 +251,10 @@ def test_records_summarise_and_never_keep_bodies(live_server, client, tenant_a, 
         client, tenant_a, "POST", "/secret", "function main(r) { return { status: 201, body: 'response-secret' } }"
     )
     requests.post(f"{live_server}/api/scripts/secret", data="request-secret", headers=tenant_a, timeout=30)
-    listing = client.get(f"/api/v1/scripts/{script['id']}/executions", headers=tenant_a).get_data(as_text=True)
+    url = f"/api/v1/scripts/{script['id']}/executions"
+    # A successful call is recorded just after it is answered.
+    eventually(lambda: client.get(url, headers=tenant_a).get_json()["total"] == 1, what="the call recorded")
+    listing = client.get(url, headers=tenant_a).get_data(as_text=True)
     assert "request-secret" not in listing and "response-secret" not in listing
     assert tenant_a["Authorization"][7:] not in listing
     from webapp.extensions import db

@@ -14,6 +14,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector, CollectorRegistry
 from redis import Redis
+from redis.client import Pipeline
 from rq import Queue, Worker
 from sqlalchemy import func, select
 
@@ -22,7 +23,9 @@ from webapp.models import Script
 
 PREFIX = "sr:metrics:"
 EXECUTIONS = PREFIX + "executions"  # hash "script_id|type|status" -> count
-DURATION = PREFIX + "duration"  # hash "script_id|type|bucket" -> count, "…|sum" -> seconds, "…|count"
+# hash "script_id|type|bound" -> runs whose duration fell in (previous bound, bound];
+# "…|sum" -> seconds, "…|count" -> runs
+DURATION = PREFIX + "duration"
 ERRORS = PREFIX + "errors"  # hash error_kind -> count
 EVENTS = PREFIX + "events"  # hash name -> count (cache hits/misses, recycles, cron fires/skips)
 BUSY = PREFIX + "busy:"  # one key per worker while it runs a script, with a TTL
@@ -31,7 +34,7 @@ BUSY_TTL_SECONDS = 120
 
 
 def record_run(
-    redis: Redis,
+    redis: Redis | Pipeline,
     script_id: str,
     script_type: str,
     status: str,
@@ -40,16 +43,18 @@ def record_run(
     cache_hit: bool | None,
     recycled: int = 0,
 ) -> None:
-    """Count one finished run (status: succeeded | failed | skipped)."""
+    """Count one finished run (status: succeeded | failed | skipped). Given a pipeline, the
+    commands join it (the caller executes it); given a connection, they go at once."""
     outcome = "success" if status == "succeeded" else "failed"
-    pipe = redis.pipeline(transaction=False)
+    pipe = redis if isinstance(redis, Pipeline) else redis.pipeline(transaction=False)
     if status != "skipped":
         pipe.hincrby(EXECUTIONS, f"{script_id}|{script_type}|{outcome}", 1)
     if seconds is not None:
         base = f"{script_id}|{script_type}"
-        for bound in BUCKETS:
-            if seconds <= bound:
-                pipe.hincrby(DURATION, f"{base}|{bound}", 1)
+        # Only the smallest bucket that holds the value: the scrape adds them up (cumulative).
+        bound = next((b for b in BUCKETS if seconds <= b), None)
+        if bound is not None:
+            pipe.hincrby(DURATION, f"{base}|{bound}", 1)
         pipe.hincrbyfloat(DURATION, f"{base}|sum", seconds)
         pipe.hincrby(DURATION, f"{base}|count", 1)
     if error_kind:
@@ -58,7 +63,8 @@ def record_run(
         pipe.hincrby(EVENTS, "compile_cache_hits" if cache_hit else "compile_cache_misses", 1)
     if recycled:
         pipe.hincrby(EVENTS, "runtime_recycles", recycled)
-    pipe.execute()
+    if pipe is not redis:
+        pipe.execute()
 
 
 def count_event(redis: Redis, name: str, amount: int = 1) -> None:
@@ -136,7 +142,10 @@ class ScriptMetrics(Collector):
             script_id, script_type, part = field.split("|")
             series.setdefault((script_id, script_type), {})[part] = float(value)
         for (script_id, script_type), parts in sorted(series.items()):
-            buckets = [(str(bound), parts.get(str(bound), 0.0)) for bound in BUCKETS]
+            buckets, running = [], 0.0
+            for bound in BUCKETS:
+                running += parts.get(str(bound), 0.0)
+                buckets.append((str(bound), running))
             buckets.append(("+Inf", parts.get("count", 0.0)))
             family.add_metric([script_id, script_type], buckets, parts.get("sum", 0.0))
         return family

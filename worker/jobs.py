@@ -1,16 +1,20 @@
 """The RQ job: run one execution in the worker's sandbox and record what happened."""
 
-import contextlib
 import json
 import logging
 import uuid
+from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
+from redis.client import Pipeline
 from redis.exceptions import RedisError
 from sqlalchemy import select, update
 
 from webapp import metrics
+from webapp.endpoints.calls import execution_row
 from webapp.endpoints.http import STATUS_FOR_ERROR, body_bytes, response_problem
+from webapp.executions.service import run_context
 from webapp.extensions import db
 from webapp.models import Execution, Script, ScriptVersion, Tenant, User, utcnow
 from webapp.redis_client import get_redis
@@ -21,12 +25,12 @@ from worker.state import get_state
 log = logging.getLogger(__name__)
 
 
-def run_execution(execution_id: str, event_json: str | None = None) -> dict[str, Any]:
-    """Run one execution. Endpoint calls pass their request as `event_json` (never stored)."""
+def run_execution(execution_id: str) -> dict[str, Any]:
+    """Run one recorded execution (manual, API or cron)."""
     state = get_state()
     with state.app.app_context():
         try:
-            return _run(execution_id, state, event_json)
+            return _run(execution_id, state)
         except Exception as exc:
             # Whatever went wrong here, the run must not stay `running`.
             log.exception("execution %s failed in the worker", execution_id)
@@ -43,14 +47,13 @@ def run_execution(execution_id: str, event_json: str | None = None) -> dict[str,
                 )
             )
             db.session.commit()
-            with contextlib.suppress(RedisError):
-                metrics.mark_busy(get_redis(), state.name, False)
+            state.set_busy(False)
             return {"id": execution_id, "status": "failed", "error_kind": "exception", "error_message": message}
         finally:
             db.session.remove()
 
 
-def _run(execution_id: str, state: Any, event_json: str | None) -> dict[str, Any]:
+def _run(execution_id: str, state: Any) -> dict[str, Any]:
     started = utcnow()
     claimed = db.session.execute(
         update(Execution)
@@ -78,60 +81,150 @@ def _run(execution_id: str, state: Any, event_json: str | None) -> dict[str, Any
         db.session.commit()
         _metrics(metrics.count_event, "cron_skips")
         return {"id": execution_id, "status": "skipped"}
-    _metrics(metrics.mark_busy, state.name, True)
-    outcome = state.sandbox.run(
-        {
-            "script_id": str(script.id),
-            "version": execution.script_version,
-            "source": version.source,
-            "event_json": event_json or json.dumps(execution.params if execution.params is not None else {}),
-            "context": _context(execution, script, version, tenant, user),
-        },
-        effective_limits(state.app.config["SETTINGS"].limits, version.limits),
-        HostApi(script.tenant_id),
+    event_json = json.dumps(execution.params if execution.params is not None else {})
+    context = run_context(execution_id, execution.trigger, script, tenant, user, version.type)
+    context["script"]["version"] = execution.script_version
+    ran = _run_in_sandbox(state, str(script.id), script.tenant_id, _snapshot(version), event_json, context)
+    execution.status, execution.error_kind, execution.error_message = ran.status, ran.error_kind, ran.error_message
+    execution.logs, execution.result = ran.logs, ran.result
+    execution.finished_at = utcnow()
+    execution.duration_ms = ran.duration_ms
+    execution.runtime_info = ran.runtime_info
+    db.session.commit()
+    _count(str(script.id), version.type, ran)
+    return {"id": execution_id, "status": ran.status, "error_kind": ran.error_kind, "error_message": ran.error_message}
+
+
+def run_endpoint_call(
+    call: dict[str, Any], event: dict[str, Any], metrics_pipe: Pipeline | None = None
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Answer one endpoint call: (the answer for its caller, its execution row to record).
+
+    Nothing is written here: the worker hands the answer back first and records the row after
+    (see worker.main); the run's metrics join `metrics_pipe`, which goes with the answer. The
+    request and response bodies are in neither the row nor the logs."""
+    state = get_state()
+    with state.app.app_context():
+        try:
+            return _answer(call, event, state, metrics_pipe)
+        except Exception as exc:
+            log.exception("endpoint call %s failed in the worker", call["id"])
+            db.session.rollback()
+            state.set_busy(False)
+            message = f"the worker could not complete the call: {type(exc).__name__}: {exc}"
+            answer = {"id": call["id"], "status": "failed", "error_kind": "exception", "error_message": message}
+            row = execution_row(
+                call,
+                500,
+                status="failed",
+                error_kind="exception",
+                error_message=_storable(message)[:2000],
+                finished_at=utcnow(),
+                worker=state.name,
+            )
+            return answer, row
+        finally:
+            db.session.remove()
+
+
+def _answer(
+    call: dict[str, Any], event: dict[str, Any], state: Any, metrics_pipe: Pipeline | None
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    started = utcnow()
+    version = _version(uuid.UUID(call["script_id"]), call["script_version"])
+    if version is None:  # deleted since the call was routed: nothing to run, nothing to record against
+        message = "the script was deleted before the call ran"
+        return {"id": call["id"], "status": "failed", "error_kind": "lost", "error_message": message}, None
+    ran = _run_in_sandbox(state, call["script_id"], call["tenant_id"], version, json.dumps(event), call["context"])
+    result = ran.result
+    if ran.status == "succeeded":
+        problem = response_problem(result)
+        if problem:
+            ran.status, ran.error_kind, ran.error_message = "failed", "bad_response", problem
+    succeeded = ran.status == "succeeded"
+    row = execution_row(
+        call,
+        (result or {}).get("status", 200) if succeeded else STATUS_FOR_ERROR.get(ran.error_kind or "", 500),
+        len(body_bytes(result)) if succeeded else None,
+        status=ran.status,
+        error_kind=ran.error_kind,
+        error_message=ran.error_message,
+        logs=ran.logs,
+        started_at=started,
+        finished_at=utcnow(),
+        duration_ms=ran.duration_ms,
+        worker=state.name,
+        runtime_info=ran.runtime_info,
     )
+    _count(call["script_id"], "endpoint", ran, metrics_pipe)
+    answer = {"id": call["id"], "status": ran.status, "error_kind": ran.error_kind, "error_message": ran.error_message}
+    answer["result"] = result if succeeded else None
+    return answer, row
+
+
+@dataclass
+class Ran:
+    """What the sandbox made of one run, ready to be stored."""
+
+    status: str
+    error_kind: str | None
+    error_message: str | None
+    logs: list[dict[str, Any]]
+    result: Any
+    duration_ms: float | None
+    runtime_info: dict[str, Any]
+    cache_hit: bool | None
+    recycled: int
+
+
+def _run_in_sandbox(
+    state: Any, script_id: str, tenant_id: int, version: "Version", event_json: str, context: dict[str, Any]
+) -> Ran:
+    state.set_busy(True)
+    try:
+        outcome = state.sandbox.run(
+            {
+                "script_id": script_id,
+                "version": version.version,
+                "source": version.source,
+                "event_json": event_json,
+                "context": context,
+            },
+            effective_limits(state.app.config["SETTINGS"].limits, version.limits),
+            HostApi(tenant_id),
+        )
+    finally:
+        state.set_busy(False)
     try:
         result = json.loads(outcome["result_json"]) if outcome["result_json"] is not None else None
     except RecursionError:
         outcome.update(status="failed", error_kind="exception", error_message="the result is nested too deeply")
         result = None
-    execution.status = outcome["status"]
-    execution.error_kind = outcome["error_kind"]
-    execution.error_message = _storable(outcome["error_message"])
-    execution.logs = [{**entry, "message": _storable(entry.get("message"))} for entry in outcome["logs"]]
-    answer: dict[str, Any] = {"id": execution_id}
-    if execution.trigger == "endpoint":
-        problem = response_problem(result) if execution.status == "succeeded" else None
-        if problem:
-            execution.status, execution.error_kind, execution.error_message = "failed", "bad_response", problem
-        _summarise_response(execution, result)
-        answer["result"] = result if execution.status == "succeeded" else None  # to the caller, not stored
-    else:
-        execution.result = result
-    execution.finished_at = utcnow()
-    execution.duration_ms = outcome.get("wall_ms")
-    execution.runtime_info = {
-        "cache_hit": outcome["cache_hit"],
-        "runtime_id": outcome["runtime_id"],
-        "runtime_runs": outcome["runtime_runs"],
-        "cpu_ms": outcome["cpu_ms"],
-    }
-    db.session.commit()
-    _metrics(metrics.mark_busy, state.name, False)
-    recycled = _recycles(state, outcome)
-    seconds = (execution.duration_ms or 0) / 1000
-    _metrics(
-        metrics.record_run,
-        str(script.id),
-        version.type,
-        execution.status,
-        seconds,
-        execution.error_kind,
-        outcome["cache_hit"] if outcome["runtime_id"] else None,
-        recycled,
+    return Ran(
+        status=outcome["status"],
+        error_kind=outcome["error_kind"],
+        error_message=_storable(outcome["error_message"]),
+        logs=[{**entry, "message": _storable(entry.get("message"))} for entry in outcome["logs"]],
+        result=result,
+        duration_ms=outcome.get("wall_ms"),
+        runtime_info={
+            "cache_hit": outcome["cache_hit"],
+            "runtime_id": outcome["runtime_id"],
+            "runtime_runs": outcome["runtime_runs"],
+            "cpu_ms": outcome["cpu_ms"],
+        },
+        cache_hit=outcome["cache_hit"] if outcome["runtime_id"] else None,
+        recycled=_recycles(state, outcome),
     )
-    answer.update(status=execution.status, error_kind=execution.error_kind, error_message=execution.error_message)
-    return answer
+
+
+def _count(script_id: str, script_type: str, ran: Ran, pipe: Pipeline | None = None) -> None:
+    seconds = (ran.duration_ms or 0) / 1000
+    kind, hit, recycled = ran.error_kind, ran.cache_hit, ran.recycled
+    if pipe is not None:
+        metrics.record_run(pipe, script_id, script_type, ran.status, seconds, kind, hit, recycled)
+    else:
+        _metrics(metrics.record_run, script_id, script_type, ran.status, seconds, kind, hit, recycled)
 
 
 def _recycles(state: Any, outcome: dict[str, Any]) -> int:
@@ -153,17 +246,6 @@ def _metrics(fn: Any, *args: Any) -> None:
         log.warning("metrics not recorded: Redis is unavailable")
 
 
-def _summarise_response(execution: Execution, result: Any) -> None:
-    """Endpoint runs keep method, path, status and sizes: never bodies or credentials."""
-    summary = dict(execution.http_summary or {})
-    if execution.status == "succeeded":
-        summary["status"] = (result or {}).get("status", 200)
-        summary["response_bytes"] = len(body_bytes(result))
-    else:
-        summary["status"] = STATUS_FOR_ERROR.get(execution.error_kind or "", 500)
-    execution.http_summary = summary
-
-
 def effective_limits(defaults: Any, own: dict | None) -> Limits:
     own = own or {}
     return Limits(
@@ -175,15 +257,26 @@ def effective_limits(defaults: Any, own: dict | None) -> Limits:
     )
 
 
-def _context(
-    execution: Execution, script: Script, version: ScriptVersion, tenant: Tenant, user: User | None
-) -> dict[str, Any]:
-    return {
-        "tenant": {"id": tenant.id, "name": tenant.name},
-        "user": {"id": user.id, "email": user.email} if user else None,
-        "script": {"id": str(script.id), "name": script.name, "type": version.type, "version": version.version},
-        "execution": {"id": str(execution.id), "trigger": execution.trigger},
-    }
+@dataclass(frozen=True)
+class Version:
+    """What a run needs of a script version: immutable once saved, so cacheable."""
+
+    version: int
+    source: str
+    limits: dict[str, Any] | None
+
+
+def _snapshot(version: ScriptVersion) -> Version:
+    return Version(version.version, version.source, version.limits)
+
+
+@lru_cache(maxsize=256)
+def _version(script_id: uuid.UUID, number: int) -> Version | None:
+    """A script version, loaded once per worker (versions never change; a new one is a new key)."""
+    found = db.session.scalar(
+        select(ScriptVersion).where(ScriptVersion.script_id == script_id, ScriptVersion.version == number)
+    )
+    return _snapshot(found) if found is not None else None
 
 
 def _stale_cron_fire(execution: Execution, script: Script) -> str | None:

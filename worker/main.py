@@ -7,16 +7,23 @@ Besides jobs, every worker heartbeats (so its runs are known to be alive) and, u
 lock, reaps runs lost with a dead worker and prunes old executions.
 """
 
+import json
 import logging
 import threading
 import time
 
 from redis import Redis
+from redis.exceptions import RedisError
 from rq import Queue, SimpleWorker
+from rq.job import Job
 
+from webapp.endpoints import calls
 from webapp.executions.maintenance import mark_alive, prune_executions, reap_lost
-from webapp.executions.service import QUEUES
+from webapp.executions.service import ENDPOINT_QUEUE, QUEUES
+from worker.busy import BusyFlag
 from worker.host_api import prune_expired_storage
+from worker.jobs import run_endpoint_call
+from worker.records import RecordWriter
 from worker.state import get_state
 
 log = logging.getLogger(__name__)
@@ -30,8 +37,46 @@ class ScriptWorker(SimpleWorker):
         super().__init__(*args, **kwargs)
         self.sandbox_state = get_state()
         self.sandbox_state.name = self.name
+        self.sandbox_state.busy = BusyFlag(self.connection, self.name)
+        self.records = RecordWriter(self.sandbox_state.app, self.connection)
         self._stop = threading.Event()
-        self._last_beat = self._beat_covers = 0.0
+        self._last_beat = self._beat_covers = self._last_suspension_check = 0.0
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        """Endpoint calls take a lean path (issue 5): no started/finished registries, status
+        writes or result stream, whose dozens of Redis commands would double a call's cost.
+        The caller gets the answer on its reply list first; the execution is recorded after
+        (a failed call's before, so the execution id in its error answer can be looked up)."""
+        if queue.name != ENDPOINT_QUEUE or job.func_name != calls.JOB_FUNCTION:
+            return super().execute_job(job, queue)
+        pipe = self.connection.pipeline(transaction=False)
+        answer, row = run_endpoint_call(*job.args, metrics_pipe=pipe)
+        if row is not None and answer["status"] != "succeeded":
+            self.records.write_now(row)
+            row = None
+        try:
+            reply = calls.REPLY + job.id
+            pipe.rpush(reply, json.dumps(answer))
+            pipe.expire(reply, calls.REPLY_TTL_SECONDS)
+            pipe.delete(job.key)
+            pipe.execute()
+        except RedisError:
+            log.warning("endpoint call %s: the answer could not be handed back (Redis is unavailable)", job.id)
+        if row is not None:
+            self.records.add(row)
+
+    def set_state(self, state: str, pipeline=None):
+        """RQ sets the same state several times per job; write only a change."""
+        if pipeline is None and state == getattr(self, "_state", None):
+            return
+        super().set_state(state, pipeline)
+
+    def check_for_suspension(self, burst: bool):
+        """`rq suspend` is checked once a second, not before every job."""
+        if time.monotonic() - getattr(self, "_last_suspension_check", 0.0) < 1.0:
+            return
+        self._last_suspension_check = time.monotonic()
+        super().check_for_suspension(burst)
 
     def heartbeat(self, timeout: int | None = None, pipeline=None):
         """RQ beats several times per job; one beat a second keeps the worker visibly alive."""
@@ -49,6 +94,8 @@ class ScriptWorker(SimpleWorker):
             return super().work(*args, **kwargs)
         finally:
             self._stop.set()
+            self.records.close()
+            self.sandbox_state.busy.close()
             self.sandbox_state.sandbox.close()
 
     def _upkeep(self) -> None:
@@ -64,6 +111,7 @@ class ScriptWorker(SimpleWorker):
                     last_reap = now
                     with self.sandbox_state.app.app_context():
                         reap_lost(redis)
+                        calls.reap_unrecorded_calls(redis, older_than_seconds=self._unrecorded_after())
                 if now - last_prune >= PRUNE_EVERY_SECONDS and redis.set(
                     "sr:lock:prune", self.name, nx=True, ex=PRUNE_EVERY_SECONDS
                 ):
@@ -75,9 +123,9 @@ class ScriptWorker(SimpleWorker):
                 log.exception("worker upkeep failed; retrying")
             self._stop.wait(HEARTBEAT_SECONDS)
 
-    def _lock(self, redis: Redis, task: str, seconds: int) -> bool:
-        """One worker at a time does a periodic task."""
-        return bool(redis.set(f"sr:lock:{task}", self.name, nx=True, ex=seconds))
+    def _unrecorded_after(self) -> float:
+        """A call still unrecorded this long after it was queued never will be by its worker."""
+        return self.sandbox_state.app.config["SETTINGS"].limits.wall_seconds + 120
 
 
 def main() -> None:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from flask import Flask
 
 from webapp import create_app
+from worker.busy import BusyFlag
 from worker.runtime.sandbox import Sandbox
 
 
@@ -15,6 +16,11 @@ class WorkerState:
     sandbox: Sandbox
     name: str = "worker"
     recycles_seen: int = 0  # the sandbox's recycle count at the last run (for the metric)
+    busy: BusyFlag | None = None  # set by the worker process (absent when jobs run in tests' helpers)
+
+    def set_busy(self, busy: bool) -> None:
+        if self.busy is not None:
+            self.busy.set(busy)
 
 
 _state: WorkerState | None = None

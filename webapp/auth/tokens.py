@@ -5,7 +5,7 @@ import hmac
 import secrets
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from webapp.auth.identity import Principal
 from webapp.extensions import db
@@ -42,24 +42,30 @@ def create_token(tenant: Tenant, user: User, name: str = "", role: str | None = 
     return token, plaintext
 
 
+# One query: the token with its user, tenant and the user's membership there (a user who left
+# the tenant has no membership row: the token dies with it). Built once: every API call runs it.
+_LOOKUP = (
+    select(ApiToken, User, Tenant, Membership.role)
+    .join(User, User.id == ApiToken.user_id)
+    .join(Tenant, Tenant.id == ApiToken.tenant_id)
+    .join(Membership, (Membership.tenant_id == ApiToken.tenant_id) & (Membership.user_id == ApiToken.user_id))
+    .where(ApiToken.token_hash == bindparam("token_hash"))
+)
+
+
 def authenticate(plaintext: str) -> Principal | None:
     wanted = digest(plaintext)
-    token = db.session.scalar(select(ApiToken).where(ApiToken.token_hash == wanted))
-    if token is None or token.revoked_at is not None:
+    found = db.session.execute(_LOOKUP, {"token_hash": wanted}).one_or_none()
+    if found is None:
         return None
-    if not hmac.compare_digest(token.token_hash, wanted):
-        return None
-    membership = db.session.scalar(
-        select(Membership).where(Membership.tenant_id == token.tenant_id, Membership.user_id == token.user_id)
-    )
-    if membership is None:  # the user left the tenant: the token dies with the membership
+    token, user, tenant, member_role = found
+    if token.revoked_at is not None or not hmac.compare_digest(token.token_hash, wanted):
         return None
     now = utcnow()
     if token.last_used_at is None or now - token.last_used_at > _LAST_USED_RESOLUTION:
         token.last_used_at = now
         db.session.commit()
-    role = lower_role(token.role, membership.role)
-    return Principal(user=token.user, tenant=token.tenant, role=role, token=token)
+    return Principal(user=user, tenant=tenant, role=lower_role(token.role, member_role), token=token)
 
 
 def revoke(token: ApiToken) -> None:

@@ -8,12 +8,14 @@ import math
 from typing import Any
 
 from flask import Blueprint, current_app, jsonify, request
+from sqlalchemy import bindparam, select
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from webapp.auth.identity import bearer_token, current_principal
+from webapp.endpoints import calls
 from webapp.endpoints.http import STATUS_FOR_ERROR, build_response, request_event
 from webapp.endpoints.router import Route, get_router
-from webapp.executions import service as executions
+from webapp.executions.service import QueueUnavailable
 from webapp.extensions import csrf, db
 from webapp.models import Script
 from webapp.permissions import role_allows
@@ -49,11 +51,11 @@ def serve(path: str):
     router = get_router()
     router.refresh_if_changed(get_redis())
     match = router.resolve(principal.tenant.id, method, script_path)
-    script = db.session.get(Script, match.route.script_id) if match.route else None
+    script = _serving_script(match.route.script_id) if match.route else None
     if match.route is not None and not _still_serves(script, match.route):
         router.load_endpoints()  # the table was stale: look again before answering
         match = router.resolve(principal.tenant.id, method, script_path)
-        script = db.session.get(Script, match.route.script_id) if match.route else None
+        script = _serving_script(match.route.script_id) if match.route else None
     if match.route is None or script is None or script.tenant_id != principal.tenant.id:
         if match.allowed:
             return error(
@@ -75,30 +77,42 @@ def serve(path: str):
     if len(event["body"].encode()) > limit:
         return error(413, "payload_too_large", f"the request body is over the {limit // 1024} KiB limit")
     try:
-        execution = executions.start_endpoint_run(script, event, principal.user)
-    except executions.QueueUnavailable as exc:
+        call = calls.start_call(script, event, principal.tenant, principal.user)
+    except QueueUnavailable as exc:
         return error(503, "unavailable", str(exc), None, **{"Retry-After": "5"})
-    answer = executions.wait_for_endpoint(execution, _wall_seconds(script))
-    return _respond(execution, answer)
+    return _respond(calls.wait_for_answer(call, _wall_seconds(script)))
 
 
-def _respond(execution: Any, answer: dict[str, Any] | None):
-    db.session.refresh(execution)
-    if answer is None:
-        if execution.status == "failed" and execution.error_kind == "lost":
-            return error(503, "unavailable", execution.error_message, execution.id, **{"Retry-After": "5"})
-        return error(504, "timeout", "the script did not answer in time", execution.id)
+def _respond(answer: dict[str, Any]):
     if answer.get("status") == "succeeded":
         return build_response(answer.get("result"))
-    if answer.get("status") == "skipped":
-        return error(503, "unavailable", execution.error_message or "the call was not run", execution.id)
     kind = answer.get("error_kind") or "exception"
-    status = STATUS_FOR_ERROR.get(kind, 500)
+    status = answer.get("http") or STATUS_FOR_ERROR.get(kind, 500)
     code = {502: "bad_response", 504: "timeout", 503: "unavailable"}.get(status, "script_error")
-    return error(status, code, answer.get("error_message") or kind, execution.id)
+    headers = {"Retry-After": "5"} if status == 503 else {}
+    return error(status, code, answer.get("error_message") or kind, answer["id"], **headers)
 
 
-def _still_serves(script: Script | None, route: Route) -> bool:
+# The script's current routing fields and what a call needs: a row (cheaper than a model),
+# from a statement built once (every call runs it).
+_SERVING_SCRIPT = select(
+    Script.id,
+    Script.tenant_id,
+    Script.name,
+    Script.version,
+    Script.status,
+    Script.type,
+    Script.endpoint_method,
+    Script.endpoint_path,
+    Script.limits,
+).where(Script.id == bindparam("script_id"))
+
+
+def _serving_script(script_id: Any) -> Any:
+    return db.session.execute(_SERVING_SCRIPT, {"script_id": script_id}).one_or_none()
+
+
+def _still_serves(script: Any, route: Route) -> bool:
     """The database still has this script active at this method and path."""
     return (
         script is not None
@@ -109,7 +123,7 @@ def _still_serves(script: Script | None, route: Route) -> bool:
     )
 
 
-def _wall_seconds(script: Script) -> float:
+def _wall_seconds(script: Any) -> float:
     default = current_app.config["SETTINGS"].limits.wall_seconds
     own = (script.limits or {}).get("wall_seconds")
     return math.ceil(min(own or default, default))

@@ -17,13 +17,13 @@ from redis.exceptions import RedisError
 from rq import Queue
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from webapp import metrics
 from webapp.extensions import db
-from webapp.models import Execution, Script, User, utcnow
+from webapp.models import Execution, Script, Tenant, User, utcnow
 from webapp.redis_client import get_blocking_redis, get_redis
 
 ENDPOINT_QUEUE = "endpoints"  # served first by every worker
@@ -154,8 +154,7 @@ def fire_cron(fires: list[tuple[Script, datetime]]) -> list[uuid.UUID]:
                 "finished_at": fired_at if skipped else None,
             }
         )
-    insert = pg_insert if db.engine.dialect.name == "postgresql" else sqlite_insert
-    stmt = insert(Execution).on_conflict_do_nothing(index_elements=["script_id", "scheduled_at"])
+    stmt = insert_ignoring_duplicates(Execution, ["script_id", "scheduled_at"])
     recorded = set(db.session.scalars(stmt.returning(Execution.id), rows))
     db.session.commit()
     queued = [row["id"] for row in rows if row["id"] in recorded and row["status"] == "queued"]
@@ -173,75 +172,19 @@ def fire_cron(fires: list[tuple[Script, datetime]]) -> list[uuid.UUID]:
     return [row["id"] for row in rows if row["id"] in recorded]
 
 
-ENDPOINT_QUEUE_WAIT_SECONDS = 5  # no worker took the call by then: 503
-
-
-def start_endpoint_run(script: Script, event: dict[str, Any], user: User | None) -> Execution:
-    """Queue an endpoint call on the `endpoints` queue. The request travels in the job (in
-    Redis, briefly), never in the database: the row keeps method, path and sizes only."""
-    execution = _new_execution(script, "endpoint", None, user)
-    execution.params = None  # the request is not stored
-    execution.http_summary = {
-        "method": event["method"],
-        "path": event["path"],
-        "request_bytes": len(event["body"].encode()),
+def run_context(
+    execution_id: object, trigger: str, script: Script, tenant: Tenant, user: User | None, script_type: str
+) -> dict[str, Any]:
+    """The `context` a script sees (SPEC §4): who runs what, in which tenant."""
+    return {
+        "tenant": {"id": tenant.id, "name": tenant.name},
+        "user": {"id": user.id, "email": user.email} if user else None,
+        "script": {"id": str(script.id), "name": script.name, "type": script_type, "version": script.version},
+        "execution": {"id": str(execution_id), "trigger": trigger},
     }
-    db.session.add(execution)
-    db.session.commit()
-    data = _job_data(execution.id)._replace(args=(str(execution.id), json.dumps(event)), result_ttl=60)
-    try:
-        Queue(ENDPOINT_QUEUE, connection=get_redis()).enqueue_many([data])
-    except RedisError as exc:
-        _mark_lost(execution, f"the call could not be queued: Redis is unavailable ({type(exc).__name__})")
-        raise QueueUnavailable(execution.error_message) from exc
-    return execution
 
 
-def _mark_lost(execution: Execution, message: str) -> None:
-    execution.status, execution.error_kind, execution.error_message = "failed", "lost", message
-    execution.finished_at = utcnow()
-    db.session.commit()
-
-
-def wait_for_endpoint(execution: Execution, wall_seconds: float) -> dict[str, Any] | None:
-    """The worker's answer for an endpoint call, or None.
-
-    Waits (blocking on RQ's result) up to ENDPOINT_QUEUE_WAIT_SECONDS for a worker to take the
-    call; if none did, the job is cancelled and the execution marked lost. A call that was
-    taken gets the rest of its wall-time limit plus a margin.
-    """
-    job_id = str(execution.id)
-    db.session.commit()  # no database connection is held while we block
-    job = Job(job_id, connection=get_blocking_redis())
-    try:
-        result = job.latest_result(timeout=ENDPOINT_QUEUE_WAIT_SECONDS)
-        if result is None:
-            given_up = db.session.execute(
-                update(Execution)
-                .where(Execution.id == execution.id, Execution.status == "queued")
-                .values(
-                    status="failed",
-                    error_kind="lost",
-                    error_message=f"no worker took the call within {ENDPOINT_QUEUE_WAIT_SECONDS} s",
-                    finished_at=utcnow(),
-                )
-            ).rowcount
-            db.session.commit()
-            if given_up:  # a worker that takes the job later finds it is no longer queued
-                with contextlib.suppress(NoSuchJobError, RedisError):
-                    job.cancel()
-                return None
-            # The run has its wall-time limit from when a worker started it, not from when queued.
-            db.session.refresh(execution)
-            since_start = (utcnow() - execution.started_at).total_seconds() if execution.started_at else 0.0
-            left = wall_seconds + 2 - since_start
-            db.session.commit()
-            result = job.latest_result(timeout=max(1, math.ceil(left)))
-        if result is None:
-            return None
-        answer = result.return_value if result.type == result.Type.SUCCESSFUL else None
-        with contextlib.suppress(RedisError):
-            job.delete()  # the request and response bodies leave Redis now
-        return answer
-    except (NoSuchJobError, RedisError):
-        return None
+def insert_ignoring_duplicates(model: Any, keys: list[str]) -> Any:
+    """An INSERT that skips rows clashing on `keys` (both dialects we run on have it)."""
+    insert = pg_insert if db.engine.dialect.name == "postgresql" else sqlite_insert
+    return insert(model).on_conflict_do_nothing(index_elements=keys)

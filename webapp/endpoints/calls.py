@@ -1,0 +1,164 @@
+"""An endpoint call's trip through RQ: queued by the web process, answered by a worker.
+
+The call is hot, so its path is lean (issue 5): the request travels inside the RQ job on the
+`endpoints` queue; the worker runs it, pushes the answer onto a reply list the caller is
+blocked on, and only then records the execution. The web process writes to the database only
+when the call went wrong on its side (no worker took it, or no answer came in time).
+
+Until an execution row exists, the call is listed in the INFLIGHT hash (written in the same
+round trip as the job). Whoever records the row removes the entry; the reaper records any
+entry left behind by a worker and a web process that both died as `lost`, so no call goes
+unrecorded.
+"""
+
+import contextlib
+import json
+import uuid
+from datetime import datetime
+from typing import Any
+
+from flask import current_app
+from redis import Redis
+from redis.exceptions import RedisError
+from rq import Queue
+from rq.job import Job
+
+from webapp.executions.service import ENDPOINT_QUEUE, QueueUnavailable, insert_ignoring_duplicates, run_context
+from webapp.extensions import db
+from webapp.models import Execution, Script, Tenant, User, utcnow
+from webapp.redis_client import get_blocking_redis, get_redis
+
+JOB_FUNCTION = "worker.jobs.run_endpoint_call"
+REPLY = "sr:endpoint:reply:"  # + call id: a list holding the worker's answer
+REPLY_TTL_SECONDS = 60
+INFLIGHT = "sr:endpoint:inflight"  # hash call id -> call (JSON), until its row is recorded
+QUEUE_WAIT_SECONDS = 5  # no worker took the call by then: 503
+ANSWER_MARGIN_SECONDS = 2  # beyond the script's wall-time limit, once a worker has it
+
+
+def start_call(script: Script, event: dict[str, Any], tenant: Tenant, user: User | None) -> dict[str, Any]:
+    """Queue the call; returns it (the job's first argument, the event being the second).
+    Raises QueueUnavailable."""
+    call_id = str(uuid.uuid4())
+    call = {
+        "id": call_id,
+        "tenant_id": script.tenant_id,
+        "script_id": str(script.id),
+        "script_version": script.version,
+        "user_id": user.id if user else None,
+        "queued_at": utcnow().isoformat(),
+        "summary": {"method": event["method"], "path": event["path"], "request_bytes": len(event["body"].encode())},
+        # The caller and script are loaded here already: the worker needs no query for them.
+        "context": run_context(call_id, "endpoint", script, tenant, user, "endpoint"),
+    }
+    data = Queue.prepare_data(
+        JOB_FUNCTION,
+        args=(call, event),
+        job_id=call["id"],
+        description=f"endpoint call {call['id']}",  # RQ logs this: never the arguments
+        timeout=current_app.config["SETTINGS"].limits.wall_seconds + 60,
+        result_ttl=0,  # the answer goes to the reply list, not to RQ's result stream
+        failure_ttl=300,
+    )
+    redis = get_redis()
+    try:
+        with redis.pipeline() as pipe:
+            pipe.hset(INFLIGHT, call_id, json.dumps({k: v for k, v in call.items() if k != "context"}))
+            Queue(ENDPOINT_QUEUE, connection=redis).enqueue_many([data], pipeline=pipe)
+            pipe.execute()
+    except RedisError as exc:
+        raise QueueUnavailable(f"the call could not be queued: Redis is unavailable ({type(exc).__name__})") from exc
+    return call
+
+
+def wait_for_answer(call: dict[str, Any], wall_seconds: float) -> dict[str, Any]:
+    """The worker's answer to the call, or an answer saying why there is none (`lost`).
+
+    A call no worker took within QUEUE_WAIT_SECONDS is taken back from the queue (so it never
+    runs) and answered 503; a call taken by a worker gets its wall-time limit plus a margin.
+    """
+    db.session.commit()  # no database connection is held while we block
+    blocking, reply = get_blocking_redis(), REPLY + call["id"]
+    try:
+        answer = blocking.blpop([reply], timeout=QUEUE_WAIT_SECONDS)
+        if answer is None:
+            redis = get_redis()
+            if redis.lrem(Queue(ENDPOINT_QUEUE, connection=redis).key, 1, call["id"]):
+                redis.delete(Job.key_for(call["id"]))
+                return _give_up(call, 503, f"no worker took the call within {QUEUE_WAIT_SECONDS} s")
+            answer = blocking.blpop([reply], timeout=wall_seconds + ANSWER_MARGIN_SECONDS)
+        if answer is None:
+            return _give_up(call, 504, f"the worker did not answer within {wall_seconds:g} s of taking the call")
+        return json.loads(answer[1])
+    except RedisError as exc:
+        return _give_up(call, 503, f"Redis became unavailable during the call ({type(exc).__name__})")
+
+
+def _give_up(call: dict[str, Any], status: int, message: str) -> dict[str, Any]:
+    """Record the call as lost (unless its worker recorded it after all) and say so."""
+    row = execution_row(
+        call,
+        status="failed",
+        error_kind="lost",
+        error_message=message,
+        finished_at=utcnow(),
+        http_status=status,
+    )
+    with contextlib.suppress(Exception):  # the caller gets its answer even with the database down
+        db.session.execute(insert_ignoring_duplicates(Execution, ["id"]).values(row))
+        db.session.commit()
+        with contextlib.suppress(RedisError):
+            get_redis().hdel(INFLIGHT, call["id"])
+    db.session.rollback()
+    return {"id": call["id"], "status": "failed", "error_kind": "lost", "error_message": message, "http": status}
+
+
+def execution_row(call: dict[str, Any], http_status: int, response_bytes: int | None = None, **fields: Any) -> dict:
+    """The execution row of a call: every column, so rows can be inserted in one batch."""
+    summary = {**call["summary"], "status": http_status}
+    if response_bytes is not None:
+        summary["response_bytes"] = response_bytes
+    return {
+        "id": uuid.UUID(call["id"]),
+        "tenant_id": call["tenant_id"],
+        "script_id": uuid.UUID(call["script_id"]),
+        "script_version": call["script_version"],
+        "trigger": "endpoint",
+        "scheduled_at": None,
+        "status": fields["status"],
+        "error_kind": fields.get("error_kind"),
+        "error_message": fields.get("error_message"),
+        "params": None,  # the request is not stored
+        "result": None,  # nor the response
+        "logs": fields.get("logs"),
+        "http_summary": summary,
+        "queued_at": datetime.fromisoformat(call["queued_at"]),
+        "started_at": fields.get("started_at"),
+        "finished_at": fields["finished_at"],
+        "duration_ms": fields.get("duration_ms"),
+        "worker": fields.get("worker"),
+        "runtime_info": fields.get("runtime_info"),
+        "user_id": call["user_id"],
+    }
+
+
+def reap_unrecorded_calls(redis: Redis, older_than_seconds: float) -> int:
+    """Record calls left in INFLIGHT by a worker and a web process that both died."""
+    reaped = 0
+    now = utcnow()
+    for call_id, raw in redis.hgetall(INFLIGHT).items():
+        call = json.loads(raw)
+        if (now - datetime.fromisoformat(call["queued_at"])).total_seconds() < older_than_seconds:
+            continue
+        row = execution_row(
+            call,
+            status="failed",
+            error_kind="lost",
+            error_message="the call was not recorded by its worker (it stopped) and its caller had gone",
+            finished_at=now,
+            http_status=503,
+        )
+        reaped += db.session.execute(insert_ignoring_duplicates(Execution, ["id"]).values(row)).rowcount or 0
+        db.session.commit()
+        redis.hdel(INFLIGHT, call_id)
+    return reaped
