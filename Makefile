@@ -48,6 +48,7 @@ test: venv-dev system-test lint
 	$(BIN)/python -m pytest
 
 bench: venv-dev system-test
+	@command -v wrk >/dev/null || { $(APT) update -qq && $(APT) install -y -qq wrk; }
 	@ls bench/*.py >/dev/null 2>&1 && for b in bench/*.py; do $(BIN)/python $$b || exit 1; done || echo "no benchmarks yet"
 
 clean:

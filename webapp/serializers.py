@@ -72,4 +72,5 @@ def execution_json(execution: Execution) -> dict[str, Any]:
         "duration_ms": execution.duration_ms,
         "worker": execution.worker,
         "runtime": execution.runtime_info,
+        "http_summary": execution.http_summary,  # endpoint calls: method, path, status, sizes
     }

@@ -158,7 +158,8 @@ def reap_unrecorded_calls(redis: Redis, older_than_seconds: float) -> int:
             finished_at=now,
             http_status=503,
         )
-        reaped += db.session.execute(insert_ignoring_duplicates(Execution, ["id"]).values(row)).rowcount or 0
+        inserted = insert_ignoring_duplicates(Execution, ["id"]).values(row).returning(Execution.id)
+        reaped += len(db.session.execute(inserted).all())
         db.session.commit()
         redis.hdel(INFLIGHT, call_id)
     return reaped
