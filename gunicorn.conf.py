@@ -7,7 +7,7 @@ before any worker forks, and prometheus_client is imported only inside the hooks
 PROMETHEUS_MULTIPROC_DIR in the environment a private directory is made and removed at exit.
 Several web processes on one host need one directory each.
 
-Names starting with "_" are ours: gunicorn reads the other globals as its settings.
+gunicorn takes every global named like one of its settings as that setting; ours start with "_".
 """
 
 from __future__ import annotations
