@@ -1,13 +1,37 @@
-"""GET /metrics: script metrics aggregated in Redis across worker processes."""
+"""GET /metrics: script metrics aggregated in Redis across worker and scheduler processes, the
+web app's HTTP metrics summed across gunicorn workers, all of it checked by `promtool`.
 
+Everything runs for real: worker and scheduler processes, the Procfile's gunicorn `web`.
+Expected values come from what the test did and from the execution rows in the database.
+"""
+
+import os
+import shutil
+import signal
+import subprocess
 import time
+import uuid
+from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
 import pytest
+import requests
+from flask import Flask
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import bearer
+from tests.web_process import WebProcess
 from webapp import create_app
+from webapp.extensions import db
+from webapp.models import Execution
+
+Samples = dict[tuple[str, tuple], float]
+OK = "function main() { return 1 }"
+THROWS = "function main() { throw new Error('no') }"
+SLOW_CRON = "function main() { const t = Date.now(); while (Date.now() - t < 1300) {} return 1 }"
+EVERY_SECOND = "*/1 * * * * *"
+ALLOWED_LINT = {"active_scripts_gauge", "active_vms_gauge"}  # SPEC §9: the seed's names
 
 
 @pytest.fixture
@@ -16,14 +40,70 @@ def editor(make_user, make_token) -> dict[str, str]:
     return bearer(make_token("ed@acme.io"))
 
 
-def scrape(client, headers=None) -> dict[tuple[str, tuple], float]:
-    response = client.get("/metrics", headers=headers or {})
-    assert response.status_code == 200, response.get_data(as_text=True)
+@pytest.fixture
+def start_web(app: Flask, settings):
+    """start_web(**env) -> the Procfile's `web` (gunicorn, 2 worker processes) on a free port."""
+    started: list[WebProcess] = []
+
+    def start(**env: str) -> WebProcess:
+        web = WebProcess(settings.database_url, settings.redis_url, **env)
+        started.append(web)
+        return web.start()
+
+    yield start
+    for web in started:
+        web.stop()
+
+
+def parse(text: str) -> Samples:
     samples = {}
-    for family in text_string_to_metric_families(response.get_data(as_text=True)):
+    for family in text_string_to_metric_families(text):
         for sample in family.samples:
             samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
     return samples
+
+
+def scrape(client, headers=None) -> Samples:
+    return parse(scrape_text(client, headers))
+
+
+def scrape_text(client, headers=None) -> str:
+    response = client.get("/metrics", headers=headers or {})
+    assert response.status_code == 200, response.get_data(as_text=True)
+    return response.get_data(as_text=True)
+
+
+def scrape_url(url: str, headers=None) -> str:
+    response = requests.get(f"{url}/metrics", headers=headers or {}, timeout=30)
+    assert response.status_code == 200, response.text
+    return response.text
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, what: str, step: float = 0.1) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout}s: {what}")
+        time.sleep(step)
+
+
+def promtool_problems(text: str) -> list[str]:
+    """What `promtool check metrics` says about a scrape (one line per problem)."""
+    if shutil.which("promtool") is None:
+        raise RuntimeError("promtool is not installed (make test installs Debian's prometheus)")
+    result = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True, timeout=30)
+    lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+    assert result.returncode in (0, 3), lines  # 3: lint problems, anything else: unreadable
+    return lines
+
+
+def assert_only_seed_names_flagged(text: str) -> None:
+    problems = promtool_problems(text)
+    assert {line.split()[0] for line in problems} == ALLOWED_LINT, problems
+    assert all("should not include type 'gauge'" in line for line in problems), problems
 
 
 def _script(client, headers, name: str, source: str, **fields) -> str:
@@ -33,51 +113,169 @@ def _script(client, headers, name: str, source: str, **fields) -> str:
     return response.get_json()["id"]
 
 
+def _endpoint(client, headers, name: str, source: str, path: str) -> str:
+    return _script(client, headers, name, source, type="endpoint", endpoint_method="GET", endpoint_path=path)
+
+
+def _cron(client, headers, name: str, source: str) -> str:
+    return _script(client, headers, name, source, type="cron", cron_expression=EVERY_SECOND)
+
+
 def _run(client, headers, script_id: str, wait: int = 20) -> dict:
     return client.post(f"/api/v1/scripts/{script_id}/run", json={"wait": wait}, headers=headers).get_json()
 
 
-def test_counts_histograms_and_gauges_across_two_workers(app, client, editor, start_worker, settings):
+def _disable(client, headers, script_id: str) -> None:
+    response = client.patch(f"/api/v1/scripts/{script_id}", json={"status": "disabled"}, headers=headers)
+    assert response.status_code == 200, response.get_json()
+
+
+def _rows(app: Flask, script_id: str | None = None) -> list[Execution]:
+    with app.app_context():
+        stmt = db.select(Execution)
+        if script_id:
+            stmt = stmt.where(Execution.script_id == uuid.UUID(script_id))
+        rows = list(db.session.scalars(stmt))
+        db.session.expunge_all()
+        return rows
+
+
+def _runs(samples: Samples, script_id: str, script_type: str, status: str) -> float:
+    labels = (("script_id", script_id), ("status", status), ("type", script_type))
+    return samples.get(("script_executions_total", labels), 0)
+
+
+def _histogram(samples: Samples, script_id: str, script_type: str, part: str, le: str | None = None) -> float:
+    labels = (("script_id", script_id), ("type", script_type))
+    if le is not None:
+        labels = (("le", le), *labels)
+    return samples.get((f"script_execution_duration_seconds_{part}", labels), 0)
+
+
+def assert_histogram_matches_rows(samples: Samples, app: Flask, script_id: str, script_type: str) -> None:
+    """The duration histogram of a script holds exactly its finished runs' durations."""
+    finished = [e for e in _rows(app, script_id) if e.status in ("succeeded", "failed")]
+    assert finished, "the script has not run"
+    assert _histogram(samples, script_id, script_type, "count") == len(finished)
+    assert _histogram(samples, script_id, script_type, "bucket", "+Inf") == len(finished)
+    fast = sum(1 for e in finished if e.duration_ms / 1000 <= 0.5)
+    assert _histogram(samples, script_id, script_type, "bucket", "0.5") == fast
+    total = sum(e.duration_ms for e in finished) / 1000
+    assert _histogram(samples, script_id, script_type, "sum") == pytest.approx(total, rel=1e-6)
+
+
+def _script_counters(samples: Samples) -> Samples:
+    """What must survive restarts: the counters and histograms (not the 'now' gauges)."""
+    return {
+        key: value
+        for key, value in samples.items()
+        if key[0].startswith(("script_executions", "script_execution_duration", "script_errors", "script_compile"))
+    }
+
+
+# --- script metrics ----------------------------------------------------------------------------
+
+
+def test_manual_and_endpoint_runs_across_two_workers_and_restarts(
+    app, client, editor, start_worker, start_web, settings
+):
     first, second = start_worker(), start_worker()
-    ok = _script(client, editor, "ok", "function main() { return 1 }")
-    bad = _script(client, editor, "bad", "function main() { throw new Error('no') }")
-    endpoint = _script(
-        client,
-        editor,
-        "ep",
-        "function main() { return { body: 'hi' } }",
-        type="endpoint",
-        endpoint_method="GET",
-        endpoint_path="/hi",
-    )
+    ok = _script(client, editor, "ok", OK)
+    bad = _script(client, editor, "bad", THROWS)
+    hello = _endpoint(client, editor, "hello", "function main() { return { body: 'hi' } }", "/hi")
+    boom = _endpoint(client, editor, "boom", THROWS, "/boom")
+    odd = _endpoint(client, editor, "odd", "function main() { return 42 }", "/odd")
+    _cron(client, editor, "nightly", OK)  # no scheduler runs here: it only counts as active
     runs = [_run(client, editor, ok) for _ in range(4)] + [_run(client, editor, bad) for _ in range(3)]
     assert [r["status"] for r in runs] == ["succeeded"] * 4 + ["failed"] * 3
-    for _ in range(2):
-        assert client.get("/api/scripts/hi", headers=editor).get_data(as_text=True) == "hi"
+    assert [client.get("/api/scripts/hi", headers=editor).status_code for _ in range(2)] == [200, 200]
+    assert client.get("/api/scripts/boom", headers=editor).status_code == 500
+    assert client.get("/api/scripts/odd", headers=editor).status_code == 502
+
     samples = scrape(client)
-    label = lambda sid, t, s: (("script_id", sid), ("status", s), ("type", t))  # noqa: E731
-    assert samples[("script_executions_total", label(ok, "manual", "success"))] == 4
-    assert samples[("script_executions_total", label(bad, "manual", "failed"))] == 3
-    assert samples[("script_executions_total", label(endpoint, "endpoint", "success"))] == 2
-    hist = (("script_id", ok), ("type", "manual"))
-    assert samples[("script_execution_duration_seconds_count", hist)] == 4
-    assert samples[("script_execution_duration_seconds_bucket", (("le", "+Inf"), *hist))] == 4
-    assert samples[("script_execution_duration_seconds_bucket", (("le", "60.0"), *hist))] == 4
-    durations = sum(r["duration_ms"] for r in runs[:4]) / 1000
-    assert samples[("script_execution_duration_seconds_sum", hist)] == pytest.approx(durations, rel=1e-6)
-    assert samples[("script_errors_total", (("error_kind", "exception"),))] == 3
-    assert samples[("script_compile_cache_hits_total", ())] + samples[("script_compile_cache_misses_total", ())] == 9
-    assert samples[("active_scripts_gauge", (("type", "manual"),))] == 2
-    assert samples[("active_scripts_gauge", (("type", "endpoint"),))] == 1
+    assert _runs(samples, ok, "manual", "success") == 4
+    assert _runs(samples, ok, "manual", "failed") == 0
+    assert _runs(samples, bad, "manual", "failed") == 3
+    assert _runs(samples, hello, "endpoint", "success") == 2
+    assert _runs(samples, boom, "endpoint", "failed") == 1
+    assert _runs(samples, odd, "endpoint", "failed") == 1
+    assert sum(v for (name, _), v in samples.items() if name == "script_executions_total") == 11
+    for script_id, script_type in ((ok, "manual"), (bad, "manual"), (hello, "endpoint"), (boom, "endpoint")):
+        assert_histogram_matches_rows(samples, app, script_id, script_type)
+    assert samples[("script_errors_total", (("error_kind", "exception"),))] == 4
+    assert samples[("script_errors_total", (("error_kind", "bad_response"),))] == 1
+    hits = samples[("script_compile_cache_hits_total", ())]
+    assert hits + samples[("script_compile_cache_misses_total", ())] == 11
+    assert hits >= 11 - 2 * 5  # at most one compile per script per worker
+    active = {t: samples[("active_scripts_gauge", (("type", t),))] for t in ("manual", "cron", "endpoint")}
+    assert active == {"manual": 2, "cron": 1, "endpoint": 3}
     assert samples[("script_workers", ())] == 2
-    assert {r["worker"] for r in runs} <= {first.name, second.name}
-    client.patch(f"/api/v1/scripts/{bad}", json={"status": "disabled"}, headers=editor)
-    assert scrape(client)[("active_scripts_gauge", (("type", "manual"),))] == 1
-    # Counts live in Redis: a new web process and a restarted worker keep them.
+    assert samples[("active_vms_gauge", ())] == 0
+    assert samples[("script_queue_depth", (("queue", "endpoints"),))] == 0
+    assert {e.worker for e in _rows(app)} <= {first.name, second.name}
+
+    _disable(client, editor, bad)
+    _disable(client, editor, odd)
+    active = scrape(client)
+    assert active[("active_scripts_gauge", (("type", "manual"),))] == 1
+    assert active[("active_scripts_gauge", (("type", "endpoint"),))] == 2
+
+    # The counts live in Redis: a restarted worker and restarted web processes keep them.
     second.stop()
     start_worker()
-    again = scrape(create_app(settings).test_client())
-    assert again[("script_executions_total", label(ok, "manual", "success"))] == 4
+    counters = _script_counters(samples)
+    assert _script_counters(scrape(create_app(settings).test_client())) == counters
+    web = start_web()
+    assert _script_counters(parse(scrape_url(web.url))) == counters
+    web.stop()
+    restarted = start_web()
+    assert _script_counters(parse(scrape_url(restarted.url))) == counters
+    assert _run(client, editor, ok)["status"] == "succeeded"
+    assert _runs(parse(scrape_url(restarted.url)), ok, "manual", "success") == 5
+
+
+def test_cron_fires_skips_and_scheduler_lag(app, client, editor, start_worker, start_scheduler):
+    start_worker()
+    start_worker()
+    scheduler = start_scheduler()
+    slow = _cron(client, editor, "slow", SLOW_CRON)  # outlasts its second: the next fire is skipped
+    failing = _cron(client, editor, "failing", THROWS)
+    wait_until(
+        lambda: (
+            {"succeeded", "skipped"} <= {e.status for e in _rows(app, slow)}
+            and len([e for e in _rows(app, failing) if e.status == "failed"]) >= 2
+        ),
+        20,
+        "slow cron runs and skips, failing cron runs",
+    )
+    live = scrape(client)
+    assert live[("script_schedulers", ())] == 1
+    assert live[("script_scheduler_lag_seconds", ())] < 3
+
+    _disable(client, editor, slow)
+    _disable(client, editor, failing)
+    wait_until(
+        lambda: all(e.status in ("succeeded", "failed", "skipped") for e in _rows(app)), 15, "cron runs to finish"
+    )
+    samples = scrape(client)
+    rows = _rows(app)
+    by = lambda script_id, status: sum(1 for e in rows if str(e.script_id) == script_id and e.status == status)  # noqa: E731
+    assert _runs(samples, slow, "cron", "success") == by(slow, "succeeded") >= 1
+    assert _runs(samples, slow, "cron", "failed") == 0
+    assert _runs(samples, failing, "cron", "failed") == by(failing, "failed") >= 2
+    assert_histogram_matches_rows(samples, app, slow, "cron")
+    assert_histogram_matches_rows(samples, app, failing, "cron")
+    assert samples[("script_errors_total", (("error_kind", "exception"),))] == by(failing, "failed")
+    assert samples[("script_cron_fires_total", ())] == len(rows) == len({(e.script_id, e.scheduled_at) for e in rows})
+    assert samples[("script_cron_skips_total", ())] == sum(1 for e in rows if e.status == "skipped") >= 1
+    assert samples[("active_scripts_gauge", (("type", "cron"),))] == 0
+
+    # A scheduler that stopped: none alive, and the next due fire falls further behind.
+    scheduler.stop()
+    _cron(client, editor, "waiting", OK)
+    stalled = wait_until(lambda: (s := scrape(client))[("script_scheduler_lag_seconds", ())] >= 1 and s, 10, "lag")
+    assert stalled[("script_schedulers", ())] == 0
+    assert stalled[("active_scripts_gauge", (("type", "cron"),))] == 1
 
 
 def test_active_vms_gauge_rises_during_runs_and_falls_after(client, editor, start_worker):
@@ -86,16 +284,9 @@ def test_active_vms_gauge_rises_during_runs_and_falls_after(client, editor, star
     slow = _script(client, editor, "slow", "function main() { const t = Date.now(); while (Date.now() - t < 2000) {} }")
     assert scrape(client)[("active_vms_gauge", ())] == 0
     started = [_run(client, editor, slow, wait=0) for _ in range(2)]
-    deadline, peak = time.monotonic() + 5, 0
-    while time.monotonic() < deadline and peak < 2:
-        peak = max(peak, scrape(client)[("active_vms_gauge", ())])
-        time.sleep(0.1)
-    assert peak == 2
-    assert len(started) == 2
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline and scrape(client)[("active_vms_gauge", ())] != 0:
-        time.sleep(0.2)
-    assert scrape(client)[("active_vms_gauge", ())] == 0
+    assert all(r["status"] in ("queued", "running") for r in started)
+    wait_until(lambda: scrape(client)[("active_vms_gauge", ())] == 2, 5, "both runs in flight")
+    wait_until(lambda: scrape(client)[("active_vms_gauge", ())] == 0, 15, "both runs over")
 
 
 def test_metrics_token(settings, app):
@@ -104,3 +295,86 @@ def test_metrics_token(settings, app):
     assert refused.status_code == 401 and refused.headers["WWW-Authenticate"] == "Bearer"
     assert guarded.get("/metrics", headers={"Authorization": "Bearer wrong"}).status_code == 401
     assert guarded.get("/metrics", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+
+
+# --- HTTP metrics of the web app ---------------------------------------------------------------
+
+
+def _http_requests(samples: Samples, rule: str, status: str = "200") -> tuple[float, float]:
+    """(requests counted by the exporter's counter, requests timed for this route)."""
+    total = samples.get(("flask_http_request_total", (("method", "GET"), ("status", status))), 0)
+    timed = (("method", "GET"), ("status", status), ("url_rule", rule))
+    return total, samples.get(("flask_http_request_duration_seconds_count", timed), 0)
+
+
+def test_http_metrics_in_one_process(client):
+    for _ in range(5):
+        assert client.get("/healthz").status_code == 200
+    client.get("/metrics")  # scrapes are not app traffic
+    samples = scrape(client)
+    assert _http_requests(samples, "/healthz") == (5, 5)
+    assert samples[("flask_exporter_info", (("version", "0.23.2"),))] == 1
+    assert not any(name.endswith("_created") for name, _ in samples)
+
+
+def test_http_metrics_sum_every_gunicorn_worker(app, start_web):
+    web = start_web(METRICS_TOKEN="s3cret")
+    auth = {"Authorization": "Bearer s3cret"}
+    assert requests.get(f"{web.url}/metrics", timeout=30).status_code == 401
+    served_by = lambda path: {pid for pid, _, p, _ in web.served() if p == path}  # noqa: E731
+
+    sent = 0
+    while sent < 200 and len(served_by("/healthz")) < 2:  # until both workers have answered some
+        assert requests.get(f"{web.url}/healthz", timeout=30).status_code == 200
+        sent += 1
+    assert len(served_by("/healthz")) == 2, web.served()
+
+    answers = []
+    while len(answers) < 100 and (len(served_by("/metrics")) < 2 or len(answers) < 3):
+        answers.append(_http_requests(parse(scrape_url(web.url, auth)), "/healthz"))
+    assert len(served_by("/metrics")) == 2, web.served()  # both workers answered scrapes...
+    assert set(answers) == {(sent, sent)}  # ...and each counted every request, whoever served it
+
+    # A worker that exits (gunicorn replaces it) takes none of the counts with it.
+    victim = next(iter(web.worker_pids()))
+    os.kill(victim, signal.SIGTERM)
+    replaced = web.wait_for_workers(2, besides={victim})
+    assert victim not in replaced
+    assert requests.get(f"{web.url}/healthz", timeout=30).status_code == 200
+    text = scrape_url(web.url, auth)
+    assert _http_requests(parse(text), "/healthz") == (sent + 1, sent + 1)
+    assert_only_seed_names_flagged(text)
+
+
+# --- promtool --------------------------------------------------------------------------------
+
+
+def test_promtool_flags_only_the_seed_gauge_names(app, client, editor, start_worker, start_scheduler):
+    start_worker()
+    start_scheduler()
+    manual_ok, manual_bad = _script(client, editor, "ok", OK), _script(client, editor, "bad", THROWS)
+    assert _run(client, editor, manual_ok)["status"] == "succeeded"
+    assert _run(client, editor, manual_bad)["status"] == "failed"
+    _endpoint(client, editor, "hello", "function main() { return { body: 'hi' } }", "/hi")
+    _endpoint(client, editor, "boom", THROWS, "/boom")
+    assert client.get("/api/scripts/hi", headers=editor).status_code == 200
+    assert client.get("/api/scripts/boom", headers=editor).status_code == 500
+    cron_ok, cron_bad = _cron(client, editor, "tick", OK), _cron(client, editor, "tock", THROWS)
+    wait_until(
+        lambda: (
+            {e.status for e in _rows(app, cron_ok)} >= {"succeeded"}
+            and {e.status for e in _rows(app, cron_bad)} >= {"failed"}
+        ),
+        10,
+        "a cron success and a cron failure",
+    )
+    text = scrape_text(client)
+    samples = parse(text)
+    runs = [dict(labels) for name, labels in samples if name == "script_executions_total"]
+    assert {(r["type"], r["status"]) for r in runs} == {
+        (t, s) for t in ("manual", "cron", "endpoint") for s in ("success", "failed")
+    }
+    assert samples[("flask_http_request_total", (("method", "POST"), ("status", "201")))] == 6  # scripts created
+    assert_only_seed_names_flagged(text)
+    names = [f.name for f in text_string_to_metric_families(text)]
+    assert len(names) == len(set(names)), "a metric family is exported twice"

@@ -27,9 +27,10 @@ def create_app(settings: Settings | None = None) -> Flask:
         MAX_CONTENT_LENGTH=8 * 1024 * 1024,
     )
 
-    from webapp import database, errors, redis_client, request_guard, scheduling, security_headers
+    from webapp import database, errors, http_metrics, redis_client, request_guard, scheduling, security_headers
     from webapp.extensions import csrf, db, login_manager, migrate
 
+    http_metrics.init_app(app)  # first: its timer then spans every other request hook
     db.init_app(app)
     migrate.init_app(app, db, directory=str(INSTANCE_DIR.parent / "migrations"), render_as_batch=True)
     csrf.init_app(app)

@@ -4,6 +4,7 @@ Workers and schedulers write (one pipeline per run or tick); whichever web proce
 reads them back as Prometheus families at `GET /metrics`. A process that dies or restarts
 takes nothing with it. Gauges that describe "now" are read at scrape time: active scripts
 from the database, busy runtimes from short-lived keys, queues and workers from RQ.
+The same scrape carries the web app's HTTP metrics (webapp/http_metrics.py).
 """
 
 import hmac
@@ -18,6 +19,7 @@ from redis.client import Pipeline
 from rq import Queue, Worker
 from sqlalchemy import func, select
 
+from webapp import http_metrics
 from webapp.extensions import db
 from webapp.models import Script
 
@@ -103,7 +105,7 @@ class ScriptMetrics(Collector):
             ("compile_cache_misses", "Runs that compiled their script."),
             ("runtime_recycles", "QuickJS runtimes replaced (run count, limit hit or heap size)."),
             ("cron_fires", "Cron fires recorded by schedulers."),
-            ("cron_skips", "Cron fires recorded as skipped (previous run still going)."),
+            ("cron_skips", "Cron fires skipped (previous run still going, or script changed or disabled)."),
         ):
             yield CounterMetricFamily(f"script_{name}", help_text, value=float(events.get(name, 0)))
         active = GaugeMetricFamily("active_scripts_gauge", "Active scripts of all tenants, by type.", labels=["type"])
@@ -165,4 +167,5 @@ def metrics() -> Response:
 
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ScriptMetrics(get_redis()))
+    registry.register(http_metrics.collector(current_app))
     return Response(generate_latest(registry), mimetype="text/plain; version=0.0.4; charset=utf-8")

@@ -1,0 +1,70 @@
+"""The dashboard: what the tenant has, how its runs went lately, and whether the platform is
+healthy (scheduler, workers and queues are shared by every tenant: operator information).
+
+The page works without JavaScript; with htmx, the window selector and a refresh every 30 s
+swap only the `dashboard-live` part.
+"""
+
+from flask import Blueprint, render_template, request
+from flask_login import login_required
+from redis.exceptions import RedisError
+from rq import Queue, Worker
+from sqlalchemy import func
+
+from webapp.auth.identity import current_principal
+from webapp.dashboard import charts, stats
+from webapp.executions.service import QUEUES
+from webapp.extensions import db
+from webapp.models import Script, utcnow
+from webapp.permissions import require
+from webapp.redis_client import get_redis
+from webapp.scheduling import CronScheduler
+from webapp.scripts.queries import executions_stmt
+from webapp.tenancy import current_tenant, scoped
+
+bp = Blueprint("dashboard", __name__)
+LIVE_TARGET = "dashboard-live"
+
+
+@bp.get("/")
+@login_required
+def index():
+    if current_principal() is None:
+        return render_template("no_tenant.html"), 403
+    return _dashboard()
+
+
+@require("scripts:read")
+def _dashboard():
+    window = stats.WINDOWS.get(request.args.get("window", ""), stats.WINDOWS[stats.DEFAULT_WINDOW])
+    tenant_id = current_tenant().id
+    overview = stats.overview(tenant_id, window, utcnow())
+    counts_stmt = (
+        scoped(Script).with_only_columns(Script.type, Script.status, func.count()).group_by(Script.type, Script.status)
+    )
+    context = {
+        "window": window,
+        "windows": stats.WINDOWS.values(),
+        "overview": overview,
+        "chart": charts.runs_chart(overview.periods, window),
+        "share": charts.share,
+        "failures": stats.recent_failures(tenant_id),
+        "counts": {(t, s): n for t, s, n in db.session.execute(counts_stmt)},
+        "recent": list(db.session.scalars(executions_stmt().limit(10))),
+        "scheduler": CronScheduler(get_redis()).health(),
+        "workers": _workers(),
+    }
+    if request.headers.get("HX-Request") == "true" and request.headers.get("HX-Target") == LIVE_TARGET:
+        return render_template("dashboard/_live.html", **context)
+    return render_template("dashboard/index.html", **context)
+
+
+def _workers() -> dict:
+    try:
+        redis = get_redis()
+        queued = {name: Queue(name, connection=redis).count for name in QUEUES}
+        states = [w.get_state() for w in Worker.all(connection=redis)]
+    except RedisError as exc:
+        return {"count": 0, "busy": 0, "idle": 0, "queued": {}, "error": f"Redis: {type(exc).__name__}"}
+    busy = sum(1 for s in states if s == "busy")
+    return {"count": len(states), "busy": busy, "idle": len(states) - busy, "queued": queued, "error": None}
