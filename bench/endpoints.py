@@ -102,6 +102,8 @@ def main() -> None:
                 sys.executable,
                 "-m",
                 "gunicorn",
+                "--config",
+                "gunicorn.conf.py",  # as the Procfile: HTTP metrics across the processes
                 "wsgi:app",
                 "--bind",
                 f"127.0.0.1:{port}",

@@ -14,6 +14,7 @@ from typing import Any
 from flask import Flask
 from redis import Redis
 from redis.exceptions import RedisError
+from sqlalchemy import insert
 from sqlalchemy.exc import IntegrityError
 
 from webapp.endpoints.calls import INFLIGHT
@@ -22,7 +23,7 @@ from webapp.extensions import db
 from webapp.models import Execution
 
 log = logging.getLogger(__name__)
-GATHER_SECONDS = 0.02  # how long rows collect before a write
+GATHER_SECONDS = 0.05  # how long rows collect before a write
 RETRY_SECONDS = 1.0
 BATCH_ROWS = 200
 
@@ -84,10 +85,11 @@ class RecordWriter:
     def _write(self, rows: list[dict[str, Any]]) -> None:
         with self.app.app_context():
             try:
-                # The table, not the model: a plain multi-row INSERT without the ORM's bulk machinery.
-                db.session.execute(insert_ignoring_duplicates(Execution.__table__, ["id"]), rows)
+                # A plain INSERT of the table: SQLAlchemy caches its compiled form (not so with
+                # ON CONFLICT), and skips the ORM's bulk machinery.
+                db.session.execute(insert(Execution.__table__), rows)
                 db.session.commit()
-            except IntegrityError:
+            except IntegrityError:  # rare: a caller gave up and recorded one, or a script went
                 db.session.rollback()
                 self._write_one_by_one(rows)
             finally:
@@ -96,8 +98,9 @@ class RecordWriter:
             self.redis.hdel(INFLIGHT, *[str(row["id"]) for row in rows])
 
     def _write_one_by_one(self, rows: list[dict[str, Any]]) -> None:
-        """A batch failed on a constraint: the script (or user) went away meanwhile. Write the
-        others; a call of a deleted script has nothing left to belong to."""
+        """A batch failed on a constraint. A row its caller recorded already (it gave up
+        waiting) is kept as the caller saw it; a call of a script deleted meanwhile has nothing
+        left to belong to; the others are written."""
         for row in rows:
             for attempt in (row, {**row, "user_id": None}):  # a deleted user only loses the link
                 try:
