@@ -117,7 +117,7 @@
     try {
       json = stringify(value);
     } catch (e) {
-      throw new TypeErrorCtor(what + ' must be JSON-serializable: ' + e.message);
+      throw new TypeErrorCtor(what + ' must be JSON-serializable: ' + __sr_describe(e).message);
     }
     if (json === undefined) throw new TypeErrorCtor(what + ' must be JSON-serializable, got ' + typeof value);
     return json;
@@ -294,9 +294,15 @@
     let text;
     try {
       text = typeof e === 'string' ? e : stringify(e);
-      if (text === undefined) text = StringCtor(e);
     } catch (err) {
-      text = '(a thrown ' + typeof e + ' that cannot be turned into text)';
+      text = undefined; // a BigInt, a cycle, a throwing toJSON: try String() instead
+    }
+    if (text === undefined) {
+      try {
+        text = StringCtor(e);
+      } catch (err) {
+        text = '(a thrown ' + typeof e + ' that cannot be turned into text)';
+      }
     }
     return { name: 'Uncaught non-Error value', message: text, stack: '' };
   }
