@@ -14,6 +14,7 @@ PUBLIC = {
     "auth.login",
     "auth.logout",  # POST with CSRF; ends the caller's own session
     "metrics.metrics",  # Prometheus; requires METRICS_TOKEN when it is set
+    "api.openapi",  # the REST API's description: no tenant data (docs/api.md)
 }
 # A caller is needed, but no single permission decides: each checks what it needs itself.
 LOGGED_IN_ONLY = {
@@ -73,6 +74,7 @@ def test_public_rules_answer_anonymous_callers(app, client, world):
         ("auth.login", "POST"): 401,  # wrong email or password
         ("auth.logout", "POST"): 302,
         ("metrics.metrics", "GET"): 200,  # METRICS_TOKEN is unset here (tests/test_metrics.py: set)
+        ("api.openapi", "GET"): 200,
     }
     seen = {}
     for rule, method in rules(app):
