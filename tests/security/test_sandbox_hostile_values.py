@@ -232,7 +232,7 @@ async function main() {
 """
 
 
-def test_host_calls_reentered_from_getters_run_in_order(editor, start_worker, run_script, assert_pristine):
+def test_host_calls_reentered_from_getters_and_tojson(editor, start_worker, run_script, assert_pristine):
     worker = start_worker()
     run = run_script(editor, REENTRANT)
     assert run["status"] == "succeeded", run
