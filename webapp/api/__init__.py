@@ -11,12 +11,17 @@ csrf.exempt(bp)
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
+PUBLIC_ENDPOINTS = frozenset({"api.openapi"})
+
+
 @bp.before_request
 def _authenticate() -> None:
+    if request.endpoint in PUBLIC_ENDPOINTS:
+        return
     if current_principal() is None:
         abort(401)
     if request.method not in _SAFE_METHODS and bearer_token() is None:
         csrf.protect()  # a browser session must prove the request came from our page
 
 
-from webapp.api import cron, scripts  # noqa: E402,F401  (register routes)
+from webapp.api import cron, openapi, scripts  # noqa: E402,F401  (register routes)

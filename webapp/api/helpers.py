@@ -16,11 +16,15 @@ def _no_constants(name: str) -> Any:
 def json_body() -> dict[str, Any]:
     try:
         data = json.loads(request.get_data(), parse_constant=_no_constants) if request.data else None
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than Python parses
         data = None
     if not isinstance(data, dict):
         raise ApiError(400, "malformed JSON: the body must be a JSON object")
     return data
+
+
+MAX_PAGE = 1_000_000  # the OFFSET stays well inside a 64-bit integer (larger ones were a 500)
+MAX_VERSION = 2**31 - 1  # the database's integer: a larger number names no version
 
 
 def page_of(stmt: Any, render: Any) -> dict[str, Any]:
@@ -28,6 +32,8 @@ def page_of(stmt: Any, render: Any) -> dict[str, Any]:
         page, per_page = paging_args(request.args)
     except BadPaging as exc:
         raise ApiError(422, "invalid paging", {exc.field: str(exc)}) from exc
+    if page > MAX_PAGE:
+        raise ApiError(422, "invalid paging", {"page": f"must be at most {MAX_PAGE}"})
     result: Page = paginate(stmt, page, per_page)
     return {
         "items": [render(item) for item in result.items],

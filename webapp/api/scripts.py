@@ -3,7 +3,7 @@
 from flask import request
 
 from webapp.api import bp
-from webapp.api.helpers import json_body, page_of
+from webapp.api.helpers import MAX_VERSION, json_body, page_of
 from webapp.auth.identity import current_principal
 from webapp.errors import ApiError
 from webapp.executions import service as executions
@@ -75,7 +75,8 @@ def list_versions(script_id: str):
 @bp.get("/scripts/<script_id>/versions/<int:version>")
 @require("scripts:read")
 def get_version(script_id: str, version: int):
-    found = service.version_of(get_or_404(Script, script_id), version)
+    script = get_or_404(Script, script_id)
+    found = service.version_of(script, version) if version <= MAX_VERSION else None
     if found is None:
         raise ApiError(404, f"version {version} does not exist")
     return version_json(found)
@@ -88,6 +89,8 @@ def rollback(script_id: str):
     version = json_body().get("version")
     if isinstance(version, bool) or not isinstance(version, int):
         raise ApiError(422, "invalid fields", {"version": "must be an integer"})
+    if not 1 <= version <= MAX_VERSION:
+        raise ApiError(404, "not found", {"version": f"version {version} does not exist"})  # as a missing one
     try:
         service.rollback(script, current_principal().user, version)
     except ValidationFailed as exc:

@@ -22,6 +22,10 @@
   const mapSet = Map.prototype.set;
   const mapDelete = Map.prototype.delete;
   const push = Array.prototype.push;
+  const join = Array.prototype.join;
+  const charCodeAt = String.prototype.charCodeAt;
+  const promiseThen = Promise.prototype.then;
+  const isFinite = Number.isFinite;
   const floor = Math.floor;
 
   let run = null; // the current run's state, reset by begin()
@@ -50,19 +54,41 @@
       }
       const id = run.nextId++;
       mapSet.call(run.pending, id, { resolve, reject });
-      push.call(run.calls, { id, op, arg });
+      // Serialised now, by the caller: the driver never runs tenant code (toJSON, getters).
+      push.call(run.calls, '{"id":' + id + ',"op":' + stringify(op) + ',"arg":' + stringify(arg) + '}');
     });
   }
 
+  // Never throws: a value whose getters, toJSON or toString throw is still logged, as a marker.
   function __sr_text(value) {
     if (typeof value === 'string') return value;
-    if (value instanceof ErrorCtor) return StringCtor(value.stack ? value.name + ': ' + value.message + '\n' + value.stack : value);
     try {
+      if (value instanceof ErrorCtor) return StringCtor(value.stack ? value.name + ': ' + value.message + '\n' + value.stack : value);
       const json = stringify(value);
-      return json === undefined ? StringCtor(value) : json;
+      if (json !== undefined) return json;
     } catch (e) {
-      return StringCtor(value);
+      // fall back to String() below
     }
+    try {
+      return StringCtor(value);
+    } catch (e) {
+      return '[' + typeof value + ' that cannot be printed]';
+    }
+  }
+
+  // UTF-8 size of s, counted no further than just past `limit` (the log cap is in bytes).
+  function __sr_utf8Bytes(s, limit) {
+    let n = 0;
+    for (let i = 0; i < s.length && n <= limit; i++) {
+      const c = charCodeAt.call(s, i);
+      if (c < 0x80) n += 1;
+      else if (c < 0x800) n += 2;
+      else if (c >= 0xd800 && c <= 0xdbff && (charCodeAt.call(s, i + 1) & 0xfc00) === 0xdc00) {
+        n += 4;
+        i++;
+      } else n += 3; // a lone surrogate is stored as U+FFFD: 3 bytes
+    }
+    return n;
   }
 
   function __sr_log(level, args) {
@@ -74,13 +100,15 @@
     let message = '';
     for (let i = 0; i < args.length; i++) message += (i ? ' ' : '') + __sr_text(args[i]);
     const entry = { time: toISO.call(new DateCtor(dateNow())), level, message };
-    const size = message.length + 48;
-    if (run.logBytes + size > run.logCap) {
+    const room = run.logCap - run.logBytes - 48; // 48: the entry's time and level
+    // A string has at least as many UTF-8 bytes as UTF-16 units: a long line is refused uncounted.
+    const size = message.length > room ? room + 1 : __sr_utf8Bytes(message, room);
+    if (size > room) {
       run.logFull = true;
       run.logDropped++;
       return;
     }
-    run.logBytes += size;
+    run.logBytes += size + 48;
     push.call(run.logs, entry);
   }
 
@@ -89,7 +117,7 @@
     try {
       json = stringify(value);
     } catch (e) {
-      throw new TypeErrorCtor(what + ' must be JSON-serializable: ' + e.message);
+      throw new TypeErrorCtor(what + ' must be JSON-serializable: ' + __sr_describe(e).message);
     }
     if (json === undefined) throw new TypeErrorCtor(what + ' must be JSON-serializable, got ' + typeof value);
     return json;
@@ -124,8 +152,8 @@
       return __sr_hostCall('storage.get', { key: __sr_key(key, 'get') });
     }),
     set: __sr_async(function set(key, value, ttlSeconds) {
-      if (ttlSeconds !== undefined && ttlSeconds !== null && (typeof ttlSeconds !== 'number' || !(ttlSeconds > 0))) {
-        throw new TypeErrorCtor('storage.set: ttlSeconds must be a positive number');
+      if (ttlSeconds !== undefined && ttlSeconds !== null && (typeof ttlSeconds !== 'number' || !(ttlSeconds > 0) || !isFinite(ttlSeconds))) {
+        throw new TypeErrorCtor('storage.set: ttlSeconds must be a positive, finite number');
       }
       const json = __sr_json(value, 'storage.set: value');
       return __sr_hostCall('storage.set', { key: __sr_key(key, 'set'), value: json, ttl: ttlSeconds ?? null });
@@ -167,6 +195,9 @@
     },
     hash: __sr_async(function hash(text, algorithm) {
       if (typeof text !== 'string') throw new TypeErrorCtor('utils.hash: text must be a string');
+      if (algorithm !== undefined && algorithm !== null && typeof algorithm !== 'string') {
+        throw new TypeErrorCtor('utils.hash: algorithm must be a string');
+      }
       return __sr_hostCall('utils.hash', { text, algorithm: algorithm ?? 'sha256' });
     }),
   });
@@ -244,17 +275,36 @@
     freeze(o);
   }
 
+  // What was thrown, as {name, message, stack} strings. Never throws: a thrown Proxy or object
+  // whose traps, getters, toJSON or toString throw is still reported as an exception.
   function __sr_describe(e) {
-    if (e instanceof ErrorCtor) {
-      return { name: StringCtor(e.name), message: StringCtor(e.message), stack: StringCtor(e.stack || '') };
+    let isError = false;
+    try {
+      isError = e instanceof ErrorCtor;
+    } catch (err) {
+      // a Proxy whose getPrototypeOf trap throws: described as a non-Error below
+    }
+    if (isError) {
+      try {
+        return { name: StringCtor(e.name), message: StringCtor(e.message), stack: StringCtor(e.stack || '') };
+      } catch (err) {
+        return { name: 'Error', message: '(a thrown Error whose name or message cannot be read)', stack: '' };
+      }
     }
     let text;
     try {
       text = typeof e === 'string' ? e : stringify(e);
     } catch (err) {
-      text = undefined;
+      text = undefined; // a BigInt, a cycle, a throwing toJSON: try String() instead
     }
-    return { name: 'Uncaught non-Error value', message: text === undefined ? StringCtor(e) : text, stack: '' };
+    if (text === undefined) {
+      try {
+        text = StringCtor(e);
+      } catch (err) {
+        text = '(a thrown ' + typeof e + ' that cannot be turned into text)';
+      }
+    }
+    return { name: 'Uncaught non-Error value', message: text, stack: '' };
   }
 
   function __sr_finish() {
@@ -268,7 +318,8 @@
         if (out.value === undefined) out.value = 'null';
       } catch (e) {
         out.ok = false;
-        out.error = { name: 'TypeError', message: 'main returned a value that is not JSON-serializable: ' + e.message, stack: '' };
+        const why = __sr_describe(e);
+        out.error = { name: 'TypeError', message: 'main returned a value that is not JSON-serializable: ' + why.message, stack: '' };
       }
     } else {
       out.error = state.outcome.error;
@@ -299,16 +350,20 @@
         outcome: null,
       };
       run = state;
-      let result;
+      let settled;
       try {
         const main = factory();
         if (typeof main !== 'function') throw new TypeErrorCtor('the script must define a function main(event)');
-        result = main(parse(eventJson));
+        const result = main(parse(eventJson));
+        // A promise of our own, so that no `then`, `constructor` or species of the returned
+        // value stands between main and the outcome (a thenable's own `then` still runs).
+        settled = new PromiseCtor(function __sr_adopt(resolve) { resolve(result); });
       } catch (e) {
         state.outcome = { ok: false, error: __sr_describe(e) };
         return;
       }
-      PromiseCtor.resolve(result).then(
+      promiseThen.call(
+        settled,
         function __sr_fulfilled(value) { state.outcome = { ok: true, value }; },
         function __sr_rejected(e) { state.outcome = { ok: false, error: __sr_describe(e) }; },
       );
@@ -318,7 +373,8 @@
       const calls = run.calls;
       if (calls.length) {
         const batch = calls.splice(0, MAX_BATCH);
-        return stringify({ calls: batch });
+        // join, not +: the binding cannot read the rope strings that + may build
+        return join.call(['{"calls":[', join.call(batch, ','), ']}'], '');
       }
       return run.outcome === null ? '{"calls":[]}' : __sr_finish();
     },

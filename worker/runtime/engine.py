@@ -126,6 +126,7 @@ class Runtime:
             budget.slice(self.driver, "begin", json.dumps(setup), factory, request["event_json"])
             finished = self._drive(budget, host)
             self._settle_outcome(outcome, finished, limits, request["source"])
+            self._drain_leftovers_or_recycle(budget, outcome)
         except _Limit as hit:
             outcome.error_kind, outcome.error_message = hit.kind, str(hit)
             outcome.limit_hit = hit.kind != "exception"
@@ -134,6 +135,8 @@ class Runtime:
             outcome.error_kind, outcome.error_message = self._classify(exc, limits)
             outcome.limit_hit = outcome.error_kind != "exception"
             self._collect_logs(outcome, limits)
+            if not outcome.limit_hit:
+                self._drain_leftovers_or_recycle(budget, outcome)
         finally:
             outcome.cpu_ms = round(budget.used * 1000, 3)
             self.ctx.set_time_limit(-1)
@@ -151,6 +154,24 @@ class Runtime:
             if not state["calls"]:
                 raise _Limit("exception", "main's promise never settled (nothing left to wait for)")
             budget.slice(self.driver, "settle", json.dumps(host(state["calls"])))
+
+    def _drain_leftovers(self, budget: "_CpuBudget") -> None:
+        """Run the jobs a finished run left queued (a toJSON called while its result was
+        serialised may queue some), now, with no run state: left for later, they would run
+        inside the next run, with the next run's context and storage, maybe another tenant's.
+        They count against this run's CPU budget."""
+        while True:
+            try:
+                if not budget.slice(self.ctx.execute_pending_job):
+                    return
+            except (quickjs.JSException, quickjs.StackOverflow):
+                continue  # a leftover job threw: nothing of this run is left to report it to
+
+    def _drain_leftovers_or_recycle(self, budget: "_CpuBudget", outcome: RunOutcome) -> None:
+        try:
+            self._drain_leftovers(budget)
+        except _Limit:
+            outcome.limit_hit = True  # a runtime with jobs still queued is never used again
 
     def _settle_outcome(self, outcome: RunOutcome, finished: dict, limits: RunLimits, source: str) -> None:
         outcome.logs = _with_drop_notice(finished["logs"], finished["logDropped"], limits.log_bytes)

@@ -1,4 +1,5 @@
-"""Who may do what: roles through the REST API and the UI, and tenant isolation."""
+"""Who may do what: every rule of the URL map for every role (SPEC §3), through the UI and
+the REST API, and tenant isolation."""
 
 import re
 import uuid
@@ -6,6 +7,8 @@ import uuid
 import pytest
 
 from tests.conftest import SOURCE, bearer
+from tests.security.test_web_routes import PUBLIC
+from tests.security.web import destructive, make_world, rules
 
 MANUAL = {"name": "job", "type": "manual", "source": SOURCE}
 
@@ -17,33 +20,109 @@ def script_id(client, make_user, make_token) -> str:
     return response.get_json()["id"]
 
 
-API_CASES = [
-    # (method, url template, body, minimum role)
-    ("get", "/api/v1/scripts", None, "viewer"),
-    ("get", "/api/v1/scripts/{id}", None, "viewer"),
-    ("get", "/api/v1/scripts/{id}/versions", None, "viewer"),
-    ("get", "/api/v1/scripts/{id}/executions", None, "viewer"),
-    ("post", "/api/v1/cron/validate", {"expression": "@daily"}, "viewer"),
-    ("post", "/api/v1/scripts", {**MANUAL, "name": "other"}, "editor"),
-    ("patch", "/api/v1/scripts/{id}", {"description": "changed"}, "editor"),
-    ("post", "/api/v1/scripts/{id}/rollback", {"version": 1}, "editor"),
-    ("delete", "/api/v1/scripts/{id}", None, "editor"),
-]
+# SPEC §3, per rule: the lowest role that may use it. Reviewed by hand: not derived from
+# webapp/permissions.py, so that a change there that loosens a rule fails here.
+MINIMUM_ROLE = {
+    "dashboard.index": "viewer",
+    "auth.switch_tenant": "viewer",
+    "scripts.index": "viewer",
+    "scripts.detail": "viewer",
+    "scripts.versions": "viewer",
+    "scripts.version": "viewer",
+    "executions.index": "viewer",
+    "executions.detail": "viewer",
+    "executions.result": "viewer",
+    "api.list_scripts": "viewer",
+    "api.get_script": "viewer",
+    "api.list_versions": "viewer",
+    "api.get_version": "viewer",
+    "api.list_executions": "viewer",
+    "api.get_execution": "viewer",
+    "api.validate_cron": "viewer",
+    "scripts.new": "editor",
+    "scripts.edit": "editor",
+    "scripts.delete": "editor",
+    "scripts.set_status": "editor",
+    "scripts.rollback": "editor",
+    "scripts.trigger_fields": "editor",
+    "executions.run": "editor",
+    "api.create_script": "editor",
+    "api.update_script": "editor",
+    "api.delete_script": "editor",
+    "api.rollback": "editor",
+    "api.run_script": "editor",
+    "admin.tokens": "admin",
+    "admin.create_token": "admin",
+    "admin.revoke_token": "admin",
+    "admin.members": "admin",
+    "admin.add_member": "admin",
+    "admin.change_role": "admin",
+    "admin.remove_member": "admin",
+}
+NOT_IN_MATRIX = PUBLIC | {"endpoints.serve"}  # endpoints:call is every role's: tests/test_endpoints.py
 RANK = {"viewer": 0, "editor": 1, "admin": 2}
+API_BODIES = {
+    "api.create_script": {**MANUAL, "name": "other"},
+    "api.update_script": {"description": "changed"},
+    "api.rollback": {"version": 1},
+    "api.run_script": {"params": {}, "wait": 0},
+    "api.validate_cron": {"expression": "@daily"},
+}
+UI_FORMS = {
+    "scripts.set_status": {"status": "disabled"},
+    "admin.change_role": {"role": "editor"},
+    "admin.add_member": {"email": "new@acme.io", "role": "viewer", "password": "long-enough-1"},
+    "admin.create_token": {"name": "t", "role": "viewer"},
+    "auth.switch_tenant": {"tenant_id": "1"},
+}
+
+
+@pytest.fixture
+def world(app, make_user, make_token):
+    return make_world(app, make_user, make_token)
+
+
+def test_the_matrix_covers_every_rule(app):
+    endpoints = {rule.endpoint for rule in app.url_map.iter_rules()} - NOT_IN_MATRIX
+    assert endpoints == set(MINIMUM_ROLE)
+
+
+def _call(client, world, rule, method, role_headers, csrf):
+    url = world.url(rule, world.fresh_script() if destructive(rule) and "script_id" in rule.arguments else None)
+    if url.startswith("/api/"):
+        return client.open(url, method=method, json=API_BODIES.get(rule.endpoint), headers=role_headers)
+    data = {"csrf_token": csrf, **UI_FORMS.get(rule.endpoint, {})} if method != "GET" else None
+    return client.open(url, method=method, data=data)
 
 
 @pytest.mark.parametrize("role", ["viewer", "editor", "admin"])
-def test_api_role_matrix(client, make_user, make_token, script_id, role):
+def test_role_matrix_over_every_ui_and_api_rule(app, client, world, make_user, make_token, login, role):
+    """Each role, through the UI session, the API with its token and the API with its session."""
+    app.config["RUN_WAIT_SECONDS"] = 0  # no worker here: a UI run answers at once, queued
     make_user(f"{role}@acme.io", "acme", role)
-    headers = bearer(make_token(f"{role}@acme.io"))
-    for method, template, body, minimum in API_CASES:
-        url = template.format(id=script_id)
-        response = getattr(client, method)(url, json=body, headers=headers)
-        if RANK[role] >= RANK[minimum]:
-            assert response.status_code in (200, 201, 204), (role, method, url, response.get_json())
-        else:
-            assert response.status_code == 403, (role, method, url)
-            assert response.get_json()["error"]["code"] == "forbidden"
+    csrf = login(f"{role}@acme.io")
+    token = bearer(make_token(f"{role}@acme.io"))
+    session_api = {"X-CSRFToken": csrf}
+    checked = 0
+    for rule, method in rules(app):
+        if rule.endpoint in NOT_IN_MATRIX:
+            continue
+        allowed = RANK[role] >= RANK[MINIMUM_ROLE[rule.endpoint]]
+        for headers in [token, session_api] if rule.rule.startswith("/api/") else [{}]:
+            response = _call(client, world, rule, method, headers, csrf)
+            where = (role, method, rule.rule, "token" if headers is token else "session", response.status_code)
+            if allowed:
+                assert response.status_code not in (401, 403, 404, 405) and response.status_code < 500, where
+            else:
+                assert response.status_code == 403, where
+                if rule.rule.startswith("/api/"):
+                    assert response.get_json()["error"]["code"] == "forbidden"
+            checked += 1
+    assert checked >= 45
+    page = client.get("/scripts").get_data(as_text=True)
+    assert ("New script" in page) == (role != "viewer")
+    nav = client.get("/").get_data(as_text=True)
+    assert ('href="/tokens"' in nav) == (role == "admin")
 
 
 def test_token_role_is_capped_by_the_token_and_by_the_membership(client, app, make_user, make_token):
@@ -60,38 +139,6 @@ def test_token_role_is_capped_by_the_token_and_by_the_membership(client, app, ma
         db.session.commit()
     response = client.post("/api/v1/scripts", json={**MANUAL, "name": "two"}, headers=editor_token)
     assert response.status_code == 403
-
-
-UI_CASES = [
-    ("get", "/scripts", "viewer"),
-    ("get", "/scripts/{id}", "viewer"),
-    ("get", "/scripts/{id}/versions", "viewer"),
-    ("get", "/scripts/{id}/versions/1", "viewer"),
-    ("get", "/scripts/new", "editor"),
-    ("get", "/scripts/{id}/edit", "editor"),
-    ("get", "/scripts/{id}/delete", "editor"),
-    ("post", "/scripts/{id}/status", "editor"),
-    ("get", "/tokens", "admin"),
-    ("get", "/members", "admin"),
-]
-
-
-@pytest.mark.parametrize("role", ["viewer", "editor", "admin"])
-def test_ui_role_matrix(client, make_user, login, script_id, role):
-    make_user(f"{role}@acme.io", "acme", role)
-    csrf = login(f"{role}@acme.io")
-    for method, template, minimum in UI_CASES:
-        url = template.format(id=script_id)
-        data = {"csrf_token": csrf, "status": "active"} if method == "post" else None
-        response = getattr(client, method)(url, data=data)
-        if RANK[role] >= RANK[minimum]:
-            assert response.status_code in (200, 303), (role, url, response.status_code)
-        else:
-            assert response.status_code == 403, (role, url)
-    page = client.get("/scripts").get_data(as_text=True)
-    assert ("New script" in page) == (role != "viewer")
-    nav = client.get("/").get_data(as_text=True)
-    assert ('href="/tokens"' in nav) == (role == "admin")
 
 
 def _rules_naming_a_script(app):

@@ -1,6 +1,6 @@
-"""Login, logout, throttling, CSRF on forms, cookies and security headers."""
+"""Login, logout, throttling, sessions and cookies, API tokens (headers: test_web_headers.py)."""
 
-from tests.conftest import PASSWORD, csrf_from
+from tests.conftest import PASSWORD, bearer, csrf_from
 
 
 def _login_form(client) -> str:
@@ -76,15 +76,29 @@ def test_ten_failures_from_one_address_lock_that_address(client, make_user):
     assert response.status_code == 429
 
 
-def test_session_is_renewed_at_login(client, make_user):
+def _session_cookie(client) -> str | None:
+    cookie = client.get_cookie("session")
+    return cookie.value if cookie else None
+
+
+def test_session_is_renewed_at_login(app, client, make_user):
+    """Session fixation: whatever session the browser had before login (an attacker's, say)
+    is replaced, and that old cookie never becomes a logged-in one."""
     make_user("ed@acme.io")
     token = _login_form(client)
     with client.session_transaction() as session:
         session["planted"] = "by an attacker"
+    before = _session_cookie(client)
     client.post("/login", data={"email": "ed@acme.io", "password": PASSWORD, "csrf_token": token})
+    after = _session_cookie(client)
+    assert before and after and after != before
     with client.session_transaction() as session:
         assert "planted" not in session
         assert session.get("_user_id")
+        assert session.get("csrf_token") != token  # the pre-login CSRF token is gone too
+    attacker = app.test_client()
+    attacker.set_cookie("session", before)
+    assert attacker.get("/scripts").status_code == 302  # the planted session is still anonymous
 
 
 def test_session_cookie_flags(client, make_user):
@@ -102,15 +116,6 @@ def test_session_cookie_flags(client, make_user):
         headers={"Referer": "https://localhost/login"},
     )
     assert "Secure" in secure.headers["Set-Cookie"]
-
-
-def test_security_headers(client):
-    response = client.get("/login")
-    assert "default-src 'self'" in response.headers["Content-Security-Policy"]
-    assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
-    assert response.headers["X-Frame-Options"] == "DENY"
-    assert response.headers["X-Content-Type-Options"] == "nosniff"
-    assert response.headers["Referrer-Policy"] == "same-origin"
 
 
 def test_every_page_carries_the_csrf_meta_tag(client, make_user, login):
@@ -163,3 +168,42 @@ def test_successful_logins_do_not_lock_a_shared_address(app, make_user):
         token = _login_form(c)
         response = c.post("/login", data={"email": f"user{i}@acme.io", "password": PASSWORD, "csrf_token": token})
         assert response.status_code == 302, i
+
+
+def test_api_tokens_are_matched_whole_and_stored_only_hashed(app, client, make_user, make_token):
+    import hashlib
+
+    from webapp.extensions import db
+
+    make_user("ed@acme.io")
+    token = make_token("ed@acme.io")
+    assert client.get("/api/v1/scripts", headers=bearer(token)).status_code == 200
+    flipped = token[:-1] + ("A" if token[-1] != "A" else "B")
+    for wrong in (flipped, token[:-1], token + "x", token.upper(), " " + token[4:], "srt_", "Bearer"):
+        response = client.get("/api/v1/scripts", headers=bearer(wrong))
+        assert response.status_code == 401, wrong
+    # Only the SHA-256 digest is kept: the token appears nowhere in the database.
+    with app.app_context():
+        tables = {
+            t.name: [tuple(map(str, row)) for row in db.session.execute(t.select())] for t in db.metadata.sorted_tables
+        }
+        stored = db.session.execute(db.text("SELECT token_hash FROM api_tokens")).scalar_one()
+    assert stored == hashlib.sha256(token.encode()).hexdigest()
+    assert not [name for name, rows in tables.items() if any(token in cell for row in rows for cell in row)]
+
+
+def test_a_revoked_token_or_a_departed_member_is_refused_at_once(app, client, make_user, make_token):
+    from webapp.auth.tokens import revoke
+    from webapp.extensions import db
+    from webapp.models import ApiToken, Membership
+
+    make_user("ed@acme.io")
+    kept, revoked = make_token("ed@acme.io"), make_token("ed@acme.io")
+    with app.app_context():
+        revoke(db.session.scalars(db.select(ApiToken).order_by(ApiToken.id.desc())).first())
+    assert client.get("/api/v1/scripts", headers=bearer(revoked)).status_code == 401
+    assert client.get("/api/v1/scripts", headers=bearer(kept)).status_code == 200
+    with app.app_context():
+        db.session.execute(db.delete(Membership))
+        db.session.commit()
+    assert client.get("/api/v1/scripts", headers=bearer(kept)).status_code == 401

@@ -1,0 +1,98 @@
+"""Helpers for the web security suites: a tenant with one of everything, and real-looking
+URLs for every rule of the app's URL map."""
+
+import re
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from flask import Flask
+from werkzeug.routing import Rule
+
+from webapp.extensions import db
+from webapp.models import ApiToken, Execution, Membership, Tenant, User, utcnow
+from webapp.scripts import service
+
+SAFE = {"GET"}
+IGNORED_METHODS = {"HEAD", "OPTIONS"}
+SOURCE = "async function main(event) {\n  return 1;\n}\n"
+
+
+@dataclass
+class World:
+    """Ids of real objects in tenant acme, owned by owner@acme.io (admin)."""
+
+    app: Flask
+    tenant_id: int
+    script_id: str
+    execution_id: str
+    membership_id: int  # a member to change or remove: never the caller
+    token_id: int
+
+    def fresh_script(self) -> str:
+        """A new script, for a rule that deletes the one it names."""
+        with self.app.app_context():
+            tenant = db.session.get(Tenant, self.tenant_id)
+            owner = db.session.scalar(db.select(User).where(User.email == "owner@acme.io"))
+            data = {"name": f"doomed-{uuid.uuid4().hex[:8]}", "type": "manual", "source": SOURCE}
+            return str(service.create_script(tenant, owner, data).id)
+
+    def url(self, rule: Rule, script_id: str | None = None) -> str:
+        values = {
+            "script_id": script_id or self.script_id,
+            "execution_id": self.execution_id,
+            "membership_id": self.membership_id,
+            "token_id": self.token_id,
+            "version": 1,
+            "number": 1,
+            "path": "hello",
+            "filename": "css/app.css",
+        }
+        path = rule.rule
+        for name in rule.arguments:
+            path = re.sub(r"<(?:[a-z]+:)?" + name + ">", str(values[name]), path)
+        assert "<" not in path, path
+        return path
+
+
+def make_world(app: Flask, make_user, make_token) -> World:
+    make_user("owner@acme.io", "acme", "admin")
+    make_user("victim@acme.io", "acme", "viewer")
+    make_token("owner@acme.io")
+    with app.app_context():
+        tenant = db.session.scalar(db.select(Tenant).where(Tenant.name == "acme"))
+        owner = db.session.scalar(db.select(User).where(User.email == "owner@acme.io"))
+        script = service.create_script(tenant, owner, {"name": "job", "type": "manual", "source": SOURCE})
+        execution = Execution(
+            id=uuid.uuid4(),
+            tenant_id=tenant.id,
+            script_id=script.id,
+            script_version=1,
+            trigger="api",
+            status="succeeded",
+            params={},
+            result=1,
+            logs=[],
+            queued_at=utcnow(),
+        )
+        db.session.add(execution)
+        db.session.commit()
+        victim = db.session.scalar(db.select(Membership).join(User).where(User.email == "victim@acme.io"))
+        return World(
+            app=app,
+            tenant_id=tenant.id,
+            script_id=str(script.id),
+            execution_id=str(execution.id),
+            membership_id=victim.id,
+            token_id=db.session.scalar(db.select(ApiToken.id)),
+        )
+
+
+def destructive(rule: Rule) -> bool:
+    return rule.endpoint in {"api.delete_script", "scripts.delete", "admin.remove_member", "admin.revoke_token"}
+
+
+def rules(app: Flask) -> Iterator[tuple[Rule, str]]:
+    """Every (rule, method) of the URL map; rules that delete what they name come last."""
+    found = [(rule, method) for rule in app.url_map.iter_rules() for method in sorted(rule.methods - IGNORED_METHODS)]
+    yield from sorted(found, key=lambda rm: (destructive(rm[0]), rm[0].rule, rm[1]))
