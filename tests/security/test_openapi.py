@@ -137,3 +137,12 @@ def test_what_schemathesis_found_answers_4xx(client, make_user, make_token):
         response = client.post(url, data=deep, content_type="application/json", headers=headers)
         assert response.status_code == 400, url
         assert response.get_json()["error"]["code"] == "bad_request"
+
+
+def test_the_ui_lists_answer_a_huge_page_with_the_first_page(client, make_user, login):
+    make_user("ed@acme.io", "acme", "editor")
+    login("ed@acme.io")
+    huge = 34280839951770189824000
+    for url in (f"/scripts?page={huge}", f"/executions?page={huge}"):
+        response = client.get(url)
+        assert response.status_code == 200, url

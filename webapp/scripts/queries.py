@@ -31,9 +31,12 @@ class BadPaging(ValueError):
         self.field = field
 
 
+MAX_PAGE = 1_000_000  # keeps the OFFSET well inside a 64-bit integer (larger ones were a 500)
+
+
 def paging_args(args: Any) -> tuple[int, int]:
     out = []
-    for name, default, ceiling in (("page", 1, None), ("per_page", DEFAULT_PER_PAGE, MAX_PER_PAGE)):
+    for name, default, ceiling in (("page", 1, MAX_PAGE), ("per_page", DEFAULT_PER_PAGE, MAX_PER_PAGE)):
         raw = args.get(name, "")
         if raw in ("", None):
             out.append(default)
