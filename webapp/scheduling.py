@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 DUE_KEY = "sr:cron:due"
 ENTRIES_KEY = "sr:cron:entries"
 CHANGED_CHANNEL = "sr:cron:changed"
+RECONCILED_KEY = "sr:cron:reconciled"  # set by each reconcile: gone means Redis lost the schedule
 HEARTBEAT_KEY = "sr:scheduler:heartbeat"  # hash: scheduler name -> last beat (epoch seconds)
 STARTED_KEY = "sr:scheduler:started"  # hash: scheduler name -> when it started (epoch seconds)
 HEARTBEAT_STALE_SECONDS = 10
@@ -186,7 +187,12 @@ class CronScheduler:
             )
             self.add_job(script, after=last if entry is None or entry.version == script.version else None)
             counts["updated" if entry else "added"] += 1
+        self.redis.set(RECONCILED_KEY, utcnow().isoformat())
         return counts
+
+    def intact(self) -> bool:
+        """False once Redis has lost the schedule (restarted without its data)."""
+        return bool(self.redis.exists(RECONCILED_KEY))
 
     # -- health -----------------------------------------------------------------------------
     def beat(self, name: str, started_at: datetime) -> None:

@@ -14,7 +14,7 @@ import time
 
 from redis import Redis
 from redis.exceptions import RedisError
-from rq import Queue, SimpleWorker
+from rq import Queue, SimpleWorker, worker_registration
 from rq.job import Job
 
 from webapp.endpoints import calls
@@ -33,6 +33,10 @@ PRUNE_EVERY_SECONDS = 600
 
 
 class ScriptWorker(SimpleWorker):
+    # Redis gone: retry after 1 s, then 2 s at most (RQ's default backs off to a minute), so
+    # the worker is back within seconds of Redis.
+    max_connection_wait_time = 2.0
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.sandbox_state = get_state()
@@ -48,7 +52,11 @@ class ScriptWorker(SimpleWorker):
         The caller gets the answer on its reply list first; the execution is recorded after
         (a failed call's before, so the execution id in its error answer can be looked up)."""
         if queue.name != ENDPOINT_QUEUE or job.func_name != calls.JOB_FUNCTION:
-            return super().execute_job(job, queue)
+            try:
+                return super().execute_job(job, queue)
+            except RedisError:  # the run is recorded in the database; only RQ's bookkeeping failed
+                log.exception("job %s: RQ could not record its end (Redis is unavailable)", job.id)
+                return None
         pipe = self.connection.pipeline(transaction=False)
         answer, row = run_endpoint_call(*job.args, metrics_pipe=pipe)
         if row is not None and answer["status"] != "succeeded":
@@ -65,18 +73,33 @@ class ScriptWorker(SimpleWorker):
         if row is not None:
             self.records.add(row)
 
+    # RQ's work loop ends the worker on any error outside its dequeue. The bookkeeping below
+    # may fail while Redis is away; the worker must outlive that, so these only log.
+
     def set_state(self, state: str, pipeline=None):
         """RQ sets the same state several times per job; write only a change."""
         if pipeline is None and state == getattr(self, "_state", None):
             return
-        super().set_state(state, pipeline)
+        try:
+            super().set_state(state, pipeline)
+        except RedisError:
+            log.warning("worker state not recorded: Redis is unavailable")
 
     def check_for_suspension(self, burst: bool):
         """`rq suspend` is checked once a second, not before every job."""
         if time.monotonic() - getattr(self, "_last_suspension_check", 0.0) < 1.0:
             return
         self._last_suspension_check = time.monotonic()
-        super().check_for_suspension(burst)
+        try:
+            super().check_for_suspension(burst)
+        except RedisError:
+            log.warning("suspension not checked: Redis is unavailable")
+
+    def run_maintenance_tasks(self):
+        try:
+            super().run_maintenance_tasks()
+        except RedisError:
+            log.warning("RQ maintenance skipped: Redis is unavailable")
 
     def heartbeat(self, timeout: int | None = None, pipeline=None):
         """RQ beats several times per job; one beat a second keeps the worker visibly alive."""
@@ -84,7 +107,11 @@ class ScriptWorker(SimpleWorker):
         last, covers = getattr(self, "_last_beat", 0.0), getattr(self, "_beat_covers", 0.0)
         if pipeline is None and time.monotonic() - last < 1.0 and wanted <= covers + 1.0:
             return
-        super().heartbeat(timeout, pipeline)
+        try:
+            super().heartbeat(timeout, pipeline)
+        except RedisError:
+            log.warning("heartbeat not sent: Redis is unavailable")
+            return
         self._last_beat, self._beat_covers = time.monotonic(), wanted
 
     def work(self, *args, **kwargs):
@@ -104,6 +131,7 @@ class ScriptWorker(SimpleWorker):
         while not self._stop.is_set():
             try:
                 mark_alive(redis, self.name)
+                self._registered_again(redis)
                 now = time.monotonic()
                 if now - last_reap >= REAP_EVERY_SECONDS and redis.set(
                     "sr:lock:reap", self.name, nx=True, ex=REAP_EVERY_SECONDS
@@ -122,6 +150,18 @@ class ScriptWorker(SimpleWorker):
             except Exception:
                 log.exception("worker upkeep failed; retrying")
             self._stop.wait(HEARTBEAT_SECONDS)
+
+    def _registered_again(self, redis: Redis) -> None:
+        """A Redis that restarted without its data has forgotten this worker: register it
+        again (RQ registers only at start), so that it is counted and shown."""
+        if redis.sismember(self.redis_workers_keys, self.key):
+            return
+        log.warning("worker %s was not registered in Redis (restarted?): registering again", self.name)
+        with redis.pipeline() as pipe:
+            pipe.hset(self.key, mapping=self.serialize())
+            worker_registration.register(self, pipe)
+            pipe.expire(self.key, self.worker_ttl + 60)
+            pipe.execute()
 
     def _unrecorded_after(self) -> float:
         """A call still unrecorded this long after it was queued never will be by its worker."""

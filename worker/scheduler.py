@@ -10,6 +10,7 @@ record per fire. Here the loop sleeps until the next due fire or until a schedul
 published; each fire is recorded under the database's unique (script, scheduled time) key.
 """
 
+import contextlib
 import logging
 import os
 import socket
@@ -51,6 +52,7 @@ class ScriptScheduler(Scheduler):
         self.started_at = utcnow()
         self.others_alive_at_start = False
         self._last_reconcile = 0.0
+        self._cut_off = False  # the last pass failed: Redis or the database was unreachable
         self._schedules: dict[tuple[str, int], cron.Schedule] = {}
 
     def run(self, burst: bool = False) -> None:
@@ -66,18 +68,28 @@ class ScriptScheduler(Scheduler):
                 wait = self.tick()
                 if burst:
                     return
-                # Sleep until the next fire is due, or until a schedule change is published.
-                if pubsub.get_message(timeout=wait) is not None:
-                    while pubsub.get_message(timeout=0) is not None:
-                        pass
+                self._sleep(pubsub, wait)
         finally:
             self.cron.forget(self.name)
             self.remove_lock()
             self.register_death()
 
+    def _sleep(self, pubsub, wait: float) -> None:
+        """Until the next fire is due, or until a schedule change is published."""
+        try:
+            if pubsub.get_message(timeout=wait) is not None:
+                while pubsub.get_message(timeout=0) is not None:
+                    pass
+        except RedisError:  # tick() reports the outage; the subscription comes back with Redis
+            time.sleep(wait)
+            with contextlib.suppress(RedisError):
+                pubsub.ping()
+
     def tick(self) -> float:
         """One pass; returns how long to wait before the next one."""
         try:
+            if self._cut_off:
+                self._resume()
             self.heartbeat()
             self.cron.beat(self.name, self.started_at)
             if self.acquire_lock():  # rq-scheduler's own delayed jobs, one scheduler at a time
@@ -85,7 +97,8 @@ class ScriptScheduler(Scheduler):
                 self.remove_lock()
             with self.app.app_context():
                 try:
-                    if time.monotonic() - self._last_reconcile >= RECONCILE_SECONDS:
+                    stale = time.monotonic() - self._last_reconcile >= RECONCILE_SECONDS
+                    if stale or not self.cron.intact():  # a Redis that restarted empty: at once
                         self.cron.start()
                         reap_lost(self.connection)
                         self._last_reconcile = time.monotonic()
@@ -95,10 +108,20 @@ class ScriptScheduler(Scheduler):
             earliest = self.cron.earliest_due_ms()
         except (RedisError, SQLAlchemyError, OSError):
             log.exception("scheduler pass failed; retrying in a second")
+            self._cut_off = True
             return MAX_SLEEP_SECONDS
         if earliest is None:
             return MAX_SLEEP_SECONDS
         return min(max(earliest / 1000 - time.time(), 0.0), MAX_SLEEP_SECONDS)
+
+    def _resume(self) -> None:
+        """Back after Redis or the database failed us. Fires that fell due meanwhile were
+        missed (no scheduler could fire them): they collapse by misfire policy, exactly as if
+        this scheduler had just started."""
+        self.started_at = utcnow()
+        self.others_alive_at_start = self.cron.others_beating(self.name)
+        self._cut_off = False
+        log.info("scheduler %s resumed; fires missed meanwhile collapse by misfire policy", self.name)
 
     def fire_due(self) -> int:
         now = utcnow()

@@ -1,5 +1,5 @@
 """Hostile names, descriptions, sources, parameters, logs, results and error messages are
-escaped on every page that shows them (a real browser: test_web_xss_browser.py)."""
+escaped on every page that shows them (a real browser: tests/browser/test_xss.py)."""
 
 from markupsafe import escape
 

@@ -4,7 +4,6 @@ opens and no injected element appears on any page that shows it, nor in the run 
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.browser.conftest import browser, database_url, log_in, page  # noqa: F401  (fixtures)
 from tests.conftest import bearer
 from tests.security.xss import NAME, make_hostile
 
@@ -12,7 +11,7 @@ pytestmark = pytest.mark.browser
 INJECTED = "img[src='x'], svg[onload], script:not([src])"
 
 
-def test_no_dialog_fires_on_any_page(page: Page, live_server, client, make_user, make_token, log_in, start_worker):  # noqa: F811
+def test_no_dialog_fires_on_any_page(page: Page, live_server, client, make_user, make_token, log_in, start_worker):
     make_user("ed@acme.io", "acme", "editor")
     start_worker()
     hostile = make_hostile(client, bearer(make_token("ed@acme.io")))

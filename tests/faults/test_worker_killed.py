@@ -1,0 +1,101 @@
+"""A worker killed with SIGKILL in the middle of a run."""
+
+import threading
+import time
+
+import requests
+from redis import Redis
+
+from tests.conftest import bearer
+from tests.services import eventually
+from webapp.metrics import BUSY
+
+SLOW = "function main() { const end = Date.now() + 3000; while (Date.now() < end) {} return { body: 'done' } }"
+
+
+def _busy_worker(redis_url: str, workers: list) -> object:
+    redis = Redis.from_url(redis_url)
+    names = eventually(lambda: [k.decode()[len(BUSY) :] for k in redis.keys(BUSY + "*")], 10, "a busy worker")
+    return next(w for w in workers if w.name == names[0])
+
+
+def _sandbox_pids(worker) -> list[int]:
+    from pathlib import Path
+
+    try:
+        return [int(p) for p in Path(f"/proc/{worker.proc.pid}/task/{worker.proc.pid}/children").read_text().split()]
+    except FileNotFoundError:
+        return []
+
+
+def test_an_endpoint_call_whose_worker_dies_is_answered_and_recorded_lost(
+    live_server, client, make_user, make_token, settings, start_worker
+):
+    make_user("ed@acme.io", "acme", "editor")
+    headers = bearer(make_token("ed@acme.io"))
+    script = client.post(
+        "/api/v1/scripts",
+        json={
+            "name": "slow",
+            "type": "endpoint",
+            "endpoint_method": "GET",
+            "endpoint_path": "/slow",
+            "source": SLOW,
+            "limits": {"wall_seconds": 5},
+        },
+        headers=headers,
+    ).get_json()
+    workers = [start_worker(), start_worker()]
+    answer: dict = {}
+
+    def call() -> None:
+        sent = time.monotonic()
+        response = requests.get(f"{live_server}/api/scripts/slow", headers=headers, timeout=60)
+        answer.update(status=response.status_code, body=response.json(), took=time.monotonic() - sent)
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    victim = _busy_worker(settings.redis_url, workers)
+    sandboxes = _sandbox_pids(victim)
+    victim.kill()
+    killed_at = time.monotonic()
+    caller.join(timeout=30)
+    assert answer["status"] == 504 and answer["body"]["error"]["code"] == "timeout"
+    # No hang: the wait for a worker (5 s), then the wall-time limit (5 s) and the margin (2 s).
+    assert answer["took"] < 5 + 5 + 2 + 3
+    execution_id = answer["body"]["error"]["execution_id"]
+    execution = client.get(f"/api/v1/executions/{execution_id}", headers=headers).get_json()
+    assert (execution["status"], execution["error_kind"]) == ("failed", "lost")
+    print(f"\nendpoint call answered 504 {time.monotonic() - killed_at:.1f} s after its worker was killed")
+    # The killed worker's sandbox went with it; the other worker serves the next calls.
+    eventually(lambda: not any(__import__("os").path.exists(f"/proc/{pid}") for pid in sandboxes), 5, "sandbox gone")
+    fast = client.patch(
+        f"/api/v1/scripts/{script['id']}", json={"source": "function main() { return { body: 'ok' } }"}, headers=headers
+    )
+    assert fast.status_code == 200
+    for _ in range(5):
+        assert requests.get(f"{live_server}/api/scripts/slow", headers=headers, timeout=30).text == "ok"
+
+
+def test_a_manual_run_whose_worker_dies_becomes_lost_within_a_minute(
+    client, make_user, make_token, settings, start_worker
+):
+    make_user("ed@acme.io", "acme", "editor")
+    headers = bearer(make_token("ed@acme.io"))
+    script = client.post(
+        "/api/v1/scripts", json={"name": "slow", "type": "manual", "source": SLOW}, headers=headers
+    ).get_json()
+    workers = [start_worker(), start_worker()]
+    run = client.post(f"/api/v1/scripts/{script['id']}/run", json={}, headers=headers).get_json()
+    victim = _busy_worker(settings.redis_url, workers)
+    victim.kill()
+    killed_at = time.monotonic()
+
+    def lost() -> bool:
+        execution = client.get(f"/api/v1/executions/{run['id']}", headers=headers).get_json()
+        return execution["status"] == "failed" and execution["error_kind"] == "lost"
+
+    eventually(lost, 60, "the run marked lost")
+    print(f"\nmanual run marked lost {time.monotonic() - killed_at:.1f} s after its worker was killed")
+    again = client.post(f"/api/v1/scripts/{script['id']}/run", json={"wait": 20}, headers=headers).get_json()
+    assert again["status"] == "succeeded"
