@@ -94,31 +94,53 @@ def _as_postgres(*args: str) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *args] if os.geteuid() == 0 else list(args)
 
 
+class PostgresProcess:
+    """A fresh PostgreSQL 15 cluster on a free port, which a test may restart."""
+
+    def __init__(self) -> None:
+        if not (PG_BIN / "initdb").exists():
+            raise RuntimeError("PostgreSQL is not installed (make test installs it)")
+        self.port = free_port()
+        self.workdir = Path(tempfile.mkdtemp(prefix="test-pg-"))
+        if os.geteuid() == 0:
+            shutil.chown(self.workdir, "postgres", "postgres")
+        self.data, self.logfile = self.workdir / "data", self.workdir / "log"
+        self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/test"
+
+    def _run(self, *args: str) -> None:
+        subprocess.run(_as_postgres(*args), check=True, capture_output=True)
+
+    def create(self) -> "PostgresProcess":
+        self._run(str(PG_BIN / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync")
+        self.start()
+        self._run(str(PG_BIN / "createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "test")
+        return self
+
+    def start(self) -> None:
+        opts = (
+            f"-p {self.port} -k {self.workdir} -c listen_addresses=127.0.0.1"
+            " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        )
+        self._run(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-o", opts, "-l", str(self.logfile), "-w", "start")
+
+    def stop(self, mode: str = "fast") -> None:
+        subprocess.run(
+            _as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop"), capture_output=True
+        )
+
+    def close(self) -> None:
+        self.stop("immediate")
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
 @contextmanager
 def postgres_server() -> Iterator[str]:
     """A fresh PostgreSQL 15 cluster on a free port; yields a SQLAlchemy URL to database `test`."""
-    if not (PG_BIN / "initdb").exists():
-        raise RuntimeError("PostgreSQL is not installed (make test installs it)")
-    port = free_port()
-    workdir = Path(tempfile.mkdtemp(prefix="test-pg-"))
-    if os.geteuid() == 0:
-        shutil.chown(workdir, "postgres", "postgres")
-    data, log = workdir / "data", workdir / "log"
-    run = lambda *a: subprocess.run(_as_postgres(*a), check=True, capture_output=True)  # noqa: E731
-    run(str(PG_BIN / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync")
-    opts = (
-        f"-p {port} -k {workdir} -c listen_addresses=127.0.0.1"
-        " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-    )
-    run(str(PG_BIN / "pg_ctl"), "-D", str(data), "-o", opts, "-l", str(log), "-w", "start")
+    server = PostgresProcess().create()
     try:
-        run(str(PG_BIN / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "test")
-        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/test"
+        yield server.url
     finally:
-        subprocess.run(
-            _as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"), capture_output=True
-        )
-        shutil.rmtree(workdir, ignore_errors=True)
+        server.close()
 
 
 class ServiceProcess:

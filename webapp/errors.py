@@ -1,10 +1,12 @@
 """Error responses: JSON under /api/, HTML pages elsewhere."""
 
+import contextlib
 from typing import Any
 
 from flask import Flask, jsonify, redirect, render_template, request, url_for
 from flask_login import current_user
 from flask_wtf.csrf import CSRFError
+from sqlalchemy.exc import InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException
 
 from webapp.extensions import db
@@ -79,6 +81,18 @@ def init_app(app: Flask) -> None:
                 return "", 200, {"HX-Redirect": login}
             return redirect(login)
         return render_template("error.html", status=status, message=exc.description), status
+
+    @app.errorhandler(OperationalError)
+    @app.errorhandler(InterfaceError)
+    def _database_unavailable(exc: Exception):
+        """The database is down or restarting: say so (and when to retry), not "internal error"."""
+        app.logger.warning("database unavailable on %s %s: %s", request.method, request.path, exc)
+        with contextlib.suppress(Exception):  # the connection may be gone for good
+            db.session.rollback()
+        message = "the database is unavailable; try again in a few seconds"
+        if wants_json():
+            return json_error(503, message)
+        return render_template("error.html", status=503, message=message), 503, {"Retry-After": "5"}
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):

@@ -1,15 +1,20 @@
 """The RQ job: run one execution in the worker's sandbox and record what happened."""
 
+import contextlib
 import json
 import logging
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeVar
 
 from redis.client import Pipeline
 from redis.exceptions import RedisError
 from sqlalchemy import select, update
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from webapp import metrics
 from webapp.endpoints.calls import execution_row
@@ -23,6 +28,7 @@ from worker.runtime.sandbox import Limits
 from worker.state import get_state
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def run_execution(execution_id: str) -> dict[str, Any]:
@@ -34,7 +40,9 @@ def run_execution(execution_id: str) -> dict[str, Any]:
         except Exception as exc:
             # Whatever went wrong here, the run must not stay `running`.
             log.exception("execution %s failed in the worker", execution_id)
-            db.session.rollback()
+            with contextlib.suppress(Exception):
+                db.session.rollback()
+            state.set_busy(False)
             message = f"the worker could not complete the run: {type(exc).__name__}: {exc}"
             db.session.execute(
                 update(Execution)
@@ -47,24 +55,74 @@ def run_execution(execution_id: str) -> dict[str, Any]:
                 )
             )
             db.session.commit()
-            state.set_busy(False)
             return {"id": execution_id, "status": "failed", "error_kind": "exception", "error_message": message}
         finally:
             db.session.remove()
 
 
 def _run(execution_id: str, state: Any) -> dict[str, Any]:
-    started = utcnow()
+    run_id, started = uuid.UUID(execution_id), utcnow()
+    if not with_database(lambda: _claim(run_id, started, state.name), f"execution {execution_id}"):
+        return {"id": execution_id, "status": "not-claimed"}  # already run, lost, or deleted: never twice
+    execution, script, version, tenant, user = with_database(lambda: _load(run_id), f"execution {execution_id}")
+    script_id, script_type = str(script.id), version.type
+    stale = _stale_cron_fire(execution, script)
+    if stale:
+        _record(run_id, status="skipped", error_message=stale, finished_at=utcnow())
+        _metrics(metrics.count_event, "cron_skips")
+        return {"id": execution_id, "status": "skipped"}
+    event_json = json.dumps(execution.params if execution.params is not None else {})
+    context = run_context(execution_id, execution.trigger, script, tenant, user, script_type)
+    context["script"]["version"] = execution.script_version
+    ran = _run_in_sandbox(state, script_id, script.tenant_id, _snapshot(version), event_json, context)
+    _record(
+        run_id,
+        status=ran.status,
+        error_kind=ran.error_kind,
+        error_message=ran.error_message,
+        logs=ran.logs,
+        result=ran.result,
+        finished_at=utcnow(),
+        duration_ms=ran.duration_ms,
+        runtime_info=ran.runtime_info,
+    )
+    _count(script_id, script_type, ran)
+    return {"id": execution_id, "status": ran.status, "error_kind": ran.error_kind, "error_message": ran.error_message}
+
+
+DATABASE_RETRY_DELAYS = (0.5, 1, 2, 4, 8, 15)  # ~30 s: a database restart is waited out, not failed
+
+
+def with_database(action: Callable[[], T], what: str) -> T:
+    """`action()`, tried again while the database is unreachable (or SQLite is locked)."""
+    for delay in (*DATABASE_RETRY_DELAYS, None):
+        try:
+            return action()
+        except (OperationalError, InterfaceError) as exc:
+            with contextlib.suppress(Exception):
+                db.session.rollback()
+            if delay is None:
+                raise
+            log.warning("%s: the database is unavailable (%s); retrying in %s s", what, type(exc).__name__, delay)
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+def _claim(run_id: uuid.UUID, started: datetime, worker: str) -> bool:
+    """Mark the run ours. Idempotent for this attempt, so a retry after a lost reply still wins."""
+    mine = (Execution.status == "running") & (Execution.worker == worker) & (Execution.started_at == started)
     claimed = db.session.execute(
         update(Execution)
-        .where(Execution.id == uuid.UUID(execution_id), Execution.status == "queued")
-        .values(status="running", started_at=started, worker=state.name)
+        .where(Execution.id == run_id, (Execution.status == "queued") | mine)
+        .values(status="running", started_at=started, worker=worker)
     ).rowcount
     db.session.commit()
-    if not claimed:  # already run, lost, or deleted: never run twice
-        return {"id": execution_id, "status": "not-claimed"}
-    # One query for everything the run needs: the execution, its script, version, tenant, user.
-    execution, script, version, tenant, user = db.session.execute(
+    return bool(claimed)
+
+
+def _load(run_id: uuid.UUID) -> Any:
+    """One query for everything the run needs: the execution, its script, version, tenant, user."""
+    return db.session.execute(
         select(Execution, Script, ScriptVersion, Tenant, User)
         .join(Script, Script.id == Execution.script_id)
         .join(Tenant, Tenant.id == Script.tenant_id)
@@ -73,26 +131,18 @@ def _run(execution_id: str, state: Any) -> dict[str, Any]:
             (ScriptVersion.script_id == Execution.script_id) & (ScriptVersion.version == Execution.script_version),
         )
         .outerjoin(User, User.id == Execution.user_id)
-        .where(Execution.id == uuid.UUID(execution_id))
+        .where(Execution.id == run_id)
     ).one()
-    stale = _stale_cron_fire(execution, script)
-    if stale:
-        execution.status, execution.error_message, execution.finished_at = "skipped", stale, utcnow()
+
+
+def _record(run_id: uuid.UUID, **values: Any) -> None:
+    """Write a run's outcome; a database restart delays it, and does not lose it."""
+
+    def write() -> None:
+        db.session.execute(update(Execution).where(Execution.id == run_id).values(**values))
         db.session.commit()
-        _metrics(metrics.count_event, "cron_skips")
-        return {"id": execution_id, "status": "skipped"}
-    event_json = json.dumps(execution.params if execution.params is not None else {})
-    context = run_context(execution_id, execution.trigger, script, tenant, user, version.type)
-    context["script"]["version"] = execution.script_version
-    ran = _run_in_sandbox(state, str(script.id), script.tenant_id, _snapshot(version), event_json, context)
-    execution.status, execution.error_kind, execution.error_message = ran.status, ran.error_kind, ran.error_message
-    execution.logs, execution.result = ran.logs, ran.result
-    execution.finished_at = utcnow()
-    execution.duration_ms = ran.duration_ms
-    execution.runtime_info = ran.runtime_info
-    db.session.commit()
-    _count(str(script.id), version.type, ran)
-    return {"id": execution_id, "status": ran.status, "error_kind": ran.error_kind, "error_message": ran.error_message}
+
+    with_database(write, f"execution {run_id}")
 
 
 def run_endpoint_call(
@@ -131,7 +181,8 @@ def _answer(
     call: dict[str, Any], event: dict[str, Any], state: Any, metrics_pipe: Pipeline | None
 ) -> tuple[dict[str, Any], dict[str, Any] | None]:
     started = utcnow()
-    version = _version(uuid.UUID(call["script_id"]), call["script_version"])
+    script_id, number = uuid.UUID(call["script_id"]), call["script_version"]
+    version = with_database(lambda: _version(script_id, number), f"endpoint call {call['id']}")
     if version is None:  # deleted since the call was routed: nothing to run, nothing to record against
         message = "the script was deleted before the call ran"
         return {"id": call["id"], "status": "failed", "error_kind": "lost", "error_message": message}, None

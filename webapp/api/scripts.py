@@ -1,12 +1,14 @@
 """Scripts, versions and executions over REST."""
 
 from flask import request
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from webapp.api import bp
 from webapp.api.helpers import MAX_VERSION, json_body, page_of
 from webapp.auth.identity import current_principal
 from webapp.errors import ApiError
 from webapp.executions import service as executions
+from webapp.extensions import db
 from webapp.models import SCRIPT_STATUSES, SCRIPT_TYPES, Execution, Script
 from webapp.permissions import require
 from webapp.scripts import service
@@ -117,8 +119,13 @@ def run_script(script_id: str):
         execution = executions.start_run(script, "api", params, current_principal().user)
     except executions.QueueUnavailable as exc:
         raise ApiError(503, str(exc), code="queue_unavailable") from exc
-    if wait:
-        executions.wait_for(execution, wait)
+    queued = execution_json(execution)
+    try:
+        if wait:
+            executions.wait_for(execution, wait)
+    except (OperationalError, InterfaceError):  # the run is queued; only our wait lost the database
+        db.session.rollback()
+        return queued, 202
     return execution_json(execution), 200 if executions.is_finished(execution) else 202
 
 

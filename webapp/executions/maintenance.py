@@ -8,6 +8,7 @@ from datetime import timedelta
 
 from flask import current_app
 from redis import Redis
+from rq.exceptions import NoSuchJobError
 from rq.job import Job
 from sqlalchemy import delete, func, select, update
 
@@ -48,11 +49,30 @@ def reap_lost(redis: Redis) -> int:
         select(Execution.id).where(Execution.status == "queued", Execution.queued_at < now - QUEUED_GRACE)
     ).scalars()
     for execution_id in queued:
-        if not Job.exists(str(execution_id), connection=redis):
+        status = _job_status(redis, str(execution_id))
+        if status is None:
             reaped += _fail(execution_id, "queued", "the queued run was lost: its job is no longer in Redis")
+        elif status not in (
+            "created",
+            "queued",
+            "started",
+            "deferred",
+            "scheduled",
+            "rate_limited",
+            "ready_to_enqueue",
+        ):
+            # The job ended without the run being recorded (the worker could not reach the database).
+            reaped += _fail(execution_id, "queued", f"the run could not start: its job ended ({status})")
     if reaped:
         log.warning("marked %d execution(s) lost", reaped)
     return reaped
+
+
+def _job_status(redis: Redis, job_id: str) -> str | None:
+    try:
+        return Job.fetch(job_id, connection=redis).get_status()
+    except NoSuchJobError:
+        return None
 
 
 def _fail(execution_id: object, expected: str, message: str) -> int:
