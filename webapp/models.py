@@ -57,7 +57,13 @@ class User(UserMixin, db.Model):
     email: Mapped[str] = mapped_column(String(254), unique=True)
     password_hash: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Part of the id kept in session cookies (Flask-Login's "alternative tokens"): raising it
+    # at logout ends every session of the user, copied cookies included.
+    session_version: Mapped[int] = mapped_column(default=0, server_default="0")
     memberships: Mapped[list["Membership"]] = relationship(back_populates="user", cascade="all, delete-orphan")
+
+    def get_id(self) -> str:
+        return f"{self.id}:{self.session_version}"
 
 
 class Membership(db.Model):

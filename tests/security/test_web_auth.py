@@ -22,6 +22,20 @@ def test_login_and_logout(client, make_user, login):
     assert client.get("/").status_code == 302
 
 
+def test_logout_ends_copies_of_the_session_cookie_and_other_sessions(app, client, make_user, login):
+    make_user("ed@acme.io")
+    csrf = login("ed@acme.io")
+    stolen = client.get_cookie("session").value  # a copy taken while logged in
+    other = app.test_client()  # the same account logged in elsewhere
+    other_csrf = _login_form(other)
+    other.post("/login", data={"email": "ed@acme.io", "password": PASSWORD, "csrf_token": other_csrf})
+    assert other.get("/").status_code == 200
+    assert client.post("/logout", data={"csrf_token": csrf}).status_code == 302
+    thief = app.test_client()
+    thief.set_cookie("session", stolen)
+    assert thief.get("/").status_code == 302 and other.get("/").status_code == 302
+
+
 def test_login_follows_only_local_next(client, make_user):
     make_user("ed@acme.io")
     token = _login_form(client)

@@ -47,6 +47,9 @@ def login():
 
 @bp.post("/logout")
 def logout():
+    if current_user.is_authenticated:  # every session of the account ends, copies of the cookie too
+        current_user.session_version += 1
+        db.session.commit()
     logout_user()
     session.clear()
     return redirect(url_for("auth.login"))
