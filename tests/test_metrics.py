@@ -21,6 +21,7 @@ from flask import Flask
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import bearer
+from tests.services import eventually
 from tests.web_process import WebProcess
 from webapp import create_app
 from webapp.extensions import db
@@ -154,9 +155,15 @@ def _histogram(samples: Samples, script_id: str, script_type: str, part: str, le
 
 def assert_histogram_matches_rows(samples: Samples, app: Flask, script_id: str, script_type: str) -> None:
     """The duration histogram of a script holds exactly its finished runs' durations."""
-    finished = [e for e in _rows(app, script_id) if e.status in ("succeeded", "failed")]
-    assert finished, "the script has not run"
-    assert _histogram(samples, script_id, script_type, "count") == len(finished)
+    counted = _histogram(samples, script_id, script_type, "count")
+    assert counted, "the script has not run"
+
+    def finished_rows() -> list[Execution]:  # a successful endpoint call is recorded just after its answer
+        rows = [e for e in _rows(app, script_id) if e.status in ("succeeded", "failed")]
+        return rows if len(rows) >= counted else []
+
+    finished = eventually(finished_rows, 5, f"{counted} runs of {script_id} recorded")
+    assert counted == len(finished)
     assert _histogram(samples, script_id, script_type, "bucket", "+Inf") == len(finished)
     fast = sum(1 for e in finished if e.duration_ms / 1000 <= 0.5)
     assert _histogram(samples, script_id, script_type, "bucket", "0.5") == fast
