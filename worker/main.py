@@ -154,8 +154,8 @@ class ScriptWorker(SimpleWorker):
     def _registered_again(self, redis: Redis) -> None:
         """A Redis that restarted without its data has forgotten this worker: register it
         again (RQ registers only at start), so that it is counted and shown."""
-        if redis.sismember(self.redis_workers_keys, self.key):
-            return
+        if self.birth_date is None or redis.sismember(self.redis_workers_keys, self.key):
+            return  # not registered by RQ yet (the upkeep starts first), or still registered
         log.warning("worker %s was not registered in Redis (restarted?): registering again", self.name)
         with redis.pipeline() as pipe:
             pipe.hset(self.key, mapping=self.serialize())
