@@ -27,8 +27,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def eventually(check, timeout: float = 5.0, what: str = "the condition"):
-    """check()'s first truthy value, retried until `timeout` seconds have passed."""
+def eventually(check, timeout: float = 5.0, what: str = "the condition", step: float = 0.05):
+    """check()'s first truthy value, retried every `step` until `timeout` seconds have passed."""
     deadline = time.monotonic() + timeout
     while True:
         value = check()
@@ -36,7 +36,7 @@ def eventually(check, timeout: float = 5.0, what: str = "the condition"):
             return value
         if time.monotonic() > deadline:
             raise TimeoutError(f"{what}: not true after {timeout}s")
-        time.sleep(0.05)
+        time.sleep(step)
 
 
 def wait_for_port(port: int, timeout: float = 15.0) -> None:

@@ -9,11 +9,8 @@ import os
 import shutil
 import signal
 import subprocess
-import time
 import uuid
-from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
 
 import pytest
 import requests
@@ -78,17 +75,6 @@ def scrape_url(url: str, headers=None) -> str:
     response = requests.get(f"{url}/metrics", headers=headers or {}, timeout=30)
     assert response.status_code == 200, response.text
     return response.text
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float, what: str, step: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout}s: {what}")
-        time.sleep(step)
 
 
 def promtool_problems(text: str) -> list[str]:
@@ -247,7 +233,7 @@ def test_cron_fires_skips_and_scheduler_lag(app, client, editor, start_worker, s
     scheduler = start_scheduler()
     slow = _cron(client, editor, "slow", SLOW_CRON)  # outlasts its second: the next fire is skipped
     failing = _cron(client, editor, "failing", THROWS)
-    wait_until(
+    eventually(
         lambda: (
             {"succeeded", "skipped"} <= {e.status for e in _rows(app, slow)}
             and len([e for e in _rows(app, failing) if e.status == "failed"]) >= 2
@@ -261,7 +247,7 @@ def test_cron_fires_skips_and_scheduler_lag(app, client, editor, start_worker, s
 
     _disable(client, editor, slow)
     _disable(client, editor, failing)
-    wait_until(
+    eventually(
         lambda: all(e.status in ("succeeded", "failed", "skipped") for e in _rows(app)), 15, "cron runs to finish"
     )
     samples = scrape(client)
@@ -280,7 +266,7 @@ def test_cron_fires_skips_and_scheduler_lag(app, client, editor, start_worker, s
     # A scheduler that stopped: none alive, and the next due fire falls further behind.
     scheduler.stop()
     _cron(client, editor, "waiting", OK)
-    stalled = wait_until(lambda: (s := scrape(client))[("script_scheduler_lag_seconds", ())] >= 1 and s, 10, "lag")
+    stalled = eventually(lambda: (s := scrape(client))[("script_scheduler_lag_seconds", ())] >= 1 and s, 10, "lag")
     assert stalled[("script_schedulers", ())] == 0
     assert stalled[("active_scripts_gauge", (("type", "cron"),))] == 1
 
@@ -292,8 +278,8 @@ def test_active_vms_gauge_rises_during_runs_and_falls_after(client, editor, star
     assert scrape(client)[("active_vms_gauge", ())] == 0
     started = [_run(client, editor, slow, wait=0) for _ in range(2)]
     assert all(r["status"] in ("queued", "running") for r in started)
-    wait_until(lambda: scrape(client)[("active_vms_gauge", ())] == 2, 5, "both runs in flight")
-    wait_until(lambda: scrape(client)[("active_vms_gauge", ())] == 0, 15, "both runs over")
+    eventually(lambda: scrape(client)[("active_vms_gauge", ())] == 2, 5, "both runs in flight")
+    eventually(lambda: scrape(client)[("active_vms_gauge", ())] == 0, 15, "both runs over")
 
 
 def test_metrics_token(settings, app):
@@ -367,7 +353,7 @@ def test_promtool_flags_only_the_seed_gauge_names(app, client, editor, start_wor
     assert client.get("/api/scripts/hi", headers=editor).status_code == 200
     assert client.get("/api/scripts/boom", headers=editor).status_code == 500
     cron_ok, cron_bad = _cron(client, editor, "tick", OK), _cron(client, editor, "tock", THROWS)
-    wait_until(
+    eventually(
         lambda: (
             {e.status for e in _rows(app, cron_ok)} >= {"succeeded"}
             and {e.status for e in _rows(app, cron_bad)} >= {"failed"}

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from tests.conftest import bearer
+from tests.services import eventually
 from webapp.extensions import db
 from webapp.models import Execution
 
@@ -43,20 +44,11 @@ def _executions(app, script_id: str) -> list[Execution]:
         return list(rows)
 
 
-def _wait_until(predicate, timeout: float, step: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(step)
-
-
 def test_every_second_script_runs_several_times(app, client, editor, start_worker, start_scheduler):
     start_worker()
     start_scheduler()
     script = _cron(client, editor, "*/1 * * * * *")
-    done = _wait_until(lambda: [e for e in _executions(app, script["id"]) if e.status == "succeeded"][3:], 8)
+    done = eventually(lambda: [e for e in _executions(app, script["id"]) if e.status == "succeeded"][3:], 8)
     assert done, _executions(app, script["id"])
     runs = [e for e in _executions(app, script["id"]) if e.status == "succeeded"]
     times = [e.scheduled_at for e in runs]
@@ -73,10 +65,10 @@ def test_a_changed_schedule_is_followed_from_the_next_fire(app, client, editor, 
     start_worker()
     start_scheduler()
     script = _cron(client, editor, "*/1 * * * * *")
-    _wait_until(lambda: len(_executions(app, script["id"])) >= 2, 6)
+    eventually(lambda: len(_executions(app, script["id"])) >= 2, 6)
     client.patch(f"/api/v1/scripts/{script['id']}", json={"cron_expression": "*/2 * * * * *"}, headers=editor)
     changed_at = datetime.now().astimezone()
-    _wait_until(lambda: len([e for e in _executions(app, script["id"]) if e.script_version == 2]) >= 3, 10)
+    eventually(lambda: len([e for e in _executions(app, script["id"]) if e.script_version == 2]) >= 3, 10)
     after = [e for e in _executions(app, script["id"]) if e.scheduled_at > changed_at + timedelta(seconds=1)]
     assert len(after) >= 2
     assert all(e.script_version == 2 and e.scheduled_at.second % 2 == 0 for e in after), after
@@ -89,7 +81,7 @@ def test_no_run_starts_after_disable_or_delete_returns(how, app, client, editor,
     start_worker()
     start_scheduler()
     script = _cron(client, editor, "*/1 * * * * *")
-    _wait_until(lambda: len(_executions(app, script["id"])) >= 2, 6)
+    eventually(lambda: len(_executions(app, script["id"])) >= 2, 6)
     if how == "disable":
         assert (
             client.patch(f"/api/v1/scripts/{script['id']}", json={"status": "disabled"}, headers=editor).status_code
@@ -114,13 +106,13 @@ def test_fires_missed_while_no_scheduler_ran_collapse_by_policy(
     start_worker()
     scheduler = start_scheduler()
     script = _cron(client, editor, "*/1 * * * * *", misfire_policy=policy)
-    _wait_until(lambda: len(_executions(app, script["id"])) >= 2, 6)
+    eventually(lambda: len(_executions(app, script["id"])) >= 2, 6)
     scheduler.stop()
     last_before = max(e.scheduled_at for e in _executions(app, script["id"]))
     time.sleep(4)  # about four fire times are missed
     restarted = start_scheduler()
     started = datetime.fromtimestamp(float(Redis.from_url(redis_url).hget("sr:scheduler:started", restarted.name)), UTC)
-    _wait_until(lambda: any(e.scheduled_at > started + timedelta(seconds=2) for e in _executions(app, script["id"])), 8)
+    eventually(lambda: any(e.scheduled_at > started + timedelta(seconds=2) for e in _executions(app, script["id"])), 8)
     fires = [e.scheduled_at for e in _executions(app, script["id"])]
     missed = [t for t in fires if last_before < t <= started]
     if policy == "run_once":
@@ -152,7 +144,7 @@ def test_a_fire_while_the_previous_run_is_going_is_skipped(app, client, editor, 
     start_scheduler()
     slow = "function main() { const t = Date.now(); while (Date.now() - t < 3000) {} return 'done' }"
     script = _cron(client, editor, "*/1 * * * * *", source=slow)
-    _wait_until(lambda: any(e.status == "succeeded" for e in _executions(app, script["id"])), 10)
+    eventually(lambda: any(e.status == "succeeded" for e in _executions(app, script["id"])), 10)
     rows = _executions(app, script["id"])
     skipped = [e for e in rows if e.status == "skipped"]
     assert len(skipped) >= 2, rows
@@ -173,7 +165,7 @@ def test_schedule_health_is_visible(app, client, make_user, login, start_worker,
         json={"name": "tick", "type": "cron", "cron_expression": "*/1 * * * * *", "source": QUICK},
         headers={"X-CSRFToken": csrf},
     ).get_json()
-    _wait_until(lambda: any(e.status == "succeeded" for e in _executions(app, created["id"])), 8)
+    eventually(lambda: any(e.status == "succeeded" for e in _executions(app, created["id"])), 8)
     listing = client.get("/scripts").get_data(as_text=True)
     assert "next <time" in listing and "last <a" in listing and 'class="badge succeeded">succeeded' in listing
     page = client.get(f"/scripts/{created['id']}").get_data(as_text=True)
@@ -196,7 +188,7 @@ def test_a_second_scheduler_starting_does_not_treat_due_fires_as_missed(
     start_worker()
     start_scheduler()
     script = _cron(client, editor, "*/1 * * * * *", misfire_policy="skip")
-    _wait_until(lambda: len(_executions(app, script["id"])) >= 2, 6)
+    eventually(lambda: len(_executions(app, script["id"])) >= 2, 6)
     start_scheduler()  # joins while the first one is firing
     time.sleep(4)
     fires = [e.scheduled_at for e in _executions(app, script["id"])]
@@ -215,7 +207,7 @@ def test_a_fire_whose_recording_fails_is_tried_again(app, client, editor, monkey
     scheduler = ScriptScheduler(Redis.from_url(redis_url), app)
     with app.app_context():
         scheduler.cron.start()
-    _wait_until(lambda: scheduler.cron.earliest_due_ms() <= time.time() * 1000, 3, 0.02)
+    eventually(lambda: scheduler.cron.earliest_due_ms() <= time.time() * 1000, 3, step=0.02)
     real = scheduler_module.fire_cron
 
     def broken(fires):
