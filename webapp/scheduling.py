@@ -7,11 +7,15 @@ reconciles with the database at start and every RECONCILE_SECONDS, which heals a
 Redis outage made it miss.
 
 Entries: a hash script id -> {version, expression, timezone, misfire_policy, anchor}, and a
-sorted set script id -> due time in epoch milliseconds.
+sorted set script id -> due time in epoch milliseconds. A scheduler claims a due entry (moves
+it to its next time) before it records the fire in the database; the claimed fire is listed
+until it is recorded and queued, so that a scheduler killed in between leaves it to another.
 """
 
 import json
 import logging
+import os
+import socket
 import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -31,26 +35,45 @@ DUE_KEY = "sr:cron:due"
 ENTRIES_KEY = "sr:cron:entries"
 CHANGED_CHANNEL = "sr:cron:changed"
 RECONCILED_KEY = "sr:cron:reconciled"  # set by each reconcile: gone means Redis lost the schedule
+CLAIMED_KEY = "sr:cron:claimed"  # sorted set: claimed fire (ClaimedFire.member) -> when its claim lapses (ms)
 HEARTBEAT_KEY = "sr:scheduler:heartbeat"  # hash: scheduler name -> last beat (epoch seconds)
 STARTED_KEY = "sr:scheduler:started"  # hash: scheduler name -> when it started (epoch seconds)
 HEARTBEAT_STALE_SECONDS = 10
 MISFIRE_GRACE_SECONDS = 5  # a fire this late was missed (no scheduler ran), not merely slow
+# A claimed fire still unrecorded this long after its claim (recording takes milliseconds) is
+# taken over by whichever scheduler sees it first; too early costs only a redundant insert (the
+# database's unique key keeps one record per fire). Mid-way between whole seconds, such a late
+# run does not meet the next run of an every-second script (it would be `skipped`).
+CLAIM_LEASE_SECONDS = 1.5
 MAX_CATCH_UP_STEPS = 1_000_000
 
 # Move each due entry (id, due, next) to its next time only if no other scheduler did it
-# first; returns 1/0 per entry. One round trip for a whole tick.
+# first, and list the fire it stands for (if any) as claimed until ARGV[1]; returns 1/0 per
+# entry. One round trip for a whole tick.
 _CLAIM = """
 local won = {}
-for i = 1, #ARGV, 3 do
+for i = 2, #ARGV, 4 do
   local score = redis.call('ZSCORE', KEYS[1], ARGV[i])
   if score and tonumber(score) == tonumber(ARGV[i + 1]) then
     redis.call('ZADD', KEYS[1], ARGV[i + 2], ARGV[i])
+    if ARGV[i + 3] ~= '' then
+      redis.call('ZADD', KEYS[2], ARGV[1], ARGV[i + 3])
+    end
     won[#won + 1] = 1
   else
     won[#won + 1] = 0
   end
 end
 return won
+"""
+
+# Claims whose lease lapsed by ARGV[1], leased again (until ARGV[2]) to the caller alone.
+_TAKE_LAPSED = """
+local taken = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
+for _, member in ipairs(taken) do
+  redis.call('ZADD', KEYS[1], ARGV[2], member)
+end
+return taken
 """
 
 
@@ -65,6 +88,27 @@ class Entry:
 
     def schedule(self) -> cron.Schedule:
         return cron.parse(self.expression, self.timezone, anchor=datetime.fromisoformat(self.anchor))
+
+
+@dataclass(frozen=True)
+class ClaimedFire:
+    """A fire a scheduler won (moving its script's entry from due_ms to next_ms) and has yet
+    to record in the database."""
+
+    script_id: str
+    version: int
+    fire_at: datetime
+    due_ms: int
+    next_ms: int
+
+    @property
+    def member(self) -> str:
+        return f"{self.script_id}|{self.version}|{self.fire_at.isoformat()}|{self.due_ms}|{self.next_ms}"
+
+    @classmethod
+    def parse(cls, member: str) -> "ClaimedFire":
+        script_id, version, fire_at, due_ms, next_ms = member.split("|")
+        return cls(script_id, int(version), datetime.fromisoformat(fire_at), int(due_ms), int(next_ms))
 
 
 def to_ms(moment: datetime) -> int:
@@ -95,6 +139,7 @@ class CronScheduler:
     def __init__(self, redis: Redis):
         self.redis = redis
         self._claim = redis.register_script(_CLAIM)
+        self._take_lapsed = redis.register_script(_TAKE_LAPSED)
 
     # -- changes from the script service ------------------------------------------------------
     def add_job(self, script: Script, after: datetime | None = None) -> datetime | None:
@@ -154,11 +199,38 @@ class CronScheduler:
         first = self.redis.zrange(DUE_KEY, 0, 0, withscores=True)
         return int(first[0][1]) if first else None
 
-    def claim(self, moves: list[tuple[str, int, int]]) -> list[bool]:
-        """Move each (script id, due ms, next ms); True where this scheduler won the fire."""
+    def next_wake_ms(self) -> int | None:
+        """When the scheduler has work next: a fire falls due, or a claim lapses."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zrange(DUE_KEY, 0, 0, withscores=True)
+        pipe.zrange(CLAIMED_KEY, 0, 0, withscores=True)
+        times = [int(first[0][1]) for first in pipe.execute() if first]
+        return min(times) if times else None
+
+    def claim(self, moves: list[tuple[str, int, int]], fires: list[ClaimedFire | None] | None = None) -> list[bool]:
+        """Move each (script id, due ms, next ms); True where this scheduler won the fire.
+        The fire a won move stands for (fires[i], None for none) stays listed as claimed
+        until `release`."""
         if not moves:
             return []
-        return [bool(w) for w in self._claim(keys=[DUE_KEY], args=[x for move in moves for x in move])]
+        fires = fires or [None] * len(moves)
+        lapse_ms = int((time.time() + CLAIM_LEASE_SECONDS) * 1000)
+        args: list[object] = [lapse_ms]
+        for move, fire in zip(moves, fires, strict=True):
+            args += [*move, fire.member if fire else ""]
+        return [bool(w) for w in self._claim(keys=[DUE_KEY, CLAIMED_KEY], args=args)]
+
+    def release(self, fires: list[ClaimedFire]) -> None:
+        """The claimed fires are recorded in the database (or given back)."""
+        if fires:
+            self.redis.zrem(CLAIMED_KEY, *[fire.member for fire in fires])
+
+    def take_lapsed_claims(self, now_ms: int, limit: int = 1000) -> list[ClaimedFire]:
+        """Claimed fires still unrecorded after their lease (their scheduler died, or stalls),
+        now claimed by the caller: no other scheduler takes them before this lease lapses."""
+        lapse_ms = now_ms + int(CLAIM_LEASE_SECONDS * 1000)
+        members = self._take_lapsed(keys=[CLAIMED_KEY], args=[now_ms, lapse_ms, limit])
+        return [ClaimedFire.parse(member.decode()) for member in members]
 
     # -- reconciling with the database ------------------------------------------------------
     def start(self) -> dict[str, int]:
@@ -205,10 +277,19 @@ class CronScheduler:
         self.redis.pipeline().hdel(HEARTBEAT_KEY, name).hdel(STARTED_KEY, name).execute()
 
     def others_beating(self, name: str, within: float = 2.5) -> bool:
-        """Whether another scheduler beat lately (each beats at least once a second)."""
+        """Whether another scheduler beat lately (each beats at least once a second).
+
+        A killed scheduler's last beat stays behind: one restarted at once would take it for a
+        live scheduler and fire what was missed one by one instead of collapsing it. Beats of
+        processes of this host that no longer exist therefore do not count (and are dropped).
+        """
         now = time.time()
-        beats = self.redis.hgetall(HEARTBEAT_KEY)
-        return any(k.decode() != name and now - float(v) < within for k, v in beats.items())
+        beats = {k.decode(): float(v) for k, v in self.redis.hgetall(HEARTBEAT_KEY).items()}
+        others = {n: t for n, t in beats.items() if n != name}
+        gone = [n for n in others if _gone_from_this_host(n)]
+        if gone:
+            self.redis.pipeline().hdel(HEARTBEAT_KEY, *gone).hdel(STARTED_KEY, *gone).execute()
+        return any(now - t < within for n, t in others.items() if n not in gone)
 
     def health(self) -> dict:
         """Schedulers seen lately, and how far behind the oldest due fire is."""
@@ -228,6 +309,20 @@ class CronScheduler:
             "last_beat_seconds_ago": round(now - last_beat, 1) if last_beat else None,
             "error": None,
         }
+
+
+def _gone_from_this_host(name: str) -> bool:
+    """Whether a scheduler name (`hostname.pid`) is a process of this host that has ended."""
+    host, _, pid = name.rpartition(".")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False  # another host's: only its heartbeat can tell
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
 
 
 def latest_fire_at_or_before(schedule: cron.Schedule, first: datetime, now: datetime) -> datetime:

@@ -13,24 +13,29 @@ published; each fire is recorded under the database's unique (script, scheduled 
 import contextlib
 import logging
 import os
+import signal
 import socket
 import time
+import uuid
 from datetime import datetime
 
 from redis import Redis
 from redis.exceptions import RedisError
+from rq import Queue
+from rq.job import Job
 from rq_scheduler import Scheduler
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
 from webapp import create_app, cron
 from webapp.executions.maintenance import reap_lost
-from webapp.executions.service import fire_cron
+from webapp.executions.service import DEFAULT_QUEUE, _job_data, fire_cron
 from webapp.extensions import db
-from webapp.models import Script, utcnow
+from webapp.models import Execution, Script, utcnow
 from webapp.scheduling import (
     CHANGED_CHANNEL,
     MISFIRE_GRACE_SECONDS,
+    ClaimedFire,
     CronScheduler,
     Entry,
     from_ms,
@@ -53,6 +58,7 @@ class ScriptScheduler(Scheduler):
         self.others_alive_at_start = False
         self._last_reconcile = 0.0
         self._cut_off = False  # the last pass failed: Redis or the database was unreachable
+        self._stopping = False
         self._schedules: dict[tuple[str, int], cron.Schedule] = {}
 
     def run(self, burst: bool = False) -> None:
@@ -64,7 +70,7 @@ class ScriptScheduler(Scheduler):
         self.others_alive_at_start = self.cron.others_beating(self.name)
         log.info("scheduler %s started", self.name)
         try:
-            while True:
+            while not self._stopping:
                 wait = self.tick()
                 if burst:
                     return
@@ -73,6 +79,18 @@ class ScriptScheduler(Scheduler):
             self.cron.forget(self.name)
             self.remove_lock()
             self.register_death()
+
+    def _install_signal_handlers(self) -> None:
+        """SIGTERM and SIGINT end the loop after the current pass (within a second).
+        rq-scheduler's own handler exits at once, wherever it is: between a fire's claim and
+        its record, or between its record and its job."""
+
+        def stop(signum, frame) -> None:
+            log.info("scheduler %s stopping", self.name)
+            self._stopping = True
+
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGTERM, stop)
 
     def _sleep(self, pubsub, wait: float) -> None:
         """Until the next fire is due, or until a schedule change is published."""
@@ -102,10 +120,11 @@ class ScriptScheduler(Scheduler):
                         self.cron.start()
                         reap_lost(self.connection)
                         self._last_reconcile = time.monotonic()
+                    self.recover_claims()
                     self.fire_due()
                 finally:
                     db.session.remove()
-            earliest = self.cron.earliest_due_ms()
+            earliest = self.cron.next_wake_ms()
         except (RedisError, SQLAlchemyError, OSError):
             log.exception("scheduler pass failed; retrying in a second")
             self._cut_off = True
@@ -130,11 +149,11 @@ class ScriptScheduler(Scheduler):
             return 0
         ids = [sid for sid, _ in due]
         entries = self.cron.entries(ids)
-        scripts = {str(s.id): s for s in db.session.scalars(select(Script).where(Script.id.in_(map(_uuid, ids))))}
+        scripts = self._scripts(ids)
         moves, planned = [], []
         for script_id, due_ms in due:
             entry, script = entries[script_id], scripts.get(script_id)
-            if entry is None or script is None or script.status != "active" or script.type != "cron":
+            if entry is None or not _runs(script):
                 self.cron.remove_job(script_id)
                 continue
             if entry.version != script.version:
@@ -149,17 +168,80 @@ class ScriptScheduler(Scheduler):
                 next_at = schedule.next_after(boundary)  # later fires run normally
             else:
                 fire_at, next_at = due_at, schedule.next_after(due_at)
-            moves.append((script_id, due_ms, to_ms(next_at)))
-            planned.append((script, fire_at))
-        won = self.cron.claim(moves)
-        fires = [(script, at) for (script, at), ok in zip(planned, won, strict=True) if ok and at is not None]
+            next_ms = to_ms(next_at)
+            moves.append((script_id, due_ms, next_ms))
+            claim = ClaimedFire(script_id, script.version, fire_at, due_ms, next_ms) if fire_at else None
+            planned.append((script, claim))
+        won = self.cron.claim(moves, [c for _, c in planned])
+        claimed = [(script, c) for (script, c), ok in zip(planned, won, strict=True) if ok and c is not None]
         try:
-            return len(fire_cron(fires))
+            recorded = fire_cron([(script, c.fire_at) for script, c in claimed])
         except Exception:
             # Recording failed (database down?): put the claimed entries back, so the fires
             # are tried again (and collapse by policy if it lasts) instead of being lost.
             self.cron.claim([(sid, new, old) for (sid, old, new), ok in zip(moves, won, strict=True) if ok])
+            self.cron.release([c for _, c in claimed])
             raise
+        self.cron.release([c for _, c in claimed])
+        return len(recorded)
+
+    def recover_claims(self) -> int:
+        """Take over the fires a scheduler claimed but did not see through: it died (SIGKILL,
+        power loss) before recording them, or before queueing them.
+
+        A recorded fire gets its job if it has none. An unrecorded one: where nothing moved
+        its script's entry since, the entry is put back and fire_due decides afresh (fires
+        missed while no scheduler ran collapse by policy); where other schedulers fired the
+        script since, it is recorded now, late, unless it counts as missed. Had its scheduler
+        merely stalled and records it too, the database's unique key keeps one record."""
+        now = utcnow()
+        orphans = self.cron.take_lapsed_claims(to_ms(now))
+        if not orphans:
+            return 0
+        recorded = self._recorded(orphans)
+        queued = self._queue_again([eid for eid, status in recorded.values() if status == "queued"])
+        unrecorded = [o for o in orphans if (o.script_id, o.fire_at) not in recorded]
+        put_back = self.cron.claim([(o.script_id, o.next_ms, o.due_ms) for o in unrecorded])
+        moved_on = [o for o, back in zip(unrecorded, put_back, strict=True) if not back]
+        scripts = self._scripts([o.script_id for o in moved_on])
+        fires = []
+        for orphan in moved_on:
+            script = scripts.get(orphan.script_id)
+            if _runs(script) and script.version == orphan.version and self._missed_until(orphan.fire_at, now) is None:
+                fires.append((script, orphan.fire_at))
+        late = fire_cron(fires)
+        self.cron.release(orphans)
+        log.warning(
+            "took over %d fire(s) of a scheduler that stopped: %d queued again, %d put back, %d recorded late",
+            len(orphans),
+            queued,
+            len(unrecorded) - len(moved_on),
+            len(late),
+        )
+        return len(late) + queued
+
+    def _recorded(self, fires: list[ClaimedFire]) -> dict[tuple[str, datetime], tuple[uuid.UUID, str]]:
+        """(script id, fire time) -> (execution id, status) of those fires already recorded."""
+        rows = db.session.execute(
+            select(Execution.script_id, Execution.scheduled_at, Execution.id, Execution.status).where(
+                Execution.script_id.in_({uuid.UUID(f.script_id) for f in fires}),
+                Execution.scheduled_at.in_({f.fire_at for f in fires}),
+            )
+        )
+        return {(str(sid), at): (eid, status) for sid, at, eid, status in rows}
+
+    def _queue_again(self, execution_ids: list[uuid.UUID]) -> int:
+        """Queue the recorded runs whose job is missing. Should both a stalled scheduler and
+        this one queue a run, its worker runs it once (it claims the run from `queued`)."""
+        lost = [eid for eid in execution_ids if not Job.exists(str(eid), connection=self.connection)]
+        if lost:
+            # webapp.executions.service has no public way yet to queue a recorded run.
+            Queue(DEFAULT_QUEUE, connection=self.connection).enqueue_many([_job_data(eid) for eid in lost])
+        return len(lost)
+
+    def _scripts(self, ids: list[str]) -> dict[str, Script]:
+        wanted = [uuid.UUID(sid) for sid in ids]
+        return {str(s.id): s for s in db.session.scalars(select(Script).where(Script.id.in_(wanted)))} if ids else {}
 
     def _missed_until(self, due_at: datetime, now: datetime) -> datetime | None:
         """The end of the gap a fire fell in, or None when it is merely due now.
@@ -185,10 +267,9 @@ class ScriptScheduler(Scheduler):
         return schedule
 
 
-def _uuid(value: str):
-    import uuid
-
-    return uuid.UUID(value)
+def _runs(script: Script | None) -> bool:
+    """Whether a script is (still) one the scheduler fires."""
+    return script is not None and script.status == "active" and script.type == "cron"
 
 
 def main() -> None:
