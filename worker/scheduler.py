@@ -21,7 +21,6 @@ from datetime import datetime
 
 from redis import Redis
 from redis.exceptions import RedisError
-from rq import Queue
 from rq.job import Job
 from rq_scheduler import Scheduler
 from sqlalchemy import select
@@ -29,7 +28,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from webapp import create_app, cron
 from webapp.executions.maintenance import reap_lost
-from webapp.executions.service import DEFAULT_QUEUE, _job_data, fire_cron
+from webapp.executions.service import fire_cron, queue_recorded_runs
 from webapp.extensions import db
 from webapp.models import Execution, Script, utcnow
 from webapp.scheduling import (
@@ -234,9 +233,7 @@ class ScriptScheduler(Scheduler):
         """Queue the recorded runs whose job is missing. Should both a stalled scheduler and
         this one queue a run, its worker runs it once (it claims the run from `queued`)."""
         lost = [eid for eid in execution_ids if not Job.exists(str(eid), connection=self.connection)]
-        if lost:
-            # webapp.executions.service has no public way yet to queue a recorded run.
-            Queue(DEFAULT_QUEUE, connection=self.connection).enqueue_many([_job_data(eid) for eid in lost])
+        queue_recorded_runs(lost, self.connection)
         return len(lost)
 
     def _scripts(self, ids: list[str]) -> dict[str, Script]:

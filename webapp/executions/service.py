@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from flask import current_app
+from redis import Redis
 from redis.exceptions import RedisError
 from rq import Queue
 from rq.exceptions import NoSuchJobError
@@ -164,12 +165,19 @@ def fire_cron(fires: list[tuple[Script, datetime]]) -> list[uuid.UUID]:
         pipe.hincrby(metrics.EVENTS, "cron_fires", len(recorded))
         pipe.hincrby(metrics.EVENTS, "cron_skips", skipped)
         pipe.execute()
-    if queued:
-        queue = Queue(DEFAULT_QUEUE, connection=get_redis())
-        with get_redis().pipeline() as pipe:
-            queue.enqueue_many([_job_data(execution_id) for execution_id in queued], pipeline=pipe)
-            pipe.execute()
+    queue_recorded_runs(queued)
     return [row["id"] for row in rows if row["id"] in recorded]
+
+
+def queue_recorded_runs(execution_ids: list[uuid.UUID], redis: Redis | None = None) -> None:
+    """Put recorded (`queued`) runs on the default queue, in one round trip. A run queued twice
+    still runs once: its worker claims it from `queued`."""
+    if not execution_ids:
+        return
+    redis = redis or get_redis()
+    with redis.pipeline() as pipe:
+        Queue(DEFAULT_QUEUE, connection=redis).enqueue_many([_job_data(eid) for eid in execution_ids], pipeline=pipe)
+        pipe.execute()
 
 
 def run_context(
