@@ -309,3 +309,41 @@ def test_schedule_fields() -> None:
     assert isinstance(CronError("x"), ValueError)
     with pytest.raises(FrozenInstanceError):
         schedule.expression = "* * * * *"  # type: ignore[misc]
+
+
+def _latest_by_stepping(schedule, first: datetime, now: datetime) -> datetime:
+    latest = first
+    while (following := schedule.next_after(latest)) <= now:
+        latest = following
+    return latest
+
+
+@pytest.mark.parametrize(
+    ("expression", "timezone", "gap"),
+    [
+        ("* * * * * *", "UTC", timedelta(minutes=7, seconds=13)),
+        ("*/5 * * * *", "Europe/Berlin", timedelta(days=3, hours=5)),
+        ("30 2 * * *", "Europe/Berlin", timedelta(days=40)),  # across the March DST gap
+        ("0 9 * * MON-FRI", "America/New_York", timedelta(days=20)),
+        ("0 0 1 1 *", "UTC", timedelta(days=800)),
+        ("@every 90s", "UTC", timedelta(hours=6, seconds=7)),
+    ],
+)
+def test_the_latest_missed_fire_is_the_one_stepping_finds(expression: str, timezone: str, gap: timedelta) -> None:
+    from webapp.scheduling import latest_fire_at_or_before
+
+    start = datetime(2026, 3, 10, 12, 0, 0, 300_000, tzinfo=UTC)
+    schedule = parse(expression, timezone, anchor=start)
+    first = schedule.next_after(start)
+    now = first + gap
+    assert latest_fire_at_or_before(schedule, first, now) == _latest_by_stepping(schedule, first, now)
+
+
+def test_the_latest_missed_fire_after_a_month_down_with_an_every_second_script() -> None:
+    """2.6 million missed fires: more than the scheduler would ever step through one by one."""
+    from webapp.scheduling import latest_fire_at_or_before
+
+    schedule = parse("* * * * * *", "UTC")
+    first = datetime(2026, 1, 1, tzinfo=UTC)
+    now = datetime(2026, 1, 31, 8, 15, 42, 900_000, tzinfo=UTC)
+    assert latest_fire_at_or_before(schedule, first, now) == datetime(2026, 1, 31, 8, 15, 42, tzinfo=UTC)

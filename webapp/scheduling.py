@@ -18,7 +18,7 @@ import os
 import socket
 import time
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from flask import Flask
 from redis import Redis
@@ -326,14 +326,28 @@ def _gone_from_this_host(name: str) -> bool:
 
 
 def latest_fire_at_or_before(schedule: cron.Schedule, first: datetime, now: datetime) -> datetime:
-    """The last fire time <= now, starting from a fire time `first` <= now."""
-    latest = first
+    """The last fire time <= now, starting from a fire time `first` <= now.
+
+    After a long outage there may be millions of fires in between (an every-second script
+    down for a month): look back from `now` in doubling windows for the nearest fire, then
+    step forward from it, instead of stepping through them all.
+    """
+    window = timedelta(seconds=1)
+    while now - window > first:
+        candidate = schedule.next_after(now - window)
+        if candidate <= now:
+            return _last_up_to(schedule, candidate, now)
+        window *= 2
+    return _last_up_to(schedule, first, now)
+
+
+def _last_up_to(schedule: cron.Schedule, fire: datetime, now: datetime) -> datetime:
     for _ in range(MAX_CATCH_UP_STEPS):
-        following = schedule.next_after(latest)
+        following = schedule.next_after(fire)
         if following > now:
-            return latest
-        latest = following
-    return latest
+            return fire
+        fire = following
+    return fire
 
 
 def _on_saved(script: Script, **_: object) -> None:
