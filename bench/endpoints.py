@@ -25,35 +25,31 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.services import WorkerProcess, free_port, redis_server, wait_for_port
+from tests.services import WorkerProcess, admin_token, free_port, redis_server, wait_for_port
 from webapp import create_app
-from webapp.auth.tokens import create_token
 from webapp.config import Settings
 from webapp.extensions import db
-from webapp.models import Execution, Membership, Tenant, User
+from webapp.models import Execution, Tenant, User
 from webapp.scripts.service import create_script
 
 
 def _setup(database_url: str, redis_url: str) -> str:
     app = create_app(replace(Settings.from_env(), database_url=database_url, redis_url=redis_url))
-    with app.app_context():
-        db.create_all()
-        tenant, user = Tenant(name="bench"), User(email="b@bench.io", password_hash="x")
-        db.session.add_all([tenant, user, Membership(user=user, tenant=tenant, role="admin")])
-        db.session.commit()
-        with app.test_request_context():
-            create_script(
-                tenant,
-                user,
-                {
-                    "name": "ping",
-                    "type": "endpoint",
-                    "endpoint_method": "GET",
-                    "endpoint_path": "/ping",
-                    "source": "function main() { return { body: { ok: true } } }",
-                },
-            )
-        return create_token(tenant, user, "bench")[1]
+    token = admin_token(app)
+    with app.app_context(), app.test_request_context():
+        tenant, user = db.session.scalar(db.select(Tenant)), db.session.scalar(db.select(User))
+        create_script(
+            tenant,
+            user,
+            {
+                "name": "ping",
+                "type": "endpoint",
+                "endpoint_method": "GET",
+                "endpoint_path": "/ping",
+                "source": "function main() { return { body: { ok: true } } }",
+            },
+        )
+    return token
 
 
 def _latencies(url: str, headers: dict, calls: int) -> list[float]:

@@ -32,13 +32,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.load import run_load
-from tests.services import SchedulerProcess, WorkerProcess, postgres_server, redis_server
+from tests.services import SchedulerProcess, WorkerProcess, admin_token, postgres_server, redis_server
 from tests.web_process import WebProcess
 from webapp import create_app
-from webapp.auth.tokens import create_token
 from webapp.config import Settings
 from webapp.extensions import db
-from webapp.models import Membership, Tenant, User
 
 
 @contextmanager
@@ -65,12 +63,7 @@ def main() -> int:
     started = time.monotonic()
     with redis_server() as redis_url, database(args.database) as database_url:
         app = create_app(replace(Settings.from_env(), database_url=database_url, redis_url=redis_url))
-        with app.app_context():
-            db.create_all()
-            tenant, user = Tenant(name="bench"), User(email="b@bench.io", password_hash="x")
-            db.session.add_all([tenant, user, Membership(user=user, tenant=tenant, role="admin")])
-            db.session.commit()
-            token = create_token(tenant, user, "bench")[1]
+        token = admin_token(app)
         # Retention prunes beyond 1,000 executions per script; every call here must stay counted.
         keep = {"EXECUTION_RETENTION_COUNT": "10000000"}
         web = WebProcess(database_url, redis_url, **keep)

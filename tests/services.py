@@ -228,3 +228,17 @@ class SchedulerProcess(ServiceProcess):
     def ready_name(self, redis) -> str | None:
         mine = [n.decode() for n in redis.hkeys("sr:scheduler:heartbeat") if n.decode().endswith(f".{self.proc.pid}")]
         return mine[0] if mine else None
+
+
+def admin_token(app) -> str:
+    """A tenant with an admin member on a fresh database, and an API token of theirs (benches)."""
+    from webapp.auth.tokens import create_token
+    from webapp.extensions import db
+    from webapp.models import Membership, Tenant, User
+
+    with app.app_context():
+        db.create_all()
+        tenant, user = Tenant(name="bench"), User(email="b@bench.io", password_hash="x")
+        db.session.add_all([tenant, user, Membership(user=user, tenant=tenant, role="admin")])
+        db.session.commit()
+        return create_token(tenant, user, "bench")[1]
