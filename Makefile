@@ -38,7 +38,7 @@ run: venv system-run
 	@REDIS_URL="$$($(FLASK) local-redis)" && export REDIS_URL && \
 	$(FLASK) db upgrade && \
 	$(FLASK) demo --login-file instance/demo-login.txt >/dev/null && \
-	{ [ ! -f instance/demo-login.txt ] || { echo; echo "  Script Runner: http://127.0.0.1:5000"; echo "  $$(cat instance/demo-login.txt)"; echo; }; } && \
+	{ [ ! -f instance/demo-login.txt ] || { echo; echo "  Script Runner: http://127.0.0.1:$${PORT:-5000}"; echo "  $$(cat instance/demo-login.txt)"; echo; }; } && \
 	PATH="$(CURDIR)/$(BIN):$$PATH" exec $(BIN)/honcho start -f Procfile -p $${PORT:-5000} $(PROCESSES)
 
 lint: venv-dev

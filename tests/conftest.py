@@ -182,6 +182,23 @@ def start_scheduler(settings: Settings):
 
 
 @pytest.fixture
+def start_web(app: Flask, settings: Settings):
+    """start_web(**env) -> the Procfile's `web` (gunicorn, 2 worker processes) on a free port."""
+    from tests.web_process import WebProcess
+
+    started: list[WebProcess] = []
+
+    def start(**env: str) -> WebProcess:
+        web = WebProcess(settings.database_url, settings.redis_url, **env)
+        started.append(web)
+        return web.start()
+
+    yield start
+    for web in started:
+        web.stop()
+
+
+@pytest.fixture
 def live_server(app: Flask) -> Iterator[str]:
     """The test app over real HTTP on 127.0.0.1 at a free port, in a background thread."""
     import threading

@@ -3,7 +3,6 @@ rounds of 800 calls over 16 connections, with two cron scripts firing every seco
 
 from tests.conftest import bearer
 from tests.load import run_load
-from tests.web_process import WebProcess
 
 CALLS = 800  # a round lasts a few seconds: the cron scripts fire several times meanwhile
 CONCURRENCY = 16
@@ -13,11 +12,11 @@ MAX_GROWTH_PCT = 25.0
 
 
 def test_concurrent_calls_and_every_second_fires_are_all_answered_and_recorded_once(
-    app, settings, make_user, make_token, start_worker, start_scheduler
+    app, settings, make_user, make_token, start_web, start_worker, start_scheduler
 ):
     make_user("ed@acme.io", "acme", "editor")
     headers = bearer(make_token("ed@acme.io"))
-    web = WebProcess(settings.database_url, settings.redis_url).start()
+    web = start_web()
     try:
         # Retention keeps 1,000 executions per script, pruned by a worker soon after it starts:
         # every call of this run must stay countable.

@@ -10,7 +10,6 @@ import requests
 
 from tests.conftest import bearer
 from tests.services import PostgresProcess, eventually
-from tests.web_process import WebProcess
 from webapp.extensions import db
 from webapp.models import Execution
 
@@ -31,7 +30,7 @@ def database_url(postgres: PostgresProcess) -> str:
 
 
 def test_runs_survive_a_database_restart(
-    app, client, settings, make_user, make_token, postgres, start_worker, start_scheduler
+    app, client, settings, make_user, make_token, postgres, start_web, start_worker, start_scheduler
 ):
     make_user("ed@acme.io", "acme", "editor")
     headers = bearer(make_token("ed@acme.io"))
@@ -49,7 +48,7 @@ def test_runs_survive_a_database_restart(
         name="slow", type="manual", source="function main() { const t = Date.now() + 2000; while (Date.now() < t) {} }"
     )
     create(name="tick", type="cron", cron_expression="* * * * * *")
-    web = WebProcess(settings.database_url, settings.redis_url).start()
+    web = start_web()
     workers = [start_worker(), start_worker()]
     scheduler = start_scheduler()
     pids = [web.proc.pid, scheduler.proc.pid, *(w.proc.pid for w in workers)]

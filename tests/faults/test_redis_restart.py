@@ -10,7 +10,6 @@ import requests
 
 from tests.conftest import bearer
 from tests.services import eventually
-from tests.web_process import WebProcess
 from webapp.extensions import db
 from webapp.models import Execution, utcnow
 
@@ -18,7 +17,7 @@ DOWN_SECONDS = 4
 
 
 def test_calls_fail_fast_while_redis_is_down_and_everything_recovers_by_itself(
-    app, client, settings, make_user, make_token, redis_process, start_worker, start_scheduler
+    app, client, settings, make_user, make_token, redis_process, start_web, start_worker, start_scheduler
 ):
     make_user("ed@acme.io", "acme", "editor")
     headers = bearer(make_token("ed@acme.io"))
@@ -38,7 +37,7 @@ def test_calls_fail_fast_while_redis_is_down_and_everything_recovers_by_itself(
         json={"name": "tick", "type": "cron", "cron_expression": "* * * * * *", "source": "function main() {}"},
         headers=headers,
     ).get_json()
-    web = WebProcess(settings.database_url, settings.redis_url).start()
+    web = start_web()
     workers = [start_worker(), start_worker()]
     scheduler = start_scheduler()
     calls: list[tuple[float, float, int]] = []  # (sent, took, status: 0 for no answer)

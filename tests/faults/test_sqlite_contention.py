@@ -20,7 +20,6 @@ from sqlalchemy.engine import make_url
 
 from tests.conftest import PASSWORD, bearer, csrf_from
 from tests.services import eventually
-from tests.web_process import WebProcess
 from webapp.extensions import db
 from webapp.models import Execution, utcnow
 
@@ -167,12 +166,12 @@ def _ms(values: list[float]) -> str:
 
 
 def test_no_database_is_locked_reaches_anyone(
-    app, client, settings, make_user, make_token, start_worker, start_scheduler
+    app, client, settings, make_user, make_token, start_web, start_worker, start_scheduler
 ):
     make_user("ed@acme.io", "acme", "editor")
     headers = bearer(make_token("ed@acme.io"))
     scripts = _scripts(client, headers)
-    web = WebProcess(settings.database_url, settings.redis_url).start()
+    web = start_web()
     answers: list[Answer] = []
     waits: list[float] = []
     stop = threading.Event()
