@@ -80,14 +80,15 @@ def test_a_call_no_worker_took_never_runs_later(live_server, client, editor, sta
 def test_the_reaper_records_calls_whose_worker_and_caller_both_died(app, client, editor, redis_url):
     script = _endpoint(client, editor, "GET", "/x", "function main() { return {} }")
     redis = Redis.from_url(redis_url)
-    old, fresh = str(uuid.uuid4()), str(uuid.uuid4())
+    gone, old, fresh = str(uuid.uuid4()), str(uuid.uuid4()), str(uuid.uuid4())
     with app.app_context():
         tenant_id = db.session.get(Script, uuid.UUID(script["id"])).tenant_id
-    for call_id, age in ((old, 200), (fresh, 5)):
+    # First in the hash: a call of a script deleted since, which has nothing to be recorded against.
+    for call_id, age, script_id in ((gone, 300, str(uuid.uuid4())), (old, 200, script["id"]), (fresh, 5, script["id"])):
         call = {
             "id": call_id,
             "tenant_id": tenant_id,
-            "script_id": script["id"],
+            "script_id": script_id,
             "script_version": 1,
             "user_id": None,
             "queued_at": (utcnow() - timedelta(seconds=age)).isoformat(),

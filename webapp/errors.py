@@ -3,13 +3,13 @@
 import contextlib
 from typing import Any
 
-from flask import Flask, jsonify, redirect, render_template, request, url_for
+from flask import Flask, g, jsonify, redirect, render_template, request, url_for
 from flask_login import current_user
 from flask_wtf.csrf import CSRFError
 from sqlalchemy.exc import InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException
 
-from webapp.extensions import db
+from webapp.extensions import db, login_manager
 
 _CODES = {
     400: "bad_request",
@@ -90,9 +90,14 @@ def init_app(app: Flask) -> None:
         with contextlib.suppress(Exception):  # the connection may be gone for good
             db.session.rollback()
         message = "the database is unavailable; try again in a few seconds"
+        if request.path.startswith("/api/scripts"):  # an endpoint call: SPEC §7's error shape
+            from webapp.endpoints.views import error
+
+            return error(503, "unavailable", message, None, **{"Retry-After": "5"})
         if wants_json():
             return json_error(503, message)
-        return render_template("error.html", status=503, message=message), 503, {"Retry-After": "5"}
+        g._login_user = login_manager.anonymous_user()  # templates would load the user: not now
+        return render_template("unavailable.html", message=message), 503, {"Retry-After": "5"}
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):

@@ -27,7 +27,7 @@ PREFIX = "sr:metrics:"
 EXECUTIONS = PREFIX + "executions"  # hash "script_id|type|status" -> count
 # hash "script_id|type|bound" -> runs whose duration fell in (previous bound, bound];
 # "…|sum" -> seconds, "…|count" -> runs
-DURATION = PREFIX + "duration"
+DURATION = PREFIX + "duration-buckets"  # not "duration": that key held cumulative counts before
 ERRORS = PREFIX + "errors"  # hash error_kind -> count
 EVENTS = PREFIX + "events"  # hash name -> count (cache hits/misses, recycles, cron fires/skips)
 BUSY = PREFIX + "busy:"  # one key per worker while it runs a script, with a TTL

@@ -59,14 +59,20 @@ class ScriptWorker(SimpleWorker):
                 return None
         pipe = self.connection.pipeline(transaction=False)
         answer, row = run_endpoint_call(*job.args, metrics_pipe=pipe)
-        if row is not None and answer["status"] != "succeeded":
-            self.records.write_now(row)
+        if row is None:  # its script is gone: there is nothing to record the call against
+            pipe.hdel(calls.INFLIGHT, job.id)
+        elif answer["status"] != "succeeded":
+            self.records.write_now(row)  # its caller may look the execution up at once
             row = None
         try:
             reply = calls.REPLY + job.id
             pipe.rpush(reply, json.dumps(answer))
             pipe.expire(reply, calls.REPLY_TTL_SECONDS)
             pipe.delete(job.key)
+            if len(self.queues) == 1:
+                # One queue: RQ dequeued with LMOVE into its intermediate list, which only its
+                # own job bookkeeping (skipped here) would empty.
+                pipe.lrem(queue.intermediate_queue_key, 1, job.id)
             pipe.execute()
         except RedisError:
             log.warning("endpoint call %s: the answer could not be handed back (Redis is unavailable)", job.id)

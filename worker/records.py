@@ -55,7 +55,8 @@ class RecordWriter:
         self._closed.set()
         self._wake.set()
         self._thread.join(timeout=10)
-        self.flush()
+        while self._rows and self.flush():
+            pass
 
     def flush(self) -> bool:
         """Write what has collected; False if it must be retried."""
@@ -78,9 +79,8 @@ class RecordWriter:
             self._closed.wait(GATHER_SECONDS)
             self._wake.clear()
             while self._rows and not self._closed.is_set():
-                if not self.flush():
+                if not self.flush():  # the database is away: try again in a second, calls or not
                     self._closed.wait(RETRY_SECONDS)
-                    break
 
     def _write(self, rows: list[dict[str, Any]]) -> None:
         with self.app.app_context():

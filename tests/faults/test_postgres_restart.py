@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from tests.conftest import bearer
+from tests.conftest import PASSWORD, bearer, csrf_from
 from tests.services import PostgresProcess, eventually
 from webapp.extensions import db
 from webapp.models import Execution
@@ -55,8 +55,8 @@ def test_runs_survive_a_database_restart(
     answers: list[tuple[str, float, float, int]] = []  # (what, sent, took, status)
     stop = threading.Event()
 
-    def load(what: str, send) -> None:
-        session = requests.Session()
+    def load(what: str, send, session: requests.Session | None = None) -> None:
+        session = session or requests.Session()
         while not stop.is_set():
             sent = time.monotonic()
             try:
@@ -65,7 +65,16 @@ def test_runs_survive_a_database_restart(
                 status = 0
             answers.append((what, sent, time.monotonic() - sent, status))
 
+    browser = requests.Session()  # a logged-in user reading pages
+    form = browser.get(f"{web.url}/login", timeout=30).text
+    browser.post(
+        f"{web.url}/login",
+        data={"email": "ed@acme.io", "password": PASSWORD, "csrf_token": csrf_from(form)},
+        timeout=30,
+    )
+    assert browser.get(f"{web.url}/scripts", timeout=30).status_code == 200
     threads = [
+        threading.Thread(target=load, args=("page", lambda s: s.get(f"{web.url}/scripts", timeout=60), browser)),
         threading.Thread(
             target=load, args=("call", lambda s: s.get(f"{web.url}/api/scripts/ping", headers=headers, timeout=60))
         ),
@@ -92,6 +101,11 @@ def test_runs_survive_a_database_restart(
         )
         postgres.stop()
         down_at = time.monotonic()
+        refused = requests.get(f"{web.url}/api/scripts/ping", headers=headers, timeout=30)
+        assert refused.status_code == 503 and refused.headers["Retry-After"] == "5"
+        assert refused.json()["error"]["code"] == "unavailable" and "execution_id" in refused.json()["error"]
+        page = browser.get(f"{web.url}/scripts", timeout=30)
+        assert page.status_code == 503 and "Temporarily unavailable" in page.text
         time.sleep(DOWN_SECONDS)
         postgres.start()
         up_at = time.monotonic()

@@ -22,6 +22,7 @@ from redis import Redis
 from redis.exceptions import RedisError
 from rq import Queue
 from rq.job import Job
+from sqlalchemy.exc import IntegrityError
 
 from webapp.executions.service import ENDPOINT_QUEUE, QueueUnavailable, insert_ignoring_duplicates, run_context
 from webapp.extensions import db
@@ -57,6 +58,7 @@ def start_call(script: Script, event: dict[str, Any], tenant: Tenant, user: User
         job_id=call["id"],
         description=f"endpoint call {call['id']}",  # RQ logs this: never the arguments
         timeout=current_app.config["SETTINGS"].limits.wall_seconds + 60,
+        ttl=current_app.config["SETTINGS"].limits.wall_seconds + 120,  # the request leaves Redis even if no one ran it
         result_ttl=0,  # the answer goes to the reply list, not to RQ's result stream
         failure_ttl=300,
     )
@@ -105,12 +107,26 @@ def _give_up(call: dict[str, Any], status: int, message: str) -> dict[str, Any]:
         http_status=status,
     )
     with contextlib.suppress(Exception):  # the caller gets its answer even with the database down
-        db.session.execute(insert_ignoring_duplicates(Execution, ["id"]).values(row))
-        db.session.commit()
+        record_lost(row)
         with contextlib.suppress(RedisError):
-            get_redis().hdel(INFLIGHT, call["id"])
+            redis = get_redis()
+            redis.pipeline().hdel(INFLIGHT, call["id"]).delete(Job.key_for(call["id"])).execute()
     db.session.rollback()
     return {"id": call["id"], "status": "failed", "error_kind": "lost", "error_message": message, "http": status}
+
+
+def record_lost(row: dict[str, Any]) -> bool:
+    """Insert a lost call's row unless it exists; True if inserted. A call whose user is gone
+    keeps its row without the link; one whose script is gone has nothing to belong to."""
+    for attempt in (row, {**row, "user_id": None}):
+        try:
+            inserted = insert_ignoring_duplicates(Execution, ["id"]).values(attempt).returning(Execution.id)
+            found = db.session.execute(inserted).all()
+            db.session.commit()
+            return bool(found)
+        except IntegrityError:
+            db.session.rollback()
+    return False
 
 
 def execution_row(call: dict[str, Any], http_status: int, response_bytes: int | None = None, **fields: Any) -> dict:
@@ -158,8 +174,6 @@ def reap_unrecorded_calls(redis: Redis, older_than_seconds: float) -> int:
             finished_at=now,
             http_status=503,
         )
-        inserted = insert_ignoring_duplicates(Execution, ["id"]).values(row).returning(Execution.id)
-        reaped += len(db.session.execute(inserted).all())
-        db.session.commit()
-        redis.hdel(INFLIGHT, call_id)
+        reaped += record_lost(row)
+        redis.hdel(INFLIGHT, call_id)  # recorded, or its script is gone: either way, done
     return reaped
