@@ -300,8 +300,8 @@ def test_head_runs_the_get_script_without_a_body(live_server, client, tenant_a, 
     assert head.status_code == 200 and head.headers["X-Method"] == "HEAD" and head.text == ""
 
 
-def test_a_moved_route_is_never_served_at_its_old_path(client, tenant_a, start_worker, settings, redis_url):
-    """Even when another process's route-change announcement is lost."""
+def test_a_moved_route_leaves_its_old_path_within_a_second(client, tenant_a, start_worker, settings, redis_url):
+    """Even when the route-change announcement is lost (the database fingerprint tells)."""
     from redis import Redis
 
     from webapp import create_app
@@ -313,5 +313,6 @@ def test_a_moved_route_is_never_served_at_its_old_path(client, tenant_a, start_w
     version = Redis.from_url(redis_url).get("sr:routes:version")
     client.patch(f"/api/v1/scripts/{script['id']}", json={"endpoint_path": "/new"}, headers=tenant_a)
     Redis.from_url(redis_url).set("sr:routes:version", version)  # the announcement is lost
-    assert other.get("/api/scripts/old", headers=tenant_a).status_code == 404
+    # A second, with room for the calls that run meanwhile on a busy machine.
+    eventually(lambda: other.get("/api/scripts/old", headers=tenant_a).status_code == 404, 2, "the old path gone")
     assert other.get("/api/scripts/new", headers=tenant_a).get_data(as_text=True) == "moved"

@@ -43,7 +43,7 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     from webapp.admin.views import bp as admin_bp
     from webapp.api import bp as api_bp
-    from webapp.auth import identity
+    from webapp.auth import identity, tokens
     from webapp.auth.views import bp as auth_bp
     from webapp.cli import register_cli
     from webapp.dashboard import bp as dashboard_bp
@@ -55,6 +55,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from webapp.scripts.views import bp as scripts_bp
 
     identity.init_app(app)
+    tokens.init_app(app)
     for blueprint in (
         health_bp,
         auth_bp,

@@ -27,6 +27,12 @@ from worker.records import RecordWriter
 from worker.state import get_state
 
 log = logging.getLogger(__name__)
+# The next endpoint call in one round trip: its id off the queue and its job's hash.
+_TAKE_CALL = """
+local id = redis.call('LPOP', KEYS[1])
+if not id then return false end
+return {id, redis.call('HGETALL', ARGV[1] .. id)}
+"""
 HEARTBEAT_SECONDS = 5
 REAP_EVERY_SECONDS = 10
 PRUNE_EVERY_SECONDS = 600
@@ -45,6 +51,30 @@ class ScriptWorker(SimpleWorker):
         self.records = RecordWriter(self.sandbox_state.app, self.connection)
         self._stop = threading.Event()
         self._last_beat = self._beat_covers = self._last_suspension_check = 0.0
+        self._take_call = self.connection.register_script(_TAKE_CALL)
+
+    def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None):
+        """While endpoint calls wait, the next one comes in one round trip (RQ's dequeue takes
+        several: worker state, pop, job fetch, each with its log line). With none waiting,
+        RQ's own dequeue blocks on every queue as usual."""
+        taken = self._take_endpoint_call()
+        return taken if taken is not None else super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+
+    def _take_endpoint_call(self) -> tuple[Job, Queue] | None:
+        queue = self.queues[0]
+        if queue.name != ENDPOINT_QUEUE:  # a worker that serves other queues first keeps RQ's order
+            return None
+        try:
+            taken = self._take_call(keys=[queue.key], args=[self.job_class.redis_job_namespace_prefix])
+        except RedisError:
+            return None  # RQ's dequeue waits for Redis to come back
+        if not taken or not taken[1]:
+            return None  # none waiting, or its job expired unrun (RQ skips those too)
+        job_id, fields = taken
+        job = self.job_class(job_id.decode(), connection=self.connection, serializer=self.serializer)
+        job.restore(dict(zip(fields[::2], fields[1::2], strict=True)))
+        job.redis_server_version = self.get_redis_server_version()
+        return job, queue
 
     def execute_job(self, job: Job, queue: Queue) -> None:
         """Endpoint calls take a lean path (issue 5): no started/finished registries, status

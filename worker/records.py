@@ -23,7 +23,7 @@ from webapp.extensions import db
 from webapp.models import Execution
 
 log = logging.getLogger(__name__)
-GATHER_SECONDS = 0.05  # how long rows collect before a write
+GATHER_SECONDS = 0.1  # how long rows collect before a write
 RETRY_SECONDS = 1.0
 BATCH_ROWS = 200
 
@@ -81,6 +81,8 @@ class RecordWriter:
             while self._rows and not self._closed.is_set():
                 if not self.flush():  # the database is away: try again in a second, calls or not
                     self._closed.wait(RETRY_SECONDS)
+                elif len(self._rows) < BATCH_ROWS:
+                    break  # rows added during the write gather for the next one (tiny batches cost)
 
     def _write(self, rows: list[dict[str, Any]]) -> None:
         with self.app.app_context():

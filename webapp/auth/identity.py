@@ -27,6 +27,33 @@ class Principal:
         return self.token is not None
 
 
+@dataclass(frozen=True)
+class TenantRef:
+    id: int
+    name: str
+
+
+@dataclass(frozen=True)
+class UserRef:
+    id: int
+    email: str
+
+
+@dataclass(frozen=True)
+class Caller:
+    """A principal as plain values: what an endpoint call needs, safe to keep across requests
+    and threads (the token cache holds these, never models bound to a session)."""
+
+    tenant: TenantRef
+    user: UserRef
+    role: str
+
+    @classmethod
+    def of(cls, principal: Principal) -> "Caller":
+        tenant, user = principal.tenant, principal.user
+        return cls(TenantRef(tenant.id, tenant.name), UserRef(user.id, user.email), principal.role)
+
+
 def init_app(app: Flask) -> None:
     login_manager.user_loader(_load_user)
     login_manager.login_view = "auth.login"
@@ -55,6 +82,19 @@ def current_principal() -> Principal | None:
     if "principal" not in g:
         g.principal = _resolve()
     return g.principal
+
+
+def current_caller(auth_version: bytes | None) -> Caller | None:
+    """The caller of an endpoint: a Bearer token's from this process's cache (see
+    webapp.auth.tokens.CallerCache; `auth_version` is the one read for this request, None when
+    unknown), a session's as for any page."""
+    token = bearer_token()
+    if token is not None:
+        from webapp.auth.tokens import cached_caller
+
+        return cached_caller(token, auth_version)
+    principal = current_principal()
+    return Caller.of(principal) if principal else None
 
 
 def _resolve() -> Principal | None:

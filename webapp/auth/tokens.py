@@ -1,19 +1,36 @@
-"""API tokens: created once in plain text, stored as a SHA-256 digest, checked in constant time."""
+"""API tokens: created once in plain text, stored as a SHA-256 digest, checked in constant time.
+
+Endpoint calls are hot, so each web process remembers the callers of the tokens it checked
+(CallerCache) for a few seconds. Any commit that changes a token, membership, user or tenant,
+in any process, sets a new AUTH_VERSION_KEY in Redis; every endpoint call reads it and a new
+value empties the cache, so a revoked token or a removed member is refused at once.
+"""
 
 import hashlib
 import hmac
+import logging
 import secrets
+import threading
+import time
+import uuid
 from datetime import timedelta
 
-from sqlalchemy import bindparam, select
+from flask import Flask, current_app
+from redis.exceptions import RedisError
+from sqlalchemy import bindparam, event, inspect, select
+from sqlalchemy.orm import ORMExecuteState, Session
 
-from webapp.auth.identity import Principal
+from webapp.auth.identity import Caller, Principal
 from webapp.extensions import db
 from webapp.models import ApiToken, Membership, Tenant, User, utcnow
 from webapp.permissions import ROLE_RANK, lower_role
 
+log = logging.getLogger(__name__)
 TOKEN_PREFIX = "srt_"  # noqa: S105 - a marker, not a secret
 _LAST_USED_RESOLUTION = timedelta(seconds=60)
+AUTH_VERSION_KEY = "sr:auth:version"
+CACHE_SECONDS = 5.0  # the longest a cached caller lives should an announcement be lost
+CACHE_MAX_ENTRIES = 10_000
 
 
 class TokenError(ValueError):
@@ -72,3 +89,86 @@ def revoke(token: ApiToken) -> None:
     if token.revoked_at is None:
         token.revoked_at = utcnow()
         db.session.commit()
+
+
+class CallerCache:
+    """Token digest -> its Caller, for CACHE_SECONDS, while AUTH_VERSION_KEY is unchanged.
+    A refused token is never cached: a token made a moment ago works at once."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._version: bytes | None = None
+        self._entries: dict[str, tuple[float, Caller]] = {}
+
+    def get(self, plaintext: str, version: bytes | None) -> Caller | None:
+        """`version`: AUTH_VERSION_KEY as read for this request; None when Redis could not say
+        (then the database decides, and nothing is cached)."""
+        key, now = digest(plaintext), time.monotonic()
+        with self._lock:
+            if version != self._version:
+                self._entries.clear()
+                self._version = version
+            hit = self._entries.get(key)
+        if hit is not None and version is not None and hit[0] > now:
+            return hit[1]
+        principal = authenticate(plaintext)
+        if principal is None:
+            return None
+        caller = Caller.of(principal)
+        with self._lock:
+            # Not if the version moved on while we looked: our answer may predate the change.
+            if version is not None and version == self._version:
+                if len(self._entries) >= CACHE_MAX_ENTRIES:
+                    self._entries.clear()
+                self._entries[key] = (now + CACHE_SECONDS, caller)
+        return caller
+
+
+def cached_caller(plaintext: str, version: bytes | None) -> Caller | None:
+    return current_app.extensions["token_callers"].get(plaintext, version)
+
+
+def init_app(app: Flask) -> None:
+    app.extensions["token_callers"] = CallerCache()
+
+
+# -- announcing changes that may end a cached caller -------------------------------------------
+# Session events, so that no code path that changes access can forget to announce it.
+_ACCESS_MODELS = (ApiToken, Membership, User, Tenant)
+_BOOKKEEPING = frozenset({"last_used_at"})  # written by authenticate() itself
+_CHANGED = "sr_access_changed"
+
+
+def _changes_access(obj: object) -> bool:
+    if not isinstance(obj, _ACCESS_MODELS):
+        return False
+    return any(a.history.has_changes() for a in inspect(obj).attrs if a.key not in _BOOKKEEPING)
+
+
+@event.listens_for(Session, "after_flush")
+def _note_changes(session: Session, _context: object) -> None:
+    if any(isinstance(o, _ACCESS_MODELS) for o in session.deleted) or any(map(_changes_access, session.dirty)):
+        session.info[_CHANGED] = True
+
+
+@event.listens_for(Session, "do_orm_execute")
+def _note_bulk_changes(state: ORMExecuteState) -> None:
+    if (state.is_update or state.is_delete) and any(m.class_ in _ACCESS_MODELS for m in state.all_mappers):
+        state.session.info[_CHANGED] = True
+
+
+@event.listens_for(Session, "after_commit")
+def _announce(session: Session) -> None:
+    if not session.info.pop(_CHANGED, False):
+        return
+    from webapp.redis_client import get_redis
+
+    try:
+        get_redis().set(AUTH_VERSION_KEY, uuid.uuid4().hex)
+    except (RedisError, RuntimeError):  # Redis away, or no app here: cached callers expire soon
+        log.warning("access change not announced; cached token callers expire within %g s", CACHE_SECONDS)
+
+
+@event.listens_for(Session, "after_rollback")
+def _forget(session: Session) -> None:
+    session.info.pop(_CHANGED, None)

@@ -22,11 +22,14 @@ from redis import Redis
 from redis.exceptions import RedisError
 from rq import Queue
 from rq.job import Job
+from rq.utils import now as rq_now
 from sqlalchemy.exc import IntegrityError
 
+from webapp.auth.identity import Caller
+from webapp.endpoints.router import ServedScript
 from webapp.executions.service import ENDPOINT_QUEUE, QueueUnavailable, insert_ignoring_duplicates, run_context
 from webapp.extensions import db
-from webapp.models import Execution, Script, Tenant, User, utcnow
+from webapp.models import Execution, utcnow
 from webapp.redis_client import get_blocking_redis, get_redis
 
 JOB_FUNCTION = "worker.jobs.run_endpoint_call"
@@ -37,7 +40,7 @@ QUEUE_WAIT_SECONDS = 5  # no worker took the call by then: 503
 ANSWER_MARGIN_SECONDS = 2  # beyond the script's wall-time limit, once a worker has it
 
 
-def start_call(script: Script, event: dict[str, Any], tenant: Tenant, user: User | None) -> dict[str, Any]:
+def start_call(script: ServedScript, event: dict[str, Any], caller: Caller) -> dict[str, Any]:
     """Queue the call; returns it (the job's first argument, the event being the second).
     Raises QueueUnavailable."""
     call_id = str(uuid.uuid4())
@@ -46,28 +49,36 @@ def start_call(script: Script, event: dict[str, Any], tenant: Tenant, user: User
         "tenant_id": script.tenant_id,
         "script_id": str(script.id),
         "script_version": script.version,
-        "user_id": user.id if user else None,
+        "user_id": caller.user.id,
         "queued_at": utcnow().isoformat(),
         "summary": {"method": event["method"], "path": event["path"], "request_bytes": len(event["body"].encode())},
-        # The caller and script are loaded here already: the worker needs no query for them.
-        "context": run_context(call_id, "endpoint", script, tenant, user, "endpoint"),
+        # The caller and script are known here already: the worker needs no query for them.
+        "context": run_context(call_id, "endpoint", script, caller.tenant, caller.user, "endpoint"),
     }
-    data = Queue.prepare_data(
+    limits = current_app.config["SETTINGS"].limits
+    redis = get_redis()
+    queue = Queue(ENDPOINT_QUEUE, connection=redis)
+    job = queue.create_job(
         JOB_FUNCTION,
         args=(call, event),
-        job_id=call["id"],
-        description=f"endpoint call {call['id']}",  # RQ logs this: never the arguments
-        timeout=current_app.config["SETTINGS"].limits.wall_seconds + 60,
-        ttl=current_app.config["SETTINGS"].limits.wall_seconds + 120,  # the request leaves Redis even if no one ran it
+        job_id=call_id,
+        description=f"endpoint call {call_id}",  # RQ logs this: never the arguments
+        timeout=limits.wall_seconds + 60,
+        ttl=limits.wall_seconds + 120,  # the request leaves Redis even if no one ran it
         result_ttl=0,  # the answer goes to the reply list, not to RQ's result stream
         failure_ttl=300,
     )
-    redis = get_redis()
+    job.enqueued_at = rq_now()
     try:
-        with redis.pipeline() as pipe:
-            pipe.hset(INFLIGHT, call_id, json.dumps({k: v for k, v in call.items() if k != "context"}))
-            Queue(ENDPOINT_QUEUE, connection=redis).enqueue_many([data], pipeline=pipe)
-            pipe.execute()
+        # What Queue.enqueue writes (the job's hash, then its id on the queue) in one round
+        # trip without MULTI: the hash is written before the id that leads a worker to it.
+        pipe = redis.pipeline(transaction=False)
+        pipe.hset(INFLIGHT, call_id, json.dumps({k: v for k, v in call.items() if k != "context"}))
+        pipe.hset(job.key, mapping=job.to_dict())
+        pipe.expire(job.key, job.ttl)
+        pipe.rpush(queue.key, call_id)
+        pipe.sadd(queue.redis_queues_keys, queue.key)
+        pipe.execute()
     except RedisError as exc:
         raise QueueUnavailable(f"the call could not be queued: Redis is unavailable ({type(exc).__name__})") from exc
     return call
@@ -79,7 +90,8 @@ def wait_for_answer(call: dict[str, Any], wall_seconds: float) -> dict[str, Any]
     A call no worker took within QUEUE_WAIT_SECONDS is taken back from the queue (so it never
     runs) and answered 503; a call taken by a worker gets its wall-time limit plus a margin.
     """
-    db.session.commit()  # no database connection is held while we block
+    if db.session().in_transaction():
+        db.session.commit()  # no database connection is held while we block
     blocking, reply = get_blocking_redis(), REPLY + call["id"]
     try:
         answer = blocking.blpop([reply], timeout=QUEUE_WAIT_SECONDS)

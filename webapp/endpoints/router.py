@@ -1,10 +1,13 @@
 """EndpointRouter: which active endpoint script serves (tenant, method, path).
 
-Each web process keeps the route table in memory. A change made by any process sets a new
-random version token in Redis; every request compares it (one GET) and reloads the table
-from the database when it differs, so route changes reach every process at once. Without Redis, or when
-a lookup misses, the table is reloaded from the database (at most once a second on misses),
-so an active script is never answered with 404.
+Each web process keeps the route table in memory, with what a call needs of each script, so a
+call reads nothing from the database. A change made by any process sets a new random version
+token in Redis; every call compares it (read once per call with the caller cache's version) and
+reloads the table from the database when it differs, so route changes reach every process at
+once. Should an announcement be lost (Redis away during the change), a fingerprint of the
+endpoint scripts in the database, checked at most once a second, still brings the change in
+within a second. A lookup that misses reloads the table too (at most once a second), so an
+active script is never answered with 404.
 """
 
 import logging
@@ -16,7 +19,7 @@ from dataclasses import dataclass
 from flask import Flask, current_app
 from redis import Redis
 from redis.exceptions import RedisError
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from webapp.extensions import db
 from webapp.models import Script
@@ -24,15 +27,30 @@ from webapp.models import Script
 log = logging.getLogger(__name__)
 VERSION_KEY = "sr:routes:version"
 MISS_RELOAD_SECONDS = 1.0
+CHECK_DATABASE_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class ServedScript:
+    """What a call needs of its script (plain values: the table is shared by threads)."""
+
+    id: uuid.UUID
+    tenant_id: int
+    name: str
+    version: int
+    wall_seconds: float | None  # the script's own limit, if it has one
 
 
 @dataclass(frozen=True)
 class Route:
-    script_id: uuid.UUID
-    tenant_id: int
+    script: ServedScript
     method: str
     segments: tuple[str | None, ...]  # None where the path has a {parameter}
     names: tuple[str, ...]  # the parameter names, in order
+
+    @property
+    def script_id(self) -> uuid.UUID:
+        return self.script.id
 
     @classmethod
     def of(cls, script: Script) -> "Route":
@@ -43,7 +61,10 @@ class Route:
                 names.append(part[1:-1])
             else:
                 segments.append(part)
-        return cls(script.id, script.tenant_id, script.endpoint_method or "GET", tuple(segments), tuple(names))
+        served = ServedScript(
+            script.id, script.tenant_id, script.name, script.version, (script.limits or {}).get("wall_seconds")
+        )
+        return cls(served, script.endpoint_method or "GET", tuple(segments), tuple(names))
 
     def match(self, parts: list[str]) -> dict[str, str] | None:
         if len(parts) != len(self.segments):
@@ -78,10 +99,13 @@ class EndpointRouter:
         self._version: bytes | None = None
         self._loaded_at = 0.0
         self._last_miss_reload = 0.0
+        self._fingerprint: tuple | None = None
+        self._checked_database_at = 0.0
         self._lock = threading.Lock()
 
     # -- maintenance -------------------------------------------------------------------------
     def load_endpoints(self) -> None:
+        fingerprint = _fingerprint()
         scripts = db.session.scalars(select(Script).where(Script.type == "endpoint", Script.status == "active"))
         table: dict[int, list[Route]] = {}
         for script in scripts:
@@ -90,7 +114,8 @@ class EndpointRouter:
             routes.sort(key=lambda r: [s is None for s in r.segments])  # literal segments win
         with self._lock:
             self._routes = table
-            self._loaded_at = time.monotonic()
+            self._loaded_at = self._checked_database_at = time.monotonic()
+            self._fingerprint = fingerprint
 
     def add_or_update(self, script: Script, redis: Redis | None = None) -> None:
         """A script was saved: reload this process's table and tell the others."""
@@ -110,19 +135,23 @@ class EndpointRouter:
             redis.set(VERSION_KEY, token)
             self._version = token
         except RedisError:
-            log.warning("route change not announced (Redis down); other processes reload on their next miss")
+            log.warning("route change not announced (Redis down); other processes see it within a second")
 
     # -- lookups -----------------------------------------------------------------------------
-    def refresh_if_changed(self, redis: Redis) -> None:
-        try:
-            version = redis.get(VERSION_KEY)
-        except RedisError:
-            version = b"unknown"
-            if time.monotonic() - self._loaded_at < MISS_RELOAD_SECONDS:
+    def refresh_if_changed(self, version: bytes | None) -> None:
+        """`version`: VERSION_KEY as read for this call (b"" when unset), None when Redis
+        could not say."""
+        if self._loaded_at and version is not None and version == self._version:
+            if time.monotonic() - self._checked_database_at < CHECK_DATABASE_SECONDS:
                 return
-        if version != self._version or not self._loaded_at:
-            self.load_endpoints()
-            self._version = version
+            self._checked_database_at = time.monotonic()
+            if _fingerprint() == self._fingerprint:
+                return
+            log.info("endpoint scripts changed without (or before) an announcement: reloading routes")
+        elif version is None and time.monotonic() - self._loaded_at < MISS_RELOAD_SECONDS:
+            return
+        self.load_endpoints()
+        self._version = version
 
     def resolve(self, tenant_id: int, method: str, path: str) -> Match:
         found = self._find(tenant_id, method, path)
@@ -148,6 +177,14 @@ class EndpointRouter:
         if best is None:
             return Match(None, {}, tuple(sorted(allowed)))
         return Match(best[0], best[1], tuple(sorted(allowed)))
+
+
+def _fingerprint() -> tuple:
+    """Changes with any change to an endpoint script (each sets updated_at), or to their number."""
+    endpoints = select(func.count(), func.max(Script.updated_at), func.sum(Script.version)).where(
+        Script.type == "endpoint"
+    )
+    return tuple(db.session.execute(endpoints).one())
 
 
 def _more_literal(a: Route, b: Route) -> bool:

@@ -8,16 +8,16 @@ import math
 from typing import Any
 
 from flask import Blueprint, current_app, jsonify, request
-from sqlalchemy import bindparam, select
+from redis.exceptions import RedisError
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from webapp.auth.identity import bearer_token, current_principal
+from webapp.auth.identity import bearer_token, current_caller
+from webapp.auth.tokens import AUTH_VERSION_KEY
 from webapp.endpoints import calls
 from webapp.endpoints.http import STATUS_FOR_ERROR, build_response, request_event
-from webapp.endpoints.router import Route, get_router
+from webapp.endpoints.router import VERSION_KEY, ServedScript, get_router
 from webapp.executions.service import QueueUnavailable
-from webapp.extensions import csrf, db
-from webapp.models import Script
+from webapp.extensions import csrf
 from webapp.permissions import role_allows
 from webapp.redis_client import get_redis
 
@@ -39,24 +39,20 @@ def error(status: int, code: str, message: str, execution_id: Any = None, **head
 @bp.route("/api/scripts", defaults={"path": ""}, methods=METHODS)
 @bp.route("/api/scripts/<path:path>", methods=METHODS)
 def serve(path: str):
-    principal = current_principal()
-    if principal is None:
+    routes_version, auth_version = _versions()
+    caller = current_caller(auth_version)
+    if caller is None:
         return error(
             401, "unauthorized", "log in or send Authorization: Bearer <token>", **{"WWW-Authenticate": "Bearer"}
         )
-    if not role_allows(principal.role, "endpoints:call"):
+    if not role_allows(caller.role, "endpoints:call"):
         return error(403, "forbidden", "your role may not call endpoints")
     script_path = "/" + path
     method = "GET" if request.method == "HEAD" else request.method  # HEAD: GET without the body
     router = get_router()
-    router.refresh_if_changed(get_redis())
-    match = router.resolve(principal.tenant.id, method, script_path)
-    script = _serving_script(match.route.script_id) if match.route else None
-    if match.route is not None and not _still_serves(script, match.route):
-        router.load_endpoints()  # the table was stale: look again before answering
-        match = router.resolve(principal.tenant.id, method, script_path)
-        script = _serving_script(match.route.script_id) if match.route else None
-    if match.route is None or script is None or script.tenant_id != principal.tenant.id:
+    router.refresh_if_changed(routes_version)
+    match = router.resolve(caller.tenant.id, method, script_path)
+    if match.route is None:
         if match.allowed:
             return error(
                 405,
@@ -76,11 +72,22 @@ def serve(path: str):
         return error(413, "payload_too_large", "the request body is too large")
     if len(event["body"].encode()) > limit:
         return error(413, "payload_too_large", f"the request body is over the {limit // 1024} KiB limit")
+    script = match.route.script
     try:
-        call = calls.start_call(script, event, principal.tenant, principal.user)
+        call = calls.start_call(script, event, caller)
     except QueueUnavailable as exc:
         return error(503, "unavailable", str(exc), None, **{"Retry-After": "5"})
     return _respond(calls.wait_for_answer(call, _wall_seconds(script)))
+
+
+def _versions() -> tuple[bytes | None, bytes | None]:
+    """The route table's and the caller cache's versions, in one round trip; (None, None) when
+    Redis cannot say (then the database decides)."""
+    try:
+        routes, auth = get_redis().mget([VERSION_KEY, AUTH_VERSION_KEY])
+    except RedisError:
+        return None, None
+    return routes or b"", auth or b""
 
 
 def _respond(answer: dict[str, Any]):
@@ -93,37 +100,6 @@ def _respond(answer: dict[str, Any]):
     return error(status, code, answer.get("error_message") or kind, answer["id"], **headers)
 
 
-# The script's current routing fields and what a call needs: a row (cheaper than a model),
-# from a statement built once (every call runs it).
-_SERVING_SCRIPT = select(
-    Script.id,
-    Script.tenant_id,
-    Script.name,
-    Script.version,
-    Script.status,
-    Script.type,
-    Script.endpoint_method,
-    Script.endpoint_path,
-    Script.limits,
-).where(Script.id == bindparam("script_id"))
-
-
-def _serving_script(script_id: Any) -> Any:
-    return db.session.execute(_SERVING_SCRIPT, {"script_id": script_id}).one_or_none()
-
-
-def _still_serves(script: Any, route: Route) -> bool:
-    """The database still has this script active at this method and path."""
-    return (
-        script is not None
-        and script.status == "active"
-        and script.type == "endpoint"
-        and script.endpoint_method == route.method
-        and Route.of(script).segments == route.segments
-    )
-
-
-def _wall_seconds(script: Any) -> float:
+def _wall_seconds(script: ServedScript) -> float:
     default = current_app.config["SETTINGS"].limits.wall_seconds
-    own = (script.limits or {}).get("wall_seconds")
-    return math.ceil(min(own or default, default))
+    return math.ceil(min(script.wall_seconds or default, default))
