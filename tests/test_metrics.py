@@ -169,14 +169,17 @@ def test_manual_and_endpoint_runs_across_two_workers_and_restarts(
     assert client.get("/api/scripts/boom", headers=editor).status_code == 500
     assert client.get("/api/scripts/odd", headers=editor).status_code == 502
 
-    samples = scrape(client)
+    def every_run_counted() -> Samples | None:  # endpoint calls: within 0.1 s of their answer
+        samples = scrape(client)
+        return samples if sum(v for (n, _), v in samples.items() if n == "script_executions_total") == 11 else None
+
+    samples = eventually(every_run_counted, 2, "all 11 runs counted")
     assert _runs(samples, ok, "manual", "success") == 4
     assert _runs(samples, ok, "manual", "failed") == 0
     assert _runs(samples, bad, "manual", "failed") == 3
     assert _runs(samples, hello, "endpoint", "success") == 2
     assert _runs(samples, boom, "endpoint", "failed") == 1
     assert _runs(samples, odd, "endpoint", "failed") == 1
-    assert sum(v for (name, _), v in samples.items() if name == "script_executions_total") == 11
     for script_id, script_type in ((ok, "manual"), (bad, "manual"), (hello, "endpoint"), (boom, "endpoint")):
         assert_histogram_matches_rows(samples, app, script_id, script_type)
     assert samples[("script_errors_total", (("error_kind", "exception"),))] == 4
@@ -346,12 +349,15 @@ def test_promtool_flags_only_the_seed_gauge_names(app, client, editor, start_wor
         10,
         "a cron success and a cron failure",
     )
-    text = scrape_text(client)
+    every_kind = {(t, s) for t in ("manual", "cron", "endpoint") for s in ("success", "failed")}
+
+    def every_kind_counted() -> str | None:  # endpoint calls: within 0.1 s of their answer
+        text = scrape_text(client)
+        runs = [dict(labels) for name, labels in parse(text) if name == "script_executions_total"]
+        return text if {(r["type"], r["status"]) for r in runs} == every_kind else None
+
+    text = eventually(every_kind_counted, 2, "every kind counted")
     samples = parse(text)
-    runs = [dict(labels) for name, labels in samples if name == "script_executions_total"]
-    assert {(r["type"], r["status"]) for r in runs} == {
-        (t, s) for t in ("manual", "cron", "endpoint") for s in ("success", "failed")
-    }
     assert samples[("flask_http_request_total", (("method", "POST"), ("status", "201")))] == 6  # scripts created
     assert_only_seed_names_flagged(text)
     names = [f.name for f in text_string_to_metric_families(text)]

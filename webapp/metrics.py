@@ -8,6 +8,7 @@ The same scrape carries the web app's HTTP metrics (webapp/http_metrics.py).
 """
 
 import hmac
+from collections import Counter
 from collections.abc import Iterator
 
 from flask import Blueprint, Response, current_app, request
@@ -35,8 +36,56 @@ BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.
 BUSY_TTL_SECONDS = 120
 
 
+class RunCounts:
+    """Finished runs counted in memory, then written in one go: one HINCRBY per field however
+    many runs it counts (a worker answering hundreds of endpoint calls a second writes a few
+    commands per batch, not five per call)."""
+
+    def __init__(self) -> None:
+        self.ints: Counter[tuple[str, str]] = Counter()
+        self.sums: Counter[tuple[str, str]] = Counter()
+
+    def add(
+        self,
+        script_id: str,
+        script_type: str,
+        status: str,
+        seconds: float | None,
+        error_kind: str | None,
+        cache_hit: bool | None,
+        recycled: int = 0,
+    ) -> None:
+        """One run (status: succeeded | failed | skipped)."""
+        if status != "skipped":
+            outcome = "success" if status == "succeeded" else "failed"
+            self.ints[EXECUTIONS, f"{script_id}|{script_type}|{outcome}"] += 1
+        if seconds is not None:
+            base = f"{script_id}|{script_type}"
+            # Only the smallest bucket that holds the value: the scrape adds them up (cumulative).
+            bound = next((b for b in BUCKETS if seconds <= b), None)
+            if bound is not None:
+                self.ints[DURATION, f"{base}|{bound}"] += 1
+            self.sums[DURATION, f"{base}|sum"] += seconds
+            self.ints[DURATION, f"{base}|count"] += 1
+        if error_kind:
+            self.ints[ERRORS, error_kind] += 1
+        if cache_hit is not None:
+            self.ints[EVENTS, "compile_cache_hits" if cache_hit else "compile_cache_misses"] += 1
+        if recycled:
+            self.ints[EVENTS, "runtime_recycles"] += recycled
+
+    def write(self, pipe: Pipeline) -> None:
+        for (key, field), amount in self.ints.items():
+            pipe.hincrby(key, field, amount)
+        for (key, field), amount in self.sums.items():
+            pipe.hincrbyfloat(key, field, amount)
+
+    def __bool__(self) -> bool:
+        return bool(self.ints or self.sums)
+
+
 def record_run(
-    redis: Redis | Pipeline,
+    redis: Redis,
     script_id: str,
     script_type: str,
     status: str,
@@ -45,28 +94,12 @@ def record_run(
     cache_hit: bool | None,
     recycled: int = 0,
 ) -> None:
-    """Count one finished run (status: succeeded | failed | skipped). Given a pipeline, the
-    commands join it (the caller executes it); given a connection, they go at once."""
-    outcome = "success" if status == "succeeded" else "failed"
-    pipe = redis if isinstance(redis, Pipeline) else redis.pipeline(transaction=False)
-    if status != "skipped":
-        pipe.hincrby(EXECUTIONS, f"{script_id}|{script_type}|{outcome}", 1)
-    if seconds is not None:
-        base = f"{script_id}|{script_type}"
-        # Only the smallest bucket that holds the value: the scrape adds them up (cumulative).
-        bound = next((b for b in BUCKETS if seconds <= b), None)
-        if bound is not None:
-            pipe.hincrby(DURATION, f"{base}|{bound}", 1)
-        pipe.hincrbyfloat(DURATION, f"{base}|sum", seconds)
-        pipe.hincrby(DURATION, f"{base}|count", 1)
-    if error_kind:
-        pipe.hincrby(ERRORS, error_kind, 1)
-    if cache_hit is not None:
-        pipe.hincrby(EVENTS, "compile_cache_hits" if cache_hit else "compile_cache_misses", 1)
-    if recycled:
-        pipe.hincrby(EVENTS, "runtime_recycles", recycled)
-    if pipe is not redis:
-        pipe.execute()
+    """Count one finished run at once."""
+    counts = RunCounts()
+    counts.add(script_id, script_type, status, seconds, error_kind, cache_hit, recycled)
+    pipe = redis.pipeline(transaction=False)
+    counts.write(pipe)
+    pipe.execute()
 
 
 def count_event(redis: Redis, name: str, amount: int = 1) -> None:

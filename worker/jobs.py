@@ -11,7 +11,6 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any, TypeVar
 
-from redis.client import Pipeline
 from redis.exceptions import RedisError
 from sqlalchemy import select, update
 from sqlalchemy.exc import InterfaceError, OperationalError
@@ -146,17 +145,17 @@ def _record(run_id: uuid.UUID, **values: Any) -> None:
 
 
 def run_endpoint_call(
-    call: dict[str, Any], event: dict[str, Any], metrics_pipe: Pipeline | None = None
+    call: dict[str, Any], event: dict[str, Any], counts: metrics.RunCounts | None = None
 ) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """Answer one endpoint call: (the answer for its caller, its execution row to record).
 
     Nothing is written here: the worker hands the answer back first and records the row after
-    (see worker.main); the run's metrics join `metrics_pipe`, which goes with the answer. The
+    (see worker.main); the run's metrics join `counts`, written with the row. The
     request and response bodies are in neither the row nor the logs."""
     state = get_state()
     with state.app.app_context():
         try:
-            return _answer(call, event, state, metrics_pipe)
+            return _answer(call, event, state, counts)
         except Exception as exc:
             log.exception("endpoint call %s failed in the worker", call["id"])
             db.session.rollback()
@@ -178,7 +177,7 @@ def run_endpoint_call(
 
 
 def _answer(
-    call: dict[str, Any], event: dict[str, Any], state: Any, metrics_pipe: Pipeline | None
+    call: dict[str, Any], event: dict[str, Any], state: Any, counts: metrics.RunCounts | None
 ) -> tuple[dict[str, Any], dict[str, Any] | None]:
     started = utcnow()
     script_id, number = uuid.UUID(call["script_id"]), call["script_version"]
@@ -207,7 +206,7 @@ def _answer(
         worker=state.name,
         runtime_info=ran.runtime_info,
     )
-    _count(call["script_id"], "endpoint", ran, metrics_pipe)
+    _count(call["script_id"], "endpoint", ran, counts)
     answer = {"id": call["id"], "status": ran.status, "error_kind": ran.error_kind, "error_message": ran.error_message}
     answer["result"] = result if succeeded else None
     return answer, row
@@ -269,11 +268,11 @@ def _run_in_sandbox(
     )
 
 
-def _count(script_id: str, script_type: str, ran: Ran, pipe: Pipeline | None = None) -> None:
+def _count(script_id: str, script_type: str, ran: Ran, counts: metrics.RunCounts | None = None) -> None:
     seconds = (ran.duration_ms or 0) / 1000
     kind, hit, recycled = ran.error_kind, ran.cache_hit, ran.recycled
-    if pipe is not None:
-        metrics.record_run(pipe, script_id, script_type, ran.status, seconds, kind, hit, recycled)
+    if counts is not None:
+        counts.add(script_id, script_type, ran.status, seconds, kind, hit, recycled)
     else:
         _metrics(metrics.record_run, script_id, script_type, ran.status, seconds, kind, hit, recycled)
 

@@ -20,6 +20,7 @@ from rq.job import Job
 from webapp.endpoints import calls
 from webapp.executions.maintenance import mark_alive, prune_executions, reap_lost
 from webapp.executions.service import ENDPOINT_QUEUE, QUEUES
+from webapp.metrics import RunCounts
 from worker.busy import BusyFlag
 from worker.host_api import prune_expired_storage
 from worker.jobs import run_endpoint_call
@@ -87,8 +88,9 @@ class ScriptWorker(SimpleWorker):
             except RedisError:  # the run is recorded in the database; only RQ's bookkeeping failed
                 log.exception("job %s: RQ could not record its end (Redis is unavailable)", job.id)
                 return None
+        counts = RunCounts()
+        answer, row = run_endpoint_call(*job.args, counts=counts)
         pipe = self.connection.pipeline(transaction=False)
-        answer, row = run_endpoint_call(*job.args, metrics_pipe=pipe)
         if row is None:  # its script is gone: there is nothing to record the call against
             pipe.hdel(calls.INFLIGHT, job.id)
         elif answer["status"] != "succeeded":
@@ -98,7 +100,6 @@ class ScriptWorker(SimpleWorker):
             reply = calls.REPLY + job.id
             pipe.rpush(reply, json.dumps(answer))
             pipe.expire(reply, calls.REPLY_TTL_SECONDS)
-            pipe.delete(job.key)
             if len(self.queues) == 1:
                 # One queue: RQ dequeued with LMOVE into its intermediate list, which only its
                 # own job bookkeeping (skipped here) would empty.
@@ -106,8 +107,7 @@ class ScriptWorker(SimpleWorker):
             pipe.execute()
         except RedisError:
             log.warning("endpoint call %s: the answer could not be handed back (Redis is unavailable)", job.id)
-        if row is not None:
-            self.records.add(row)
+        self.records.add(row, counts, job.key)  # recorded, counted, and its job removed, just after
 
     # RQ's work loop ends the worker on any error outside its dequeue. The bookkeeping below
     # may fail while Redis is away; the worker must outlive that, so these only log.

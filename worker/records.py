@@ -1,9 +1,10 @@
-"""Writes endpoint calls' execution rows in batches, off the caller's path.
+"""What a worker does for endpoint calls after answering them, in batches off the callers' path.
 
-A worker answers an endpoint call first and records it right after: rows collect here for a
-few milliseconds and go to the database in one INSERT. A row that cannot be written stays
-queued and is retried; the call stays listed in Redis (calls.INFLIGHT) until its row is in,
-so even a worker that dies with rows in hand leaves them for the reaper to record as lost.
+Every GATHER_SECONDS: the calls' metrics (summed per field) and the removal of their RQ jobs
+go to Redis in one round trip, then their execution rows go to the database in one INSERT. A
+row that cannot be written stays queued and is retried; the call stays listed in Redis
+(calls.INFLIGHT) until its row is in, so even a worker that dies with rows in hand leaves them
+for the reaper to record as lost. Such a worker loses the last GATHER_SECONDS of counts.
 """
 
 import contextlib
@@ -20,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from webapp.endpoints.calls import INFLIGHT
 from webapp.executions.service import insert_ignoring_duplicates
 from webapp.extensions import db
+from webapp.metrics import RunCounts
 from webapp.models import Execution
 
 log = logging.getLogger(__name__)
@@ -32,15 +34,25 @@ class RecordWriter:
     def __init__(self, app: Flask, redis: Redis):
         self.app, self.redis = app, redis
         self._rows: list[dict[str, Any]] = []
+        self._counts = RunCounts()
+        self._done_jobs: list[str] = []
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._closed = threading.Event()
         self._thread = threading.Thread(target=self._write_batches, name="records", daemon=True)
         self._thread.start()
 
-    def add(self, row: dict[str, Any]) -> None:
+    def add(self, row: dict[str, Any] | None, counts: RunCounts | None = None, job_key: str | None = None) -> None:
+        """An answered call: its row to record (None if recorded already or not to be), its
+        metrics, and its RQ job's key to delete."""
         with self._lock:
-            self._rows.append(row)
+            if row is not None:
+                self._rows.append(row)
+            if counts:
+                self._counts.ints.update(counts.ints)
+                self._counts.sums.update(counts.sums)
+            if job_key is not None:
+                self._done_jobs.append(job_key)
         self._wake.set()
 
     def write_now(self, row: dict[str, Any]) -> None:
@@ -55,6 +67,7 @@ class RecordWriter:
         self._closed.set()
         self._wake.set()
         self._thread.join(timeout=10)
+        self._flush_redis()
         while self._rows and self.flush():
             pass
 
@@ -78,11 +91,27 @@ class RecordWriter:
             self._wake.wait()
             self._closed.wait(GATHER_SECONDS)
             self._wake.clear()
+            self._flush_redis()
             while self._rows and not self._closed.is_set():
                 if not self.flush():  # the database is away: try again in a second, calls or not
                     self._closed.wait(RETRY_SECONDS)
                 elif len(self._rows) < BATCH_ROWS:
                     break  # rows added during the write gather for the next one (tiny batches cost)
+
+    def _flush_redis(self) -> None:
+        with self._lock:
+            counts, self._counts = self._counts, RunCounts()
+            done_jobs, self._done_jobs = self._done_jobs, []
+        if not counts and not done_jobs:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        counts.write(pipe)
+        if done_jobs:
+            pipe.unlink(*done_jobs)
+        try:
+            pipe.execute()
+        except RedisError:  # written again, some counts could count twice: they are dropped
+            log.warning("metrics of %d call(s) not recorded: Redis is unavailable", len(done_jobs))
 
     def _write(self, rows: list[dict[str, Any]]) -> None:
         with self.app.app_context():
