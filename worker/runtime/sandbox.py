@@ -97,14 +97,14 @@ class Sandbox:
         assert self.proc is not None
         started = time.monotonic()
         deadline = started + limits.wall_seconds
-        cpu_at_start = self._cpu_seconds()
+        cpu = _CpuWatch(self)
         self.busy = True
         try:
             protocol.send(self.proc.stdin.fileno(), {**request, "limits": limits.for_engine()})
             while True:
-                message = self._receive(deadline, cpu_at_start, limits.cpu_seconds + CPU_GRACE_SECONDS)
+                message = self._receive(deadline, cpu, limits.cpu_seconds + CPU_GRACE_SECONDS)
                 if message is None:
-                    return self._killed(limits, started, cpu_at_start)
+                    return self._killed(limits, started, cpu)
                 if message["op"] == "host":
                     protocol.send(self.proc.stdin.fileno(), {"op": "answers", "answers": host(message["calls"])})
                     continue
@@ -122,7 +122,7 @@ class Sandbox:
             self.busy = False
 
     def _receive(
-        self, deadline: float, cpu_at_start: float | None = None, cpu_limit: float | None = None
+        self, deadline: float, cpu: "_CpuWatch | None" = None, cpu_limit: float | None = None
     ) -> dict[str, Any] | None:
         """The next message, or None once the deadline or the CPU backstop is passed."""
         assert self.proc is not None
@@ -134,7 +134,7 @@ class Sandbox:
             readable, _, _ = select.select([fd], [], [], min(left, _POLL_SECONDS))
             if readable:
                 return protocol.receive(fd)
-            if cpu_limit is not None and self._cpu_seconds() - (cpu_at_start or 0) > cpu_limit:
+            if cpu is not None and cpu_limit is not None and cpu.used() > cpu_limit:
                 return None
 
     def _cpu_seconds(self) -> float:
@@ -145,8 +145,8 @@ class Sandbox:
         except (OSError, IndexError, ValueError):
             return 0.0
 
-    def _killed(self, limits: Limits, started: float, cpu_at_start: float) -> dict[str, Any]:
-        cpu = self._cpu_seconds() - cpu_at_start
+    def _killed(self, limits: Limits, started: float, watch: "_CpuWatch") -> dict[str, Any]:
+        cpu = watch.used()
         wall = time.monotonic() - started
         self.kill()
         self.restarts += 1
@@ -158,6 +158,22 @@ class Sandbox:
         outcome["wall_ms"] = round(wall * 1000, 3)
         outcome["cpu_ms"] = round(cpu * 1000, 3)
         return outcome
+
+
+class _CpuWatch:
+    """The sandbox's CPU time since a run began. /proc is read only once the run outlasts a
+    poll (most runs take milliseconds); that first reading counts the whole poll as used, so
+    the backstop can only come early, by under _POLL_SECONDS of its CPU_GRACE_SECONDS."""
+
+    def __init__(self, sandbox: Sandbox):
+        self.sandbox = sandbox
+        self.start: float | None = None
+
+    def used(self) -> float:
+        now = self.sandbox._cpu_seconds()
+        if self.start is None:
+            self.start = now - _POLL_SECONDS
+        return max(now - self.start, 0.0)
 
 
 def _failure(kind: str, message: str) -> dict[str, Any]:
