@@ -220,3 +220,67 @@ def test_a_fire_whose_recording_fails_is_tried_again(app, client, editor, monkey
     with app.app_context():
         assert scheduler.fire_due() >= 1
     assert len(_executions(app, script["id"])) >= 1
+
+
+def test_a_tick_the_database_refused_loses_no_fire_even_under_skip(app, client, editor, monkeypatch, redis_url):
+    """One failed pass is an outage of its own length: the fires it put back run on the next
+    pass, late, and only fires that fell due while cut off count as missed."""
+    from redis import Redis
+    from sqlalchemy.exc import OperationalError
+
+    import worker.scheduler as scheduler_module
+    from worker.scheduler import ScriptScheduler
+
+    script = _cron(client, editor, "*/1 * * * * *", misfire_policy="skip")
+    scheduler = ScriptScheduler(Redis.from_url(redis_url), app)
+    with app.app_context():
+        scheduler.cron.start()
+    eventually(lambda: scheduler.cron.earliest_due_ms() <= time.time() * 1000, 3, step=0.02)
+    put_back = datetime.fromtimestamp(scheduler.cron.earliest_due_ms() / 1000, UTC)
+    real = scheduler_module.fire_cron
+
+    def refused(fires):
+        raise OperationalError("INSERT INTO executions", {}, Exception("database is down"))
+
+    monkeypatch.setattr(scheduler_module, "fire_cron", refused)
+    scheduler.tick()
+    monkeypatch.setattr(scheduler_module, "fire_cron", real)
+    time.sleep(1.2)  # the outage lasts past the next fire time: that one is missed (skip)
+    until = time.time() + 2.5
+    while time.time() < until:  # the scheduler's own loop, for a few fires
+        time.sleep(min(scheduler.tick(), max(until - time.time(), 0)))
+    fires = [e.scheduled_at for e in _executions(app, script["id"])]
+    assert fires[0] == put_back, fires  # put back by the refused pass: run, late
+    assert put_back + timedelta(seconds=1) not in fires, fires  # due while cut off: skipped
+    assert len(fires) >= 2, fires  # then the cadence goes on
+
+
+def test_a_fire_recorded_but_not_queued_is_queued_by_the_next_pass(app, client, editor, monkeypatch, redis_url):
+    """Redis failed between the fire's record and its queueing: the next pass queues it (it
+    would otherwise wait a minute for the reaper, and the script's fires be skipped)."""
+    from redis import Redis
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from rq import Queue
+
+    import webapp.executions.service as service
+    from worker.scheduler import ScriptScheduler
+
+    script = _cron(client, editor, "*/1 * * * * *")
+    scheduler = ScriptScheduler(Redis.from_url(redis_url), app)
+    with app.app_context():
+        scheduler.cron.start()
+    eventually(lambda: scheduler.cron.earliest_due_ms() <= time.time() * 1000, 3, step=0.02)
+    real = service.queue_recorded_runs
+
+    def redis_gone(ids, redis=None):
+        raise RedisConnectionError("Redis went away")
+
+    monkeypatch.setattr(service, "queue_recorded_runs", redis_gone)
+    scheduler.tick()
+    [stranded] = _executions(app, script["id"])
+    assert stranded.status == "queued"
+    monkeypatch.setattr(service, "queue_recorded_runs", real)
+    scheduler.tick()
+    assert str(stranded.id) in " ".join(Queue("default", connection=Redis.from_url(redis_url)).job_ids)
+    same_fire = [e for e in _executions(app, script["id"]) if e.scheduled_at == stranded.scheduled_at]
+    assert [e.id for e in same_fire] == [stranded.id]  # not recorded twice

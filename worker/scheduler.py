@@ -56,7 +56,10 @@ class ScriptScheduler(Scheduler):
         self.started_at = utcnow()
         self.others_alive_at_start = False
         self._last_reconcile = 0.0
-        self._cut_off = False  # the last pass failed: Redis or the database was unreachable
+        self._last_good_pass = utcnow()
+        self._cut_off_since: datetime | None = None  # the last good pass, while passes fail
+        self._gap: tuple[datetime, datetime] | None = None  # the last time it was cut off
+        self._put_back: set[tuple[str, int]] = set()  # fires a failed pass had in hand
         self._stopping = False
         self._schedules: dict[tuple[str, int], cron.Schedule] = {}
 
@@ -104,8 +107,9 @@ class ScriptScheduler(Scheduler):
 
     def tick(self) -> float:
         """One pass; returns how long to wait before the next one."""
+        began = utcnow()
         try:
-            if self._cut_off:
+            if self._cut_off_since is not None:
                 self._resume()
             self.heartbeat()
             self.cron.beat(self.name, self.started_at)
@@ -124,21 +128,24 @@ class ScriptScheduler(Scheduler):
                 finally:
                     db.session.remove()
             earliest = self.cron.next_wake_ms()
+            self._last_good_pass = began
         except (RedisError, SQLAlchemyError, OSError):
             log.exception("scheduler pass failed; retrying in a second")
-            self._cut_off = True
+            if self._cut_off_since is None:
+                self._cut_off_since = self._last_good_pass
             return MAX_SLEEP_SECONDS
         if earliest is None:
             return MAX_SLEEP_SECONDS
         return min(max(earliest / 1000 - time.time(), 0.0), MAX_SLEEP_SECONDS)
 
     def _resume(self) -> None:
-        """Back after Redis or the database failed us. Fires that fell due meanwhile were
-        missed (no scheduler could fire them): they collapse by misfire policy, exactly as if
-        this scheduler had just started."""
-        self.started_at = utcnow()
-        self.others_alive_at_start = self.cron.others_beating(self.name)
-        self._cut_off = False
+        """Back after Redis or the database failed us. Fires that fell due since the last good
+        pass were missed (this scheduler could not fire them, and no other one did): they
+        collapse by misfire policy, as after a restart. Fires a failed pass had in hand (it
+        claimed them, then the database refused them) are not missed: they run now, late."""
+        assert self._cut_off_since is not None
+        self._gap = (self._cut_off_since, utcnow())
+        self._cut_off_since = None
         log.info("scheduler %s resumed; fires missed meanwhile collapse by misfire policy", self.name)
 
     def fire_due(self) -> int:
@@ -160,7 +167,8 @@ class ScriptScheduler(Scheduler):
                 continue
             schedule = self._schedule(entry)
             due_at = from_ms(due_ms)
-            boundary = self._missed_until(due_at, now)
+            boundary = self._missed_until(due_at, now, put_back=(script_id, due_ms) in self._put_back)
+            self._put_back.discard((script_id, due_ms))
             if boundary is not None:  # missed while no scheduler was firing: collapse by policy
                 latest = latest_fire_at_or_before(schedule, due_at, boundary)
                 fire_at = latest if entry.misfire_policy == "run_once" else None
@@ -180,6 +188,7 @@ class ScriptScheduler(Scheduler):
             # are tried again (and collapse by policy if it lasts) instead of being lost.
             self.cron.claim([(sid, new, old) for (sid, old, new), ok in zip(moves, won, strict=True) if ok])
             self.cron.release([c for _, c in claimed])
+            self._put_back.update((sid, old) for (sid, old, _), ok in zip(moves, won, strict=True) if ok)
             raise
         self.cron.release([c for _, c in claimed])
         return len(recorded)
@@ -240,15 +249,18 @@ class ScriptScheduler(Scheduler):
         wanted = [uuid.UUID(sid) for sid in ids]
         return {str(s.id): s for s in db.session.scalars(select(Script).where(Script.id.in_(wanted)))} if ids else {}
 
-    def _missed_until(self, due_at: datetime, now: datetime) -> datetime | None:
+    def _missed_until(self, due_at: datetime, now: datetime, put_back: bool = False) -> datetime | None:
         """The end of the gap a fire fell in, or None when it is merely due now.
 
         A fire was missed when no scheduler was firing at its time: it fell due before this
-        scheduler started while no other one was alive, or it is long overdue (every
-        scheduler was stalled or cut off from Redis or the database).
+        scheduler started while no other one was alive, or while this one was cut off from
+        Redis or the database (had another fired it, it would not be due) unless a failed pass
+        had it in hand (`put_back`), or it is long overdue (every scheduler was stalled or cut off).
         """
         if due_at < self.started_at and not self.others_alive_at_start:
             return self.started_at
+        if self._gap is not None and self._gap[0] <= due_at < self._gap[1] and not put_back:
+            return self._gap[1]
         if (now - due_at).total_seconds() > MISFIRE_GRACE_SECONDS:
             return now
         return None

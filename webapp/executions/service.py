@@ -18,7 +18,7 @@ from redis.exceptions import RedisError
 from rq import Queue
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -159,6 +159,8 @@ def fire_cron(fires: list[tuple[Script, datetime]]) -> list[uuid.UUID]:
     recorded = set(db.session.scalars(stmt.returning(Execution.id), rows))
     db.session.commit()
     queued = [row["id"] for row in rows if row["id"] in recorded and row["status"] == "queued"]
+    existing = [(row["script_id"], row["scheduled_at"]) for row in rows if row["id"] not in recorded]
+    queued += _recorded_earlier_unrun(existing)
     skipped = sum(1 for row in rows if row["id"] in recorded and row["status"] == "skipped")
     with contextlib.suppress(RedisError):
         pipe = get_redis().pipeline(transaction=False)
@@ -167,6 +169,16 @@ def fire_cron(fires: list[tuple[Script, datetime]]) -> list[uuid.UUID]:
         pipe.execute()
     queue_recorded_runs(queued)
     return [row["id"] for row in rows if row["id"] in recorded]
+
+
+def _recorded_earlier_unrun(fires: list[tuple[uuid.UUID, datetime]]) -> list[uuid.UUID]:
+    """Fires recorded by an earlier pass that could not queue them (Redis failed after the
+    commit) and that no worker has taken: they are queued again (a run queued twice still runs
+    once), or they would wait for the reaper, and the script's next fires be skipped."""
+    if not fires:
+        return []
+    same_fire = or_(*(and_(Execution.script_id == sid, Execution.scheduled_at == at) for sid, at in fires))
+    return list(db.session.scalars(select(Execution.id).where(same_fire, Execution.status == "queued")))
 
 
 def queue_recorded_runs(execution_ids: list[uuid.UUID], redis: Redis | None = None) -> None:
