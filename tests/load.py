@@ -45,7 +45,7 @@ ENDPOINT = {
     "endpoint_method": "GET",
     "endpoint_path": "/echo",
     "source": "function main(req) { return { body: { n: req.query.n } } }",
-    "limits": {"wall_seconds": 5},  # the slowest possible answer (504) comes within 5 + 5 + 2 s
+    "limits": {"wall_seconds": 5},  # the slowest possible answer (503 or 504) comes within 5 + 5 + 2 s
 }
 CRON_SOURCE = "function main(event) { return event.scheduled_at }"
 CALL_TIMEOUT_SECONDS = 20

@@ -52,6 +52,7 @@ def test_an_endpoint_call_whose_worker_dies_is_answered_and_recorded_lost(
         sent = time.monotonic()
         response = requests.get(f"{live_server}/api/scripts/slow", headers=headers, timeout=60)
         answer.update(status=response.status_code, body=response.json(), took=time.monotonic() - sent)
+        answer.update(retry_after=response.headers.get("Retry-After"))
 
     caller = threading.Thread(target=call)
     caller.start()
@@ -60,13 +61,14 @@ def test_an_endpoint_call_whose_worker_dies_is_answered_and_recorded_lost(
     victim.kill()
     killed_at = time.monotonic()
     caller.join(timeout=30)
-    assert answer["status"] == 504 and answer["body"]["error"]["code"] == "timeout"
+    assert answer["status"] == 503 and answer["body"]["error"]["code"] == "unavailable"
+    assert answer["retry_after"] == "5" and "stopped without answering" in answer["body"]["error"]["message"]
     # No hang: the wait for a worker (5 s), then the wall-time limit (5 s) and the margin (2 s).
     assert answer["took"] < 5 + 5 + 2 + 3
     execution_id = answer["body"]["error"]["execution_id"]
     execution = client.get(f"/api/v1/executions/{execution_id}", headers=headers).get_json()
     assert (execution["status"], execution["error_kind"]) == ("failed", "lost")
-    print(f"\nendpoint call answered 504 {time.monotonic() - killed_at:.1f} s after its worker was killed")
+    print(f"\nendpoint call answered 503 {time.monotonic() - killed_at:.1f} s after its worker was killed")
     # The killed worker's sandbox went with it; the other worker serves the next calls.
     eventually(lambda: not any(__import__("os").path.exists(f"/proc/{pid}") for pid in sandboxes), 5, "sandbox gone")
     fast = client.patch(

@@ -18,6 +18,7 @@ from datetime import timedelta
 from flask import Flask, current_app
 from redis.exceptions import RedisError
 from sqlalchemy import bindparam, event, inspect, select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import ORMExecuteState, Session
 
 from webapp.auth.identity import Caller, Principal
@@ -111,7 +112,15 @@ class CallerCache:
             hit = self._entries.get(key)
         if hit is not None and version is not None and hit[0] > now:
             return hit[1]
-        principal = authenticate(plaintext)
+        try:
+            principal = authenticate(plaintext)
+        except SQLAlchemyError:
+            if hit is None or version is None:
+                raise
+            # The database is away: no access can change meanwhile (that takes a commit), so
+            # the caller we had still holds; calls go on being served.
+            db.session.rollback()
+            return hit[1]
         if principal is None:
             return None
         caller = Caller.of(principal)

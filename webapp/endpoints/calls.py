@@ -102,7 +102,9 @@ def wait_for_answer(call: dict[str, Any], wall_seconds: float) -> dict[str, Any]
                 return _give_up(call, 503, f"no worker took the call within {QUEUE_WAIT_SECONDS} s")
             answer = blocking.blpop([reply], timeout=wall_seconds + ANSWER_MARGIN_SECONDS)
         if answer is None:
-            return _give_up(call, 504, f"the worker did not answer within {wall_seconds:g} s of taking the call")
+            # SPEC §7: no worker answered in time. It may have run the script in part.
+            message = f"the worker stopped without answering (none within {wall_seconds:g} s of taking the call)"
+            return _give_up(call, 503, message + "; the script may have run in part")
         return json.loads(answer[1])
     except RedisError as exc:
         return _give_up(call, 503, f"Redis became unavailable during the call ({type(exc).__name__})")

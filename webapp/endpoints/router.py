@@ -20,6 +20,7 @@ from flask import Flask, current_app
 from redis import Redis
 from redis.exceptions import RedisError
 from sqlalchemy import func, select
+from sqlalchemy.exc import SQLAlchemyError
 
 from webapp.extensions import db
 from webapp.models import Script
@@ -145,7 +146,12 @@ class EndpointRouter:
             if time.monotonic() - self._checked_database_at < CHECK_DATABASE_SECONDS:
                 return
             self._checked_database_at = time.monotonic()
-            if _fingerprint() == self._fingerprint:
+            try:
+                if _fingerprint() == self._fingerprint:
+                    return
+            except SQLAlchemyError:  # the database is away: no route can change meanwhile
+                db.session.rollback()
+                log.warning("route table not checked against the database (unavailable); serving it as announced")
                 return
             log.info("endpoint scripts changed without (or before) an announcement: reloading routes")
         elif version is None and time.monotonic() - self._loaded_at < MISS_RELOAD_SECONDS:
