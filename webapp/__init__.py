@@ -81,4 +81,6 @@ def _engine_options(url: str) -> dict:
     if url.startswith("sqlite"):
         # Several processes write at once: wait for the lock instead of failing at once.
         return {"connect_args": {"timeout": 30, "check_same_thread": False}}
-    return {"pool_pre_ping": True}
+    # A database host that does not answer must fail a request in seconds, not hang a thread
+    # for the system's TCP timeout.
+    return {"pool_pre_ping": True, "connect_args": {"connect_timeout": 3}}

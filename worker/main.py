@@ -73,7 +73,11 @@ class ScriptWorker(SimpleWorker):
             return None  # none waiting, or its job expired unrun (RQ skips those too)
         job_id, fields = taken
         job = self.job_class(job_id.decode(), connection=self.connection, serializer=self.serializer)
-        job.restore(dict(zip(fields[::2], fields[1::2], strict=True)))
+        try:
+            job.restore(dict(zip(fields[::2], fields[1::2], strict=True)))
+        except Exception:  # RQ's dequeue skips a job it cannot read; so do we, and go on serving
+            log.exception("endpoint job %s could not be read; skipped", job.id)
+            return None
         job.redis_server_version = self.get_redis_server_version()
         return job, queue
 

@@ -95,6 +95,7 @@ class RecordWriter:
             while self._rows and not self._closed.is_set():
                 if not self.flush():  # the database is away: try again in a second, calls or not
                     self._closed.wait(RETRY_SECONDS)
+                    self._flush_redis()  # metrics and job removals need no database
                 elif len(self._rows) < BATCH_ROWS:
                     break  # rows added during the write gather for the next one (tiny batches cost)
 

@@ -140,11 +140,13 @@ class ScriptScheduler(Scheduler):
 
     def _resume(self) -> None:
         """Back after Redis or the database failed us. Fires that fell due since the last good
-        pass were missed (this scheduler could not fire them, and no other one did): they
-        collapse by misfire policy, as after a restart. Fires a failed pass had in hand (it
-        claimed them, then the database refused them) are not missed: they run now, late."""
+        pass were missed when no other scheduler is alive (none could fire them): they collapse
+        by misfire policy, as after a restart. Fires a failed pass had in hand (it claimed
+        them, then the database refused them) are not missed: they run now, late."""
         assert self._cut_off_since is not None
-        self._gap = (self._cut_off_since, utcnow())
+        # Another scheduler beating now fired (or put back) what fell due meanwhile: no gap.
+        alone = not self.cron.others_beating(self.name)
+        self._gap = (self._cut_off_since, utcnow()) if alone else None
         self._cut_off_since = None
         log.info("scheduler %s resumed; fires missed meanwhile collapse by misfire policy", self.name)
 

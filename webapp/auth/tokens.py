@@ -18,7 +18,7 @@ from datetime import timedelta
 from flask import Flask, current_app
 from redis.exceptions import RedisError
 from sqlalchemy import bindparam, event, inspect, select
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import ORMExecuteState, Session
 
 from webapp.auth.identity import Caller, Principal
@@ -32,6 +32,7 @@ _LAST_USED_RESOLUTION = timedelta(seconds=60)
 AUTH_VERSION_KEY = "sr:auth:version"
 CACHE_SECONDS = 5.0  # the longest a cached caller lives should an announcement be lost
 CACHE_MAX_ENTRIES = 10_000
+STALE_SECONDS = 60.0  # how long past its time a caller may serve while the database is unreachable
 
 
 class TokenError(ValueError):
@@ -114,11 +115,11 @@ class CallerCache:
             return hit[1]
         try:
             principal = authenticate(plaintext)
-        except SQLAlchemyError:
-            if hit is None or version is None:
+        except (OperationalError, InterfaceError):
+            if hit is None or version is None or now - hit[0] > STALE_SECONDS:
                 raise
-            # The database is away: no access can change meanwhile (that takes a commit), so
-            # the caller we had still holds; calls go on being served.
+            # The database is unreachable: no access can change meanwhile (that takes a
+            # commit, which would announce it), so the caller we had still holds, for a while.
             db.session.rollback()
             return hit[1]
         if principal is None:

@@ -20,7 +20,7 @@ from flask import Flask, current_app
 from redis import Redis
 from redis.exceptions import RedisError
 from sqlalchemy import func, select
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from webapp.extensions import db
 from webapp.models import Script
@@ -102,31 +102,33 @@ class EndpointRouter:
         self._last_miss_reload = 0.0
         self._fingerprint: tuple | None = None
         self._checked_database_at = 0.0
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # held while the table is reloaded: one reload at a time
 
     # -- maintenance -------------------------------------------------------------------------
     def load_endpoints(self) -> None:
-        fingerprint = _fingerprint()
-        scripts = db.session.scalars(select(Script).where(Script.type == "endpoint", Script.status == "active"))
-        table: dict[int, list[Route]] = {}
-        for script in scripts:
-            table.setdefault(script.tenant_id, []).append(Route.of(script))
-        for routes in table.values():
-            routes.sort(key=lambda r: [s is None for s in r.segments])  # literal segments win
         with self._lock:
+            fingerprint = _fingerprint()
+            scripts = db.session.scalars(select(Script).where(Script.type == "endpoint", Script.status == "active"))
+            table: dict[int, list[Route]] = {}
+            for script in scripts:
+                table.setdefault(script.tenant_id, []).append(Route.of(script))
+            for routes in table.values():
+                routes.sort(key=lambda r: [s is None for s in r.segments])  # literal segments win
             self._routes = table
             self._loaded_at = self._checked_database_at = time.monotonic()
             self._fingerprint = fingerprint
 
     def add_or_update(self, script: Script, redis: Redis | None = None) -> None:
         """A script was saved: reload this process's table and tell the others."""
-        self.load_endpoints()
-        self._bump(redis)
+        with self._lock:
+            self.load_endpoints()
+            self._bump(redis)
 
     def remove(self, script: Script, redis: Redis | None = None, script_id: object = None) -> None:
         """A script was deleted: reload this process's table and tell the others."""
-        self.load_endpoints()
-        self._bump(redis)
+        with self._lock:
+            self.load_endpoints()
+            self._bump(redis)
 
     def _bump(self, redis: Redis | None) -> None:
         if redis is None:
@@ -149,15 +151,20 @@ class EndpointRouter:
             try:
                 if _fingerprint() == self._fingerprint:
                     return
-            except SQLAlchemyError:  # the database is away: no route can change meanwhile
+            except (OperationalError, InterfaceError):  # unreachable: no route can change meanwhile
                 db.session.rollback()
                 log.warning("route table not checked against the database (unavailable); serving it as announced")
                 return
             log.info("endpoint scripts changed without (or before) an announcement: reloading routes")
-        elif version is None and time.monotonic() - self._loaded_at < MISS_RELOAD_SECONDS:
+            self.load_endpoints()
             return
-        self.load_endpoints()
-        self._version = version
+        if version is None and time.monotonic() - self._loaded_at < MISS_RELOAD_SECONDS:
+            return
+        with self._lock:
+            if version is not None and version == self._version:
+                return  # another thread reloaded for this version meanwhile
+            self.load_endpoints()
+            self._version = version
 
     def resolve(self, tenant_id: int, method: str, path: str) -> Match:
         found = self._find(tenant_id, method, path)

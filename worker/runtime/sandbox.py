@@ -97,7 +97,7 @@ class Sandbox:
         assert self.proc is not None
         started = time.monotonic()
         deadline = started + limits.wall_seconds
-        cpu = _CpuWatch(self)
+        cpu = _CpuWatch(self, started)
         self.busy = True
         try:
             protocol.send(self.proc.stdin.fileno(), {**request, "limits": limits.for_engine()})
@@ -106,6 +106,8 @@ class Sandbox:
                 if message is None:
                     return self._killed(limits, started, cpu)
                 if message["op"] == "host":
+                    if cpu.used() > limits.cpu_seconds + CPU_GRACE_SECONDS:  # between host calls
+                        return self._killed(limits, started, cpu)
                     protocol.send(self.proc.stdin.fileno(), {"op": "answers", "answers": host(message["calls"])})
                     continue
                 message["wall_ms"] = round((time.monotonic() - started) * 1000, 3)
@@ -162,17 +164,18 @@ class Sandbox:
 
 class _CpuWatch:
     """The sandbox's CPU time since a run began. /proc is read only once the run outlasts a
-    poll (most runs take milliseconds); that first reading counts the whole poll as used, so
-    the backstop can only come early, by under _POLL_SECONDS of its CPU_GRACE_SECONDS."""
+    poll or calls the host (most runs take milliseconds and do neither). The first reading
+    takes the run to have used a full core until then, so the backstop may come early by that
+    much (a poll, or the time to the first host call), never late."""
 
-    def __init__(self, sandbox: Sandbox):
-        self.sandbox = sandbox
+    def __init__(self, sandbox: Sandbox, started: float):
+        self.sandbox, self.started = sandbox, started
         self.start: float | None = None
 
     def used(self) -> float:
         now = self.sandbox._cpu_seconds()
         if self.start is None:
-            self.start = now - _POLL_SECONDS
+            self.start = now - (time.monotonic() - self.started)
         return max(now - self.start, 0.0)
 
 
