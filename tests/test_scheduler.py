@@ -198,16 +198,11 @@ def test_a_second_scheduler_starting_does_not_treat_due_fires_as_missed(
 
 def test_a_fire_whose_recording_fails_is_tried_again(app, client, editor, monkeypatch, redis_url):
     """If the database refuses a tick's fires, they are not lost: the next tick records them."""
-    from redis import Redis
 
     import worker.scheduler as scheduler_module
-    from worker.scheduler import ScriptScheduler
 
     script = _cron(client, editor, "*/1 * * * * *")
-    scheduler = ScriptScheduler(Redis.from_url(redis_url), app)
-    with app.app_context():
-        scheduler.cron.start()
-    eventually(lambda: scheduler.cron.earliest_due_ms() <= time.time() * 1000, 3, step=0.02)
+    scheduler = _scheduler_with_a_due_fire(app, redis_url)
     real = scheduler_module.fire_cron
 
     def broken(fires):
@@ -225,17 +220,12 @@ def test_a_fire_whose_recording_fails_is_tried_again(app, client, editor, monkey
 def test_a_tick_the_database_refused_loses_no_fire_even_under_skip(app, client, editor, monkeypatch, redis_url):
     """One failed pass is an outage of its own length: the fires it put back run on the next
     pass, late, and only fires that fell due while cut off count as missed."""
-    from redis import Redis
     from sqlalchemy.exc import OperationalError
 
     import worker.scheduler as scheduler_module
-    from worker.scheduler import ScriptScheduler
 
     script = _cron(client, editor, "*/1 * * * * *", misfire_policy="skip")
-    scheduler = ScriptScheduler(Redis.from_url(redis_url), app)
-    with app.app_context():
-        scheduler.cron.start()
-    eventually(lambda: scheduler.cron.earliest_due_ms() <= time.time() * 1000, 3, step=0.02)
+    scheduler = _scheduler_with_a_due_fire(app, redis_url)
     put_back = datetime.fromtimestamp(scheduler.cron.earliest_due_ms() / 1000, UTC)
     real = scheduler_module.fire_cron
 
@@ -263,13 +253,9 @@ def test_a_fire_recorded_but_not_queued_is_queued_by_the_next_pass(app, client, 
     from rq import Queue
 
     import webapp.executions.service as service
-    from worker.scheduler import ScriptScheduler
 
     script = _cron(client, editor, "*/1 * * * * *")
-    scheduler = ScriptScheduler(Redis.from_url(redis_url), app)
-    with app.app_context():
-        scheduler.cron.start()
-    eventually(lambda: scheduler.cron.earliest_due_ms() <= time.time() * 1000, 3, step=0.02)
+    scheduler = _scheduler_with_a_due_fire(app, redis_url)
     real = service.queue_recorded_runs
 
     def redis_gone(ids, redis=None):
@@ -284,3 +270,16 @@ def test_a_fire_recorded_but_not_queued_is_queued_by_the_next_pass(app, client, 
     assert str(stranded.id) in " ".join(Queue("default", connection=Redis.from_url(redis_url)).job_ids)
     same_fire = [e for e in _executions(app, script["id"]) if e.scheduled_at == stranded.scheduled_at]
     assert [e.id for e in same_fire] == [stranded.id]  # not recorded twice
+
+
+def _scheduler_with_a_due_fire(app, redis_url: str):
+    """A scheduler driven by the test (no process of its own), once a fire is due."""
+    from redis import Redis
+
+    from worker.scheduler import ScriptScheduler
+
+    scheduler = ScriptScheduler(Redis.from_url(redis_url), app)
+    with app.app_context():
+        scheduler.cron.start()
+    eventually(lambda: scheduler.cron.earliest_due_ms() <= time.time() * 1000, 3, step=0.02)
+    return scheduler
