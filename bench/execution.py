@@ -70,7 +70,7 @@ def cache_figures(runs: int) -> list[tuple[str, float, float, float]]:
     rows = []
     for label, source in (("small (5 lines)", SMALL), ("large (~500 lines)", large_source())):
         runtime = Runtime(1 << 20, cache_size=64)
-        request = {"script_id": "s", "version": 1, "source": source, "event_json": "{}", "context": {}}
+        request = {"tenant_id": 1, "script_id": "s", "version": 1, "source": source, "event_json": "{}", "context": {}}
 
         def warm() -> None:
             outcome = runtime.run(request, LIMITS, no_host)
@@ -109,6 +109,7 @@ def sandbox_rss(total: int) -> list[tuple[int, int]]:
     for i in range(1, total + 1):
         source = sources[i % len(sources)]
         request = {
+            "tenant_id": 1,
             "script_id": f"s{i % 3}",
             "version": 1 + (i // 5000),
             "source": source,
@@ -121,6 +122,45 @@ def sandbox_rss(total: int) -> list[tuple[int, int]]:
             points.append((i, rss_kb(sandbox.pid)))
     sandbox.close()
     return points
+
+
+def tenant_figures(runs: int) -> list[tuple[str, float, float]]:
+    """Runs through one sandbox process, each tenant in a runtime of its own: one tenant, as
+    many tenants as it keeps warm (round robin), and more than that (every run a cold one)."""
+    tenants_kept = 64
+    limits = Limits(cpu_seconds=5, wall_seconds=30, memory_bytes=64 << 20, log_bytes=256 << 10, result_bytes=1 << 20)
+    rows = []
+    for label, tenants in (
+        ("1 tenant", 1),
+        (f"{tenants_kept} tenants, round robin (all kept warm)", tenants_kept),
+        (f"{tenants_kept * 2} tenants, round robin (each run a new runtime)", tenants_kept * 2),
+    ):
+        sandbox = Sandbox(1 << 20, 10**9, 48 << 20, tenants_kept)
+        sandbox.start()
+        cpu_before, _ = sandbox._cpu_and_rss()
+        samples = []
+        for i in range(runs + tenants):
+            tenant = i % tenants
+            request = {
+                "tenant_id": tenant,
+                "script_id": f"s{tenant}",
+                "version": 1,
+                "source": SMALL,
+                "event_json": "{}",
+                "context": {},
+            }
+            started = time.perf_counter()
+            outcome = sandbox.run(request, limits, no_host)
+            assert outcome["status"] == "succeeded", outcome
+            if i >= tenants:  # the first round warms up
+                samples.append((time.perf_counter() - started) * 1000)
+            if i == tenants - 1:
+                time.sleep(0.05)  # let the last spare be built
+                cpu_before, _ = sandbox._cpu_and_rss()
+        cpu, _ = sandbox._cpu_and_rss()
+        sandbox.close()
+        rows.append((label, statistics.median(samples), (cpu - cpu_before) * 1000 / runs))
+    return rows
 
 
 def end_to_end(total: int, batch: int = 1000) -> tuple[dict[str, float], list[tuple[int, int, int]]]:
@@ -199,6 +239,13 @@ def main() -> None:
             f"| {label} | {warm:.3f} | {fresh:.3f} | {fresh / warm:.1f}× | {fresh_sandbox:.3f} "
             f"| {fresh_sandbox / warm:.1f}× |"
         )
+
+    print("\n## Runtimes per tenant: a run through the sandbox process (median ms, CPU ms per run)\n")
+    rows = tenant_figures(args.cache_runs * 4)
+    print("| tenants | wall per run | ratio | sandbox CPU per run | ratio |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for label, wall, cpu in rows:
+        print(f"| {label} | {wall:.3f} | {wall / rows[0][1]:.1f}× | {cpu:.3f} | {cpu / rows[0][2]:.1f}× |")
 
     print("\n## End to end through one worker (enqueue → recorded), first batch\n")
     e2e, rss_points = end_to_end(args.e2e_runs)

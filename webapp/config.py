@@ -31,6 +31,7 @@ class ScriptLimits:
     body_kb: int = 1024
     vm_max_runs: int = 500
     vm_max_heap_mb: int = 48  # a runtime holding more than this after a run is replaced
+    vm_tenants: int = 64  # warm runtimes per sandbox process, one per tenant
 
     @classmethod
     def from_env(cls) -> "ScriptLimits":
@@ -45,6 +46,7 @@ class ScriptLimits:
             body_kb=_int("SCRIPT_BODY_KB", d.body_kb),
             vm_max_runs=_int("SCRIPT_VM_MAX_RUNS", d.vm_max_runs),
             vm_max_heap_mb=_int("SCRIPT_VM_MAX_HEAP_MB", d.vm_max_heap_mb),
+            vm_tenants=_int("SCRIPT_VM_TENANTS", d.vm_tenants),
         )
 
 

@@ -23,6 +23,7 @@ MAX_KEYS_PER_TENANT = 10_000
 MAX_LISTED_KEYS = 1000
 MAX_TTL_SECONDS = 10 * 365 * 24 * 3600
 MAX_ANSWER_BYTES_PER_RUN = 16 * 1024 * 1024  # what storage may hand one run in all
+MAX_CALLS_PER_RUN = 10_000  # as bootstrap.js counts them: enforced here too, outside the engine
 HASHES = ("sha256", "sha512", "sha1", "md5")
 
 
@@ -34,12 +35,16 @@ class HostApi:
     def __init__(self, tenant_id: int):
         self.tenant_id = tenant_id
         self.answered_bytes = 0
+        self.calls = 0
 
     def __call__(self, calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
         answers = []
         for call in calls:
             handler = _HANDLERS.get(call.get("op"))
+            self.calls += 1
             try:
+                if self.calls > MAX_CALLS_PER_RUN:
+                    raise HostError(f"host call limit {MAX_CALLS_PER_RUN} reached in this run")
                 if handler is None:
                     raise HostError(f"unknown host call {call.get('op')!r}")
                 if self.answered_bytes > MAX_ANSWER_BYTES_PER_RUN:

@@ -234,6 +234,7 @@ def _run_in_sandbox(
     try:
         outcome = state.sandbox.run(
             {
+                "tenant_id": tenant_id,
                 "script_id": script_id,
                 "version": version.version,
                 "source": version.source,

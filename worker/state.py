@@ -31,7 +31,9 @@ def get_state() -> WorkerState:
     if _state is None:
         app = create_app()
         limits = app.config["SETTINGS"].limits
-        sandbox = Sandbox(limits.stack_kb * 1024, limits.vm_max_runs, int(limits.vm_max_heap_mb * 1024 * 1024))
+        sandbox = Sandbox(
+            limits.stack_kb * 1024, limits.vm_max_runs, int(limits.vm_max_heap_mb * 1024 * 1024), limits.vm_tenants
+        )
         _state = WorkerState(app=app, sandbox=sandbox)
         atexit.register(sandbox.close)
     return _state

@@ -34,7 +34,7 @@ GLOBALS = _words(
     "InternalError Iterator JSON Map Math NaN Number Object Promise Proxy RangeError ReferenceError "
     "Reflect RegExp Set SharedArrayBuffer String SuppressedError Symbol SyntaxError TypeError URIError "
     "Uint16Array Uint32Array Uint8Array Uint8ClampedArray WeakMap WeakRef WeakSet atob btoa console "
-    "context decodeURI decodeURIComponent encodeURI encodeURIComponent escape eval globalThis isFinite "
+    "context crypto decodeURI decodeURIComponent encodeURI encodeURIComponent escape eval globalThis isFinite "
     "isNaN parseFloat parseInt performance queueMicrotask storage undefined unescape utils"
 )
 

@@ -27,17 +27,29 @@
   const promiseThen = Promise.prototype.then;
   const isFinite = Number.isFinite;
   const floor = Math.floor;
+  const construct = Reflect.construct;
+  const defineProperty = Object.defineProperty;
+  const Uint8ArrayCtor = Uint8Array;
+  const DOMExceptionCtor = DOMException;
+  const isView = ArrayBuffer.isView;
+  const typedArrayProto = Object.getPrototypeOf(Int8Array.prototype);
+  const typedArrayGetter = (name) => Object.getOwnPropertyDescriptor(typedArrayProto, name).get;
+  const typedArrayTag = typedArrayGetter(Symbol.toStringTag);
+  const typedArrayBuffer = typedArrayGetter('buffer');
+  const typedArrayOffset = typedArrayGetter('byteOffset');
+  const typedArrayLength = typedArrayGetter('byteLength');
 
   let run = null; // the current run's state, reset by begin()
   let secret = null; // set once by the Python driver; every later driver call must carry it
   const defaultStackTraceLimit = Error.stackTraceLimit;
 
-  // Error.prepareStackTrace and Error.stackTraceLimit are runtime-wide setters that freezing
-  // Error cannot stop: put them back before and after every run.
+  // Error.stackTraceLimit is a runtime-wide setter that freezing Error cannot stop: put it
+  // back before and after every run. (Error.prepareStackTrace is made inert below.)
   function __sr_resetErrorHooks() {
-    Error.prepareStackTrace = undefined;
     Error.stackTraceLimit = defaultStackTraceLimit;
   }
+
+  /* chacha20.js */
 
   const MAX_HOST_CALLS = 10000; // per run: storage and hashing are not free for the worker
   const MAX_BATCH = 500; // host calls handed to the worker at a time
@@ -169,30 +181,75 @@
     }),
   });
 
-  // xorshift128+ seeded per run from the host's entropy: unique ids, not for secrets.
-  function __sr_random32() {
-    let s1 = run.rng[0];
-    const s0 = run.rng[1];
-    run.rng[0] = s0;
+  // Randomness is per run, seeded by the worker from os.urandom at every begin(): nothing a
+  // run draws tells anything about another run's values.
+  // Math.random: xorshift128+ (fast, not for secrets, as in every engine).
+  const rng = [1, 2];
+  function __sr_random() {
+    let s1 = rng[0];
+    const s0 = rng[1];
+    rng[0] = s0;
     s1 ^= s1 << 11;
     s1 ^= s1 >>> 8;
-    run.rng[1] = (s1 ^ s0 ^ (s0 >>> 19)) >>> 0;
-    return (run.rng[1] + s0) >>> 0;
+    rng[1] = (s1 ^ s0 ^ (s0 >>> 19)) >>> 0;
+    return (rng[1] + s0) >>> 0;
   }
-  const HEX = '0123456789abcdef';
-  const utils = freeze({
-    uuid: function uuid() {
-      if (run === null) throw new ErrorCtor('utils.uuid is only available during a run');
-      let out = '';
-      for (let i = 0; i < 16; i++) {
-        let byte = __sr_random32() & 0xff;
-        if (i === 6) byte = (byte & 0x0f) | 0x40;
-        if (i === 8) byte = (byte & 0x3f) | 0x80;
-        if (i === 4 || i === 6 || i === 8 || i === 10) out += '-';
-        out += HEX[floor(byte / 16)] + HEX[byte % 16];
-      }
-      return out;
+  defineProperty(Math, 'random', {
+    value: function random() {
+      return ((__sr_random() >>> 5) * 67108864 + (__sr_random() >>> 6)) / 9007199254740992;
     },
+  });
+
+  // crypto: a ChaCha20 stream keyed per run with 256 bits from the OS (a CSPRNG).
+  let csprngKey = null; // 8 words while a run goes on
+  let csprngCounter = 0;
+  let csprngUsed = 64;
+  const csprngNonce = [0, 0, 0];
+  const csprngBlock = [];
+  function __sr_randomBytes(bytes) {
+    if (csprngKey === null) throw new ErrorCtor('crypto is only available during a run');
+    for (let i = 0; i < bytes.length; i++) {
+      if (csprngUsed === 64) {
+        __sr_chacha20Block(csprngKey, csprngCounter++, csprngNonce, csprngBlock);
+        csprngUsed = 0;
+      }
+      bytes[i] = csprngBlock[csprngUsed++];
+    }
+    return bytes;
+  }
+  const INTEGER_ARRAYS = freeze({
+    __proto__: null, Int8Array: 1, Uint8Array: 1, Uint8ClampedArray: 1, Int16Array: 1, Uint16Array: 1,
+    Int32Array: 1, Uint32Array: 1, BigInt64Array: 1, BigUint64Array: 1,
+  });
+  const HEX = '0123456789abcdef';
+  function __sr_uuid() {
+    const b = __sr_randomBytes(new Uint8ArrayCtor(16));
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let out = '';
+    for (let i = 0; i < 16; i++) {
+      if (i === 4 || i === 6 || i === 8 || i === 10) out += '-';
+      out += HEX[floor(b[i] / 16)] + HEX[b[i] % 16];
+    }
+    return out;
+  }
+  const crypto = freeze({
+    getRandomValues: function getRandomValues(array) {
+      const tag = isView(array) ? typedArrayTag.call(array) : undefined;
+      if (tag === undefined || INTEGER_ARRAYS[tag] !== 1) {
+        throw new DOMExceptionCtor('crypto.getRandomValues: the argument must be an integer typed array', 'TypeMismatchError');
+      }
+      const length = typedArrayLength.call(array);
+      if (length > 65536) {
+        throw new DOMExceptionCtor('crypto.getRandomValues: ' + length + ' bytes asked, at most 65536 at a time', 'QuotaExceededError');
+      }
+      __sr_randomBytes(new Uint8ArrayCtor(typedArrayBuffer.call(array), typedArrayOffset.call(array), length));
+      return array;
+    },
+    randomUUID: function randomUUID() { return __sr_uuid(); },
+  });
+  const utils = freeze({
+    uuid: function uuid() { return __sr_uuid(); },
     hash: __sr_async(function hash(text, algorithm) {
       if (typeof text !== 'string') throw new TypeErrorCtor('utils.hash: text must be a string');
       if (algorithm !== undefined && algorithm !== null && typeof algorithm !== 'string') {
@@ -205,6 +262,7 @@
   Object.defineProperty(globalThis, 'console', { value: console, enumerable: false });
   Object.defineProperty(globalThis, 'storage', { value: storage, enumerable: false });
   Object.defineProperty(globalThis, 'utils', { value: utils, enumerable: false });
+  Object.defineProperty(globalThis, 'crypto', { value: crypto, enumerable: false });
   Object.defineProperty(globalThis, 'context', {
     get: function context() { return run === null ? null : run.context; },
     enumerable: false,
@@ -232,6 +290,42 @@
       freeze(o);
     }
   }
+  // Stack-trace call sites would hand a script the functions on its stack (its own compiled
+  // factory, the driver's entry points) and their receivers. Their methods that return those
+  // answer undefined, and the hook that makes call sites is inert for scripts.
+  const callSite = (function () {
+    Error.prepareStackTrace = (e, sites) => sites;
+    const sites = new ErrorCtor().stack;
+    Error.prepareStackTrace = undefined;
+    return sites[0];
+  })();
+  const callSiteProto = Object.getPrototypeOf(callSite);
+  for (const name of ['getFunction', 'getThis']) {
+    defineProperty(callSiteProto, name, { value: function () { return undefined; } });
+  }
+  defineProperty(ErrorCtor, 'prepareStackTrace', {
+    get: function prepareStackTrace() { return undefined; },
+    set: function prepareStackTrace(hook) {}, // ignored: stacks stay strings
+    enumerable: false,
+    configurable: false,
+  });
+
+  // A FinalizationRegistry's callback runs only inside the run that made the registry: run
+  // later (its target freed in another run), it would act with that run's context and storage.
+  const NativeRegistry = FinalizationRegistry;
+  const Registry = function FinalizationRegistry(cleanup) {
+    if (new.target === undefined) throw new TypeErrorCtor("FinalizationRegistry must be called with 'new'");
+    if (typeof cleanup !== 'function') throw new TypeErrorCtor('FinalizationRegistry: cleanup must be a function');
+    const owner = run;
+    const guarded = function (held) {
+      if (owner !== null && run === owner) cleanup(held);
+    };
+    return construct(NativeRegistry, [guarded], new.target);
+  };
+  Registry.prototype = NativeRegistry.prototype;
+  defineProperty(NativeRegistry.prototype, 'constructor', { value: Registry });
+  defineProperty(globalThis, 'FinalizationRegistry', { value: Registry });
+
   // Intrinsics no property path from globalThis reaches: made from objects that have them.
   const hidden = [globalThis, (function () { return arguments; })()];
   const makers = [
@@ -249,13 +343,7 @@
     () => [].values().map((x) => x),
     () => Iterator.from({ next() { return { done: true }; } }),
     () => Iterator.concat([]),
-    () => {
-      const previous = Error.prepareStackTrace;
-      Error.prepareStackTrace = (e, sites) => sites;
-      const sites = new Error().stack;
-      Error.prepareStackTrace = previous;
-      return sites[0];
-    },
+    () => callSite,
   ];
   for (let i = 0; i < makers.length; i++) {
     try {
@@ -310,6 +398,7 @@
   function __sr_finish() {
     const state = run;
     run = null;
+    csprngKey = null;
     __sr_resetErrorHooks();
     const out = { done: true, ok: state.outcome.ok, logs: state.logs, logDropped: state.logDropped };
     if (state.outcome.ok) {
@@ -328,8 +417,12 @@
   }
 
   const ops = freeze({
+    // The factory is kept across runs (the compile cache): frozen, it carries nothing of one
+    // run into the next.
     compile: function __sr_compile(body) {
-      return new Function(body);
+      const factory = new Function(body);
+      freeze(factory.prototype);
+      return freeze(factory);
     },
     // Sets up the run, then calls main: the first JS slice of every run.
     begin: function __sr_begin(setupJson, factory, eventJson) {
@@ -346,10 +439,15 @@
         calls: [],
         pending: new Map(),
         nextId: 1,
-        rng: [setup.seed[0] >>> 0, setup.seed[1] >>> 0],
         outcome: null,
       };
       run = state;
+      const seed = setup.seed;
+      csprngKey = [seed[0], seed[1], seed[2], seed[3], seed[4], seed[5], seed[6], seed[7]];
+      csprngCounter = 0;
+      csprngUsed = 64;
+      rng[0] = seed[8] || 1;
+      rng[1] = seed[9] || 2;
       let settled;
       try {
         const main = factory();
@@ -393,6 +491,7 @@
     abandon: function __sr_abandon() {
       const out = run === null ? { logs: [], logDropped: 0 } : { logs: run.logs, logDropped: run.logDropped };
       run = null;
+      csprngKey = null;
       __sr_resetErrorHooks();
       return stringify(out);
     },

@@ -19,10 +19,12 @@ import quickjs
 
 from worker.runtime.source import PREFIX_LINES, check_syntax, function_body
 
-BOOTSTRAP = Path(__file__).with_name("bootstrap.js").read_text()
+_HERE = Path(__file__).parent
+BOOTSTRAP = (_HERE / "bootstrap.js").read_text().replace("/* chacha20.js */", (_HERE / "chacha20.js").read_text())
 MIN_STACK, MAX_STACK = 64 * 1024, 8 * 1024 * 1024  # 0 or very large values crash quickjs-ng
 IDLE_MEMORY_BYTES = 256 * 1024 * 1024
 MAX_ERROR_CHARS = 4096  # error messages are stored with every failed run
+LOG_ENTRY_BYTES = 48  # what a log entry's time and level count against the cap, as in bootstrap.js
 _FRAME = re.compile(r"at (\S+) \(<input>:(\d+):(\d+)\)")
 
 # Takes [{id, op, arg}], returns [{id, ok, value (JSON text) | error (message)}].
@@ -80,7 +82,6 @@ class Runtime:
         self.cache: OrderedDict[tuple[str, int], Any] = OrderedDict()
         self.cache_size = cache_size
         self.runs = 0
-        self.heap_baseline = self.heap_used()
 
     def driver(self, op: str, *args: Any) -> Any:
         return self._driver(op, self._secret, *args)
@@ -105,7 +106,6 @@ class Runtime:
         self.cache[key] = compiled
         while len(self.cache) > self.cache_size:
             self.cache.popitem(last=False)
-        self.heap_baseline = self.heap_used()
         return compiled, False
 
     def run(self, request: dict[str, Any], limits: RunLimits, host: HostCalls) -> RunOutcome:
@@ -120,8 +120,8 @@ class Runtime:
             except InvalidSource as exc:
                 outcome.error_kind, outcome.error_message = "syntax", str(exc)
                 return outcome
-            # The memory limit is set above what this runtime already holds (code, caches).
-            self.ctx.set_memory_limit(self.heap_baseline + limits.memory_bytes)
+            # The limit is set above what this runtime holds as the run starts (code, caches).
+            self.ctx.set_memory_limit(self.heap_used() + limits.memory_bytes)
             setup = {"context": request["context"], "logCap": limits.log_bytes, "seed": _seed()}
             budget.slice(self.driver, "begin", json.dumps(setup), factory, request["event_json"])
             finished = self._drive(budget, host)
@@ -140,7 +140,7 @@ class Runtime:
         finally:
             outcome.cpu_ms = round(budget.used * 1000, 3)
             self.ctx.set_time_limit(-1)
-            self.ctx.set_memory_limit(self.heap_baseline + IDLE_MEMORY_BYTES)  # no run's limit lingers
+            self.ctx.set_memory_limit(self.heap_used() + IDLE_MEMORY_BYTES)  # no run's limit lingers
         return outcome
 
     def _drive(self, budget: "_CpuBudget", host: HostCalls) -> dict:
@@ -242,8 +242,9 @@ def _clip(text: str, limit: int) -> str:
 
 
 def _seed() -> list[int]:
-    raw = os.urandom(8)
-    return [int.from_bytes(raw[:4], "big") or 1, int.from_bytes(raw[4:], "big") or 2]
+    """Ten words from the OS for one run: eight key crypto's ChaCha20, two seed Math.random."""
+    raw = os.urandom(40)
+    return [int.from_bytes(raw[i : i + 4], "little") for i in range(0, 40, 4)]
 
 
 def _error_kind(text: str) -> str:
@@ -277,13 +278,22 @@ def _location(stack: str, source: str) -> str:
 
 
 def _with_drop_notice(logs: list[dict], dropped: int, cap: int) -> list[dict]:
+    """The run's logs within the cap, counted here as well as in the engine (a cap kept only
+    inside the engine would be the script's to lift), with a last line saying what was dropped."""
+    kept, size = [], 0
+    for entry in logs:
+        size += len(str(entry.get("message")).encode("utf-8", "surrogatepass")) + LOG_ENTRY_BYTES
+        if size > cap:
+            dropped += len(logs) - len(kept)
+            break
+        kept.append(entry)
     if dropped:
         plural = "s" if dropped != 1 else ""
-        logs.append(
+        kept.append(
             {
-                "time": logs[-1]["time"] if logs else None,
+                "time": kept[-1]["time"] if kept else None,
                 "level": "warn",
                 "message": f"log limit {cap // 1024} KiB reached: {dropped} later log line{plural} dropped",
             }
         )
-    return logs
+    return kept

@@ -20,8 +20,10 @@ from worker.runtime import protocol
 
 log = logging.getLogger(__name__)
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+_PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 _POLL_SECONDS = 0.2
 CPU_GRACE_SECONDS = 1.0  # the engine's own interrupt normally ends a run first
+MEMORY_GRACE_BYTES = 64 * 1024 * 1024  # likewise the engine's memory limit, for the RSS backstop
 
 
 @dataclass(frozen=True)
@@ -47,8 +49,14 @@ HostHandler = Callable[[list[dict]], list[dict]]
 class Sandbox:
     """One sandbox process, replaced whenever it has to be killed or dies."""
 
-    def __init__(self, stack_bytes: int, max_runs: int, heap_limit: int):
-        self.hello = {"op": "hello", "stack_bytes": stack_bytes, "max_runs": max_runs, "heap_limit": heap_limit}
+    def __init__(self, stack_bytes: int, max_runs: int, heap_limit: int, tenants: int = 64):
+        self.hello = {
+            "op": "hello",
+            "stack_bytes": stack_bytes,
+            "max_runs": max_runs,
+            "heap_limit": heap_limit,
+            "tenants": tenants,
+        }
         self.proc: subprocess.Popen | None = None
         self.restarts = 0
         self.busy = False
@@ -97,7 +105,7 @@ class Sandbox:
         assert self.proc is not None
         started = time.monotonic()
         deadline = started + limits.wall_seconds
-        cpu = _CpuWatch(self, started)
+        cpu = _ProcessWatch(self, limits.memory_bytes + MEMORY_GRACE_BYTES)
         self.busy = True
         try:
             protocol.send(self.proc.stdin.fileno(), {**request, "limits": limits.for_engine()})
@@ -106,7 +114,7 @@ class Sandbox:
                 if message is None:
                     return self._killed(limits, started, cpu)
                 if message["op"] == "host":
-                    if cpu.used() > limits.cpu_seconds + CPU_GRACE_SECONDS:  # between host calls
+                    if cpu.used() > limits.cpu_seconds + CPU_GRACE_SECONDS or cpu.grown_past_memory:
                         return self._killed(limits, started, cpu)
                     protocol.send(self.proc.stdin.fileno(), {"op": "answers", "answers": host(message["calls"])})
                     continue
@@ -124,9 +132,9 @@ class Sandbox:
             self.busy = False
 
     def _receive(
-        self, deadline: float, cpu: "_CpuWatch | None" = None, cpu_limit: float | None = None
+        self, deadline: float, cpu: "_ProcessWatch | None" = None, cpu_limit: float | None = None
     ) -> dict[str, Any] | None:
-        """The next message, or None once the deadline or the CPU backstop is passed."""
+        """The next message, or None once the deadline or a backstop (CPU, memory) is passed."""
         assert self.proc is not None
         fd = self.proc.stdout.fileno()
         while True:
@@ -136,22 +144,28 @@ class Sandbox:
             readable, _, _ = select.select([fd], [], [], min(left, _POLL_SECONDS))
             if readable:
                 return protocol.receive(fd)
-            if cpu is not None and cpu_limit is not None and cpu.used() > cpu_limit:
+            if cpu is not None and cpu_limit is not None and (cpu.used() > cpu_limit or cpu.grown_past_memory):
                 return None
 
-    def _cpu_seconds(self) -> float:
+    def _cpu_and_rss(self) -> tuple[float, int]:
+        """CPU seconds and resident bytes of the sandbox process, from /proc."""
         try:
             with open(f"/proc/{self.pid}/stat") as fh:
                 fields = fh.read().rsplit(")", 1)[1].split()
-            return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+            return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS, int(fields[21]) * _PAGE_BYTES
         except (OSError, IndexError, ValueError):
-            return 0.0
+            return 0.0, 0
 
-    def _killed(self, limits: Limits, started: float, watch: "_CpuWatch") -> dict[str, Any]:
+    def _killed(self, limits: Limits, started: float, watch: "_ProcessWatch") -> dict[str, Any]:
         cpu = watch.used()
         wall = time.monotonic() - started
         self.kill()
         self.restarts += 1
+        if watch.grown_past_memory:
+            outcome = _failure("memory", f"memory limit {limits.memory_bytes / 1024 / 1024:g} MiB exceeded")
+            outcome["wall_ms"] = round(wall * 1000, 3)
+            outcome["cpu_ms"] = round(cpu * 1000, 3)
+            return outcome
         if wall < limits.wall_seconds and cpu > limits.cpu_seconds:
             message = f"CPU time limit {limits.cpu_seconds:g} s exceeded (used {cpu:.1f} s)"
         else:
@@ -162,21 +176,22 @@ class Sandbox:
         return outcome
 
 
-class _CpuWatch:
-    """The sandbox's CPU time since a run began. /proc is read only once the run outlasts a
-    poll or calls the host (most runs take milliseconds and do neither). The first reading
-    takes the run to have used a full core until then, so the backstop may come early by that
-    much (a poll, or the time to the first host call), never late."""
+class _ProcessWatch:
+    """The sandbox's CPU time and resident memory since a run began: backstops outside the
+    engine, which enforces both limits itself. Read from /proc as the run starts (~20 us), then
+    only once it outlasts a poll or calls the host (most runs take milliseconds and do
+    neither)."""
 
-    def __init__(self, sandbox: Sandbox, started: float):
-        self.sandbox, self.started = sandbox, started
-        self.start: float | None = None
+    def __init__(self, sandbox: Sandbox, memory_bytes: int):
+        self.sandbox = sandbox
+        self.memory_bytes = memory_bytes
+        self.cpu_start, self.rss_start = sandbox._cpu_and_rss()
+        self.grown_past_memory = False
 
     def used(self) -> float:
-        now = self.sandbox._cpu_seconds()
-        if self.start is None:
-            self.start = now - (time.monotonic() - self.started)
-        return max(now - self.start, 0.0)
+        cpu, rss = self.sandbox._cpu_and_rss()
+        self.grown_past_memory = rss - self.rss_start > self.memory_bytes
+        return max(cpu - self.cpu_start, 0.0)
 
 
 def _failure(kind: str, message: str) -> dict[str, Any]:
