@@ -245,6 +245,41 @@ def test_session_callers_need_csrf_for_unsafe_methods(live_server, client, make_
     assert client.post("/api/scripts/p", headers={"X-CSRFToken": csrf}).get_data(as_text=True) == "posted"
 
 
+COUNT_CALLS = """
+async function main() {
+  const calls = ((await storage.get('calls')) ?? 0) + 1;
+  await storage.set('calls', calls);
+  return { body: String(calls) };
+}
+"""
+
+
+def test_session_calls_from_another_site_are_refused_and_never_run(
+    live_server, client, make_user, make_token, login, start_worker
+):
+    start_worker()
+    make_user("ed@acme.io", "acme", "editor")
+    token = bearer(make_token("ed@acme.io"))
+    _endpoint(client, token, "GET", "/count", COUNT_CALLS)
+    login("ed@acme.io")
+    # A page on another site navigates the user's browser here: their session cookie comes along.
+    refused = client.get("/api/scripts/count", headers={"Sec-Fetch-Site": "cross-site"})
+    assert refused.status_code == 403
+    assert refused.get_json()["error"]["code"] == "cross_site"
+    assert refused.get_json()["error"]["execution_id"] is None
+    # Our own pages, same-site ones, the address bar and older browsers: the count shows that
+    # the refused call never ran.
+    for calls, site in enumerate((None, "same-origin", "same-site", "none"), start=1):
+        headers = {"Sec-Fetch-Site": site} if site else {}
+        answer = client.get("/api/scripts/count", headers=headers)
+        assert answer.status_code == 200 and answer.get_data(as_text=True) == str(calls), site
+    # A token is never sent by a browser on its own: a token call is served whatever the site.
+    from_elsewhere = requests.get(
+        f"{live_server}/api/scripts/count", headers={**token, "Sec-Fetch-Site": "cross-site"}, timeout=30
+    )
+    assert from_elsewhere.status_code == 200 and from_elsewhere.text == "5"
+
+
 def test_records_summarise_and_never_keep_bodies(live_server, client, tenant_a, start_worker):
     start_worker()
     script = _endpoint(

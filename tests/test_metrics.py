@@ -270,6 +270,42 @@ def test_active_vms_gauge_rises_during_runs_and_falls_after(client, editor, star
     eventually(lambda: scrape(client)[("active_vms_gauge", ())] == 0, 15, "both runs over")
 
 
+def test_a_deleted_scripts_series_leave_the_scrape(client, editor, start_worker):
+    start_worker()  # one worker: its runs go one after another
+    kept = _script(client, editor, "kept", OK)
+    doomed = _script(client, editor, "doomed", THROWS)
+    endpoint = _endpoint(client, editor, "doomed-endpoint", "function main() { return { body: 'hi' } }", "/hi")
+    in_flight = _script(
+        client, editor, "in-flight", "function main() { const t = Date.now(); while (Date.now() - t < 1500) {} }"
+    )
+    assert _run(client, editor, kept)["status"] == "succeeded"
+    assert _run(client, editor, doomed)["status"] == "failed"
+    assert client.get("/api/scripts/hi", headers=editor).status_code == 200
+    eventually(lambda: _runs(scrape(client), endpoint, "endpoint", "success") == 1, 5, "the call counted")
+    assert _runs(scrape(client), doomed, "manual", "failed") == 1
+    running = _run(client, editor, in_flight, wait=0)["id"]
+    eventually(
+        lambda: client.get(f"/api/v1/executions/{running}", headers=editor).get_json()["status"] == "running",
+        10,
+        "the slow run started",
+    )
+    for script_id in (doomed, endpoint, in_flight):  # the slow one is counted after it is gone
+        assert client.delete(f"/api/v1/scripts/{script_id}", headers=editor).status_code == 204
+    # The worker takes this run once the deleted script's run is over (and counted).
+    assert _run(client, editor, kept)["status"] == "succeeded"
+
+    def after_both_runs() -> Samples | None:
+        samples = scrape(client)
+        return samples if _runs(samples, kept, "manual", "success") == 2 else None
+
+    samples = eventually(after_both_runs, 5, "the second run counted")
+    assert _histogram(samples, kept, "manual", "count") == 2
+    text = scrape_text(client)
+    for script_id in (doomed, endpoint, in_flight):
+        assert script_id not in text
+    assert f'script_executions_total{{script_id="{kept}"' in text
+
+
 def test_metrics_token(settings, app):
     guarded = create_app(replace(settings, metrics_token="s3cret")).test_client()
     refused = guarded.get("/metrics")

@@ -27,6 +27,11 @@ def create_app(settings: Settings | None = None) -> Flask:
         MAX_CONTENT_LENGTH=8 * 1024 * 1024,
     )
 
+    from webapp.client_address import ClientAddressMiddleware, TrustedProxies
+
+    # Before Flask sees the request: every hook and view reads the client's address.
+    app.wsgi_app = ClientAddressMiddleware(app.wsgi_app, TrustedProxies(settings.forwarded_allow_ips))
+
     from webapp import database, errors, http_metrics, redis_client, request_guard, scheduling, security_headers
     from webapp.extensions import csrf, db, login_manager, migrate
 

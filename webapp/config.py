@@ -4,6 +4,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from webapp.client_address import DEFAULT_FORWARDED_ALLOW_IPS, parse_allow_list
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 INSTANCE_DIR = PROJECT_ROOT / "instance"
 
@@ -16,6 +18,16 @@ def _int(name: str, default: int) -> int:
         return int(raw)
     except ValueError as exc:
         raise RuntimeError(f"environment variable {name} must be an integer, got {raw!r}") from exc
+
+
+def _allow_list(name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    try:
+        return parse_allow_list(raw)  # set but empty: no proxy is trusted, as gunicorn reads it
+    except ValueError as exc:
+        raise RuntimeError(f"environment variable {name}: {exc}") from exc
 
 
 @dataclass(frozen=True)
@@ -63,6 +75,8 @@ class Settings:
     limits: ScriptLimits = field(default_factory=ScriptLimits)
     retention_count: int = 1000  # executions kept per script
     retention_days: int = 30
+    # Proxies whose X-Forwarded-For names the client (webapp/client_address.py).
+    forwarded_allow_ips: tuple[str, ...] = DEFAULT_FORWARDED_ALLOW_IPS
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -74,6 +88,7 @@ class Settings:
             limits=ScriptLimits.from_env(),
             retention_count=_int("EXECUTION_RETENTION_COUNT", 1000),
             retention_days=_int("EXECUTION_RETENTION_DAYS", 30),
+            forwarded_allow_ips=_allow_list("FORWARDED_ALLOW_IPS", DEFAULT_FORWARDED_ALLOW_IPS),
         )
 
 

@@ -5,9 +5,15 @@ reads them back as Prometheus families at `GET /metrics`. A process that dies or
 takes nothing with it. Gauges that describe "now" are read at scrape time: active scripts
 from the database, busy runtimes from short-lived keys, queues and workers from RQ.
 The same scrape carries the web app's HTTP metrics (webapp/http_metrics.py).
+
+A deleted script's series go at the next scrape: the scrape drops (and deletes from Redis) the
+series of every script id the database no longer has. Deleting them when the script is
+deleted would not do: a run in flight then, or an endpoint call's batched counts, write them
+again a moment later.
 """
 
 import hmac
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 
@@ -123,11 +129,12 @@ class ScriptMetrics(Collector):
         executions = CounterMetricFamily(
             "script_executions", "Script runs by script, type and outcome.", labels=["script_id", "type", "status"]
         )
-        for field, value in self._hash(EXECUTIONS):
+        executions_series, duration_series = self._series_of_existing_scripts()
+        for field, value in executions_series:
             script_id, script_type, status = field.split("|")
             executions.add_metric([script_id, script_type, status], float(value))
         yield executions
-        yield self._durations()
+        yield self._durations(duration_series)
         errors = CounterMetricFamily("script_errors", "Failed runs by error kind.", labels=["error_kind"])
         for kind, value in self._hash(ERRORS):
             errors.add_metric([kind], float(value))
@@ -168,12 +175,31 @@ class ScriptMetrics(Collector):
     def _hash(self, key: str) -> list[tuple[str, str]]:
         return [(k.decode(), v.decode()) for k, v in self.redis.hgetall(key).items()]
 
-    def _durations(self) -> HistogramMetricFamily:
+    def _series_of_existing_scripts(self) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+        """The per-script hashes' fields (EXECUTIONS, DURATION), less those of scripts that no
+        longer exist, which are deleted from Redis."""
+        hashes = {key: self._hash(key) for key in (EXECUTIONS, DURATION)}
+        ids = {_script_id(field) for fields in hashes.values() for field, _ in fields}
+        gone = ids - _existing_script_ids(ids)
+        if gone:
+            pipe = self.redis.pipeline(transaction=False)
+            for key, fields in hashes.items():
+                stale = [field for field, _ in fields if _script_id(field) in gone]
+                if stale:
+                    pipe.hdel(key, *stale)
+            pipe.execute()
+        executions, durations = (
+            [(field, value) for field, value in hashes[key] if _script_id(field) not in gone]
+            for key in (EXECUTIONS, DURATION)
+        )
+        return executions, durations
+
+    def _durations(self, fields: list[tuple[str, str]]) -> HistogramMetricFamily:
         family = HistogramMetricFamily(
             "script_execution_duration_seconds", "Run duration by script and type.", labels=["script_id", "type"]
         )
         series: dict[tuple[str, str], dict[str, float]] = {}
-        for field, value in self._hash(DURATION):
+        for field, value in fields:
             script_id, script_type, part = field.split("|")
             series.setdefault((script_id, script_type), {})[part] = float(value)
         for (script_id, script_type), parts in sorted(series.items()):
@@ -184,6 +210,27 @@ class ScriptMetrics(Collector):
             buckets.append(("+Inf", parts.get("count", 0.0)))
             family.add_metric([script_id, script_type], buckets, parts.get("sum", 0.0))
         return family
+
+
+def _script_id(field: str) -> str:
+    return field.partition("|")[0]
+
+
+ID_BATCH = 500  # ids per query: well under any database's limit on bound parameters
+
+
+def _existing_script_ids(ids: set[str]) -> set[str]:
+    wanted = []
+    for text in ids:
+        try:
+            wanted.append(uuid.UUID(text))
+        except ValueError:
+            continue  # not a script's id: nothing to keep it for
+    found: set[str] = set()
+    for start in range(0, len(wanted), ID_BATCH):
+        batch = wanted[start : start + ID_BATCH]
+        found.update(str(script_id) for script_id in db.session.scalars(select(Script.id).where(Script.id.in_(batch))))
+    return found
 
 
 bp = Blueprint("metrics", __name__)

@@ -9,6 +9,7 @@ from sqlalchemy import select
 from webapp.auth import ratelimit
 from webapp.auth.identity import SESSION_TENANT_KEY, user_memberships
 from webapp.auth.passwords import DUMMY_HASH, verify_password
+from webapp.client_address import client_address
 from webapp.extensions import db
 from webapp.models import User
 
@@ -29,7 +30,7 @@ def login():
         return render_template("auth/login.html", email="", error=None)
     email = request.form.get("email", "").strip().lower()
     password = request.form.get("password", "")
-    address = request.remote_addr or "unknown"
+    address = client_address(request) or "unknown"
     wait = ratelimit.begin_attempt(email, address)
     if wait:
         minutes = -(-wait // 60)

@@ -8,6 +8,8 @@ from typing import Any
 
 from flask import Request, Response
 
+from webapp.client_address import client_address
+
 # Headers a script never sees: the caller's credentials for this platform.
 PRIVATE_REQUEST_HEADERS = frozenset({"authorization", "cookie", "x-csrftoken"})
 # Headers a script may not set.
@@ -52,7 +54,7 @@ def request_event(request: Request, path: str, params: dict[str, str]) -> dict[s
         "headers": {k.lower(): v for k, v in request.headers.items() if k.lower() not in PRIVATE_REQUEST_HEADERS},
         "body": body,
         "json": parsed,
-        "ip": request.remote_addr,
+        "ip": client_address(request),
     }
 
 

@@ -1,7 +1,8 @@
 """The wildcard blueprint: every /api/scripts/<path> call, every method (SPEC §7).
 
-Caller (session with its current tenant, or API token) → permission → route → request event →
-run on the `endpoints` queue and wait (bounded) → the script's {status, headers, body}.
+Caller (session with its current tenant, not from another site; or API token) → permission →
+route → request event → run on the `endpoints` queue and wait (bounded) → the script's
+{status, headers, body}.
 """
 
 import math
@@ -45,6 +46,8 @@ def serve(path: str):
         return error(
             401, "unauthorized", "log in or send Authorization: Bearer <token>", **{"WWW-Authenticate": "Bearer"}
         )
+    if _cross_site_session():
+        return error(403, "cross_site", "a call from another site cannot use your session: send a Bearer token")
     if not role_allows(caller.role, "endpoints:call"):
         return error(403, "forbidden", "your role may not call endpoints")
     script_path = "/" + path
@@ -78,6 +81,15 @@ def serve(path: str):
     except QueueUnavailable as exc:
         return error(503, "unavailable", str(exc), None, **{"Retry-After": "5"})
     return _respond(calls.wait_for_answer(call, _wall_seconds(script)))
+
+
+def _cross_site_session() -> bool:
+    """A call authenticated by the session cookie that the browser says another site made:
+    a page elsewhere must not run a user's endpoints with their session (a GET has side
+    effects too, and SameSite=Lax sends the cookie on top-level GETs). Browsers set
+    Sec-Fetch-Site themselves and pages cannot forge it; a token is never sent by a browser on
+    its own, so token calls are not concerned (docs/endpoints.md)."""
+    return bearer_token() is None and request.headers.get("Sec-Fetch-Site", "").strip().lower() == "cross-site"
 
 
 def _versions() -> tuple[bytes | None, bytes | None]:
