@@ -26,7 +26,7 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.services import RedisProcess, WorkerProcess, admin_token, free_port, wait_for_port
+from tests.services import SINGLE_TENANT_LOAD, RedisProcess, WorkerProcess, admin_token, free_port, wait_for_port
 from webapp import create_app
 from webapp.config import Settings
 from webapp.extensions import db
@@ -112,7 +112,9 @@ def main() -> None:
             database_url = f"sqlite:///{tmp}/bench.db"
             token = _setup(database_url, redis_url)
             port = free_port()
+            # One tenant drives every connection: the cap of runs in flight per tenant is off.
             env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": redis_url, "SECRET_KEY": "bench"}
+            env.update(SINGLE_TENANT_LOAD)
             web = subprocess.Popen(
                 [
                     sys.executable,

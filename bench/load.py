@@ -32,7 +32,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.load import run_load
-from tests.services import SchedulerProcess, WorkerProcess, admin_token, postgres_server, redis_server
+from tests.services import (
+    SINGLE_TENANT_LOAD,
+    SchedulerProcess,
+    WorkerProcess,
+    admin_token,
+    postgres_server,
+    redis_server,
+)
 from tests.web_process import WebProcess
 from webapp import create_app
 from webapp.config import Settings
@@ -65,7 +72,7 @@ def main() -> int:
         app = create_app(replace(Settings.from_env(), database_url=database_url, redis_url=redis_url))
         token = admin_token(app)
         # Retention prunes beyond 1,000 executions per script; every call here must stay counted.
-        keep = {"EXECUTION_RETENTION_COUNT": "10000000"}
+        keep = {"EXECUTION_RETENTION_COUNT": "10000000", **SINGLE_TENANT_LOAD}
         web = WebProcess(database_url, redis_url, **keep)
         workers: list[WorkerProcess] = []
         scheduler = SchedulerProcess(database_url, redis_url, **keep)

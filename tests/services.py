@@ -203,6 +203,11 @@ class ServiceProcess:
         return self.log_path.read_text(errors="replace")
 
 
+# The load and fault tests drive one tenant from many connections: the platform is what they
+# measure, not the per-tenant cap of runs in flight (tests/test_fairness.py covers that).
+SINGLE_TENANT_LOAD = {"TENANT_MAX_RUNS": "1000"}
+
+
 class WorkerProcess(ServiceProcess):
     """`python -m worker`; ready once it has registered with RQ."""
 

@@ -62,6 +62,26 @@ class ScriptLimits:
         )
 
 
+@dataclass(frozen=True)
+class TenantLimits:
+    """What one tenant may take of the shared platform (docs/architecture.md, Fairness)."""
+
+    max_runs: int = 0  # runs in flight across all workers; 0: half the live run slots, at least 1
+    endpoint_rate: int = 6000  # endpoint calls per minute; 0: no limit
+    max_scripts: int = 500
+    storage_mb: int = 256  # storage values plus kept execution logs and results
+
+    @classmethod
+    def from_env(cls) -> "TenantLimits":
+        d = cls()
+        return cls(
+            max_runs=_int("TENANT_MAX_RUNS", d.max_runs),
+            endpoint_rate=_int("TENANT_ENDPOINT_RATE", d.endpoint_rate),
+            max_scripts=_int("TENANT_MAX_SCRIPTS", d.max_scripts),
+            storage_mb=_int("TENANT_STORAGE_MB", d.storage_mb),
+        )
+
+
 def default_database_url() -> str:
     return f"sqlite:///{INSTANCE_DIR / 'script-runner.db'}"
 
@@ -73,6 +93,7 @@ class Settings:
     secret_key: str
     metrics_token: str | None
     limits: ScriptLimits = field(default_factory=ScriptLimits)
+    tenants: TenantLimits = field(default_factory=TenantLimits)
     retention_count: int = 1000  # executions kept per script
     retention_days: int = 30
     # Proxies whose X-Forwarded-For names the client (webapp/client_address.py).
@@ -86,6 +107,7 @@ class Settings:
             secret_key=os.environ.get("SECRET_KEY") or _instance_secret_key(),
             metrics_token=os.environ.get("METRICS_TOKEN") or None,
             limits=ScriptLimits.from_env(),
+            tenants=TenantLimits.from_env(),
             retention_count=_int("EXECUTION_RETENTION_COUNT", 1000),
             retention_days=_int("EXECUTION_RETENTION_DAYS", 30),
             forwarded_allow_ips=_allow_list("FORWARDED_ALLOW_IPS", DEFAULT_FORWARDED_ALLOW_IPS),

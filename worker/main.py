@@ -7,6 +7,7 @@ Besides jobs, every worker heartbeats (so its runs are known to be alive) and, u
 lock, reaps runs lost with a dead worker and prunes old executions.
 """
 
+import contextlib
 import json
 import logging
 import threading
@@ -18,8 +19,9 @@ from rq import Queue, SimpleWorker, worker_registration
 from rq.job import Job
 
 from webapp.endpoints import calls
-from webapp.executions.maintenance import mark_alive, prune_executions, reap_lost
+from webapp.executions.maintenance import STUCK_MARGIN_SECONDS, mark_alive, prune_executions, reap_lost
 from webapp.executions.service import ENDPOINT_QUEUE, QUEUES
+from webapp.fairness import tenant_slots
 from webapp.metrics import RunCounts
 from worker.busy import BusyFlag
 from worker.host_api import prune_expired_storage
@@ -53,6 +55,7 @@ class ScriptWorker(SimpleWorker):
         self._stop = threading.Event()
         self._last_beat = self._beat_covers = self._last_suspension_check = 0.0
         self._take_call = self.connection.register_script(_TAKE_CALL)
+        self.slots = tenant_slots(self.connection)
 
     def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None):
         """While endpoint calls wait, the next one comes in one round trip (RQ's dequeue takes
@@ -87,14 +90,11 @@ class ScriptWorker(SimpleWorker):
         The caller gets the answer on its reply list first; the execution is recorded after
         (a failed call's before, so the execution id in its error answer can be looked up)."""
         if queue.name != ENDPOINT_QUEUE or job.func_name != calls.JOB_FUNCTION:
-            try:
-                return super().execute_job(job, queue)
-            except RedisError:  # the run is recorded in the database; only RQ's bookkeeping failed
-                log.exception("job %s: RQ could not record its end (Redis is unavailable)", job.id)
-                return None
+            return self._execute_run(job, queue)
         counts = RunCounts()
         answer, row = run_endpoint_call(*job.args, counts=counts)
         pipe = self.connection.pipeline(transaction=False)
+        calls.release_slot(self.connection, job.args[0], pipe)
         if row is None:  # its script is gone: there is nothing to record the call against
             pipe.hdel(calls.INFLIGHT, job.id)
         elif answer["status"] != "succeeded":
@@ -112,6 +112,36 @@ class ScriptWorker(SimpleWorker):
         except RedisError:
             log.warning("endpoint call %s: the answer could not be handed back (Redis is unavailable)", job.id)
         self.records.add(row, counts, job.key)  # recorded, counted, and its job removed, just after
+
+    def _execute_run(self, job: Job, queue: Queue) -> None:
+        """A manual or cron run holds a slot of its tenant while it runs; at the tenant's cap
+        the run is parked instead, and put back on its queue when a slot frees
+        (webapp/fairness.py)."""
+        tenant = job.meta.get("tenant_id")
+        if tenant is not None and not self._take_slot(tenant, job, queue):
+            log.info("job %s parked: its tenant has as many runs in flight as it may", job.id)
+            return None
+        try:
+            return super().execute_job(job, queue)
+        except RedisError:  # the run is recorded in the database; only RQ's bookkeeping failed
+            log.exception("job %s: RQ could not record its end (Redis is unavailable)", job.id)
+            return None
+        finally:
+            if tenant is not None:
+                try:
+                    self.slots.release(tenant, job.id)
+                except RedisError:
+                    log.warning("job %s: its tenant's slot will lapse on its own (Redis is unavailable)", job.id)
+
+    def _take_slot(self, tenant: int, job: Job, queue: Queue) -> bool:
+        hold = self.sandbox_state.app.config["SETTINGS"].limits.wall_seconds + STUCK_MARGIN_SECONDS
+        try:
+            return self.slots.take_or_park(tenant, job.id, hold, self._tenant_cap(), queue.intermediate_queue_key)
+        except RedisError:
+            return True  # the run goes ahead: fairness is not worth losing it
+
+    def _tenant_cap(self) -> int:
+        return self.sandbox_state.app.config["SETTINGS"].tenants.max_runs
 
     # RQ's work loop ends the worker on any error outside its dequeue. The bookkeeping below
     # may fail while Redis is away; the worker must outlive that, so these only log.
@@ -161,6 +191,8 @@ class ScriptWorker(SimpleWorker):
             return super().work(*args, **kwargs)
         finally:
             self._stop.set()
+            with contextlib.suppress(RedisError):
+                self.slots.gone(self.name)
             self.records.close()
             self.sandbox_state.busy.close()
             self.sandbox_state.sandbox.close()
@@ -171,6 +203,8 @@ class ScriptWorker(SimpleWorker):
         while not self._stop.is_set():
             try:
                 mark_alive(redis, self.name)
+                self.slots.beat(self.name)
+                self.slots.wake_parked(self._tenant_cap())
                 self._registered_again(redis)
                 now = time.monotonic()
                 if now - last_reap >= REAP_EVERY_SECONDS and redis.set(

@@ -3,6 +3,7 @@ rounds of 800 calls over 16 connections, with two cron scripts firing every seco
 
 from tests.conftest import bearer
 from tests.load import run_load
+from tests.services import SINGLE_TENANT_LOAD
 
 CALLS = 800  # a round lasts a few seconds: the cron scripts fire several times meanwhile
 CONCURRENCY = 16
@@ -16,7 +17,7 @@ def test_concurrent_calls_and_every_second_fires_are_all_answered_and_recorded_o
 ):
     make_user("ed@acme.io", "acme", "editor")
     headers = bearer(make_token("ed@acme.io"))
-    web = start_web()
+    web = start_web(**SINGLE_TENANT_LOAD)
     try:
         # Retention keeps 1,000 executions per script, pruned by a worker soon after it starts:
         # every call of this run must stay countable.

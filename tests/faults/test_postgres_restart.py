@@ -9,7 +9,7 @@ import pytest
 import requests
 
 from tests.conftest import PASSWORD, bearer, csrf_from
-from tests.services import PostgresProcess, eventually
+from tests.services import SINGLE_TENANT_LOAD, PostgresProcess, eventually
 from webapp.extensions import db
 from webapp.models import Execution
 
@@ -48,7 +48,7 @@ def test_runs_survive_a_database_restart(
         name="slow", type="manual", source="function main() { const t = Date.now() + 2000; while (Date.now() < t) {} }"
     )
     create(name="tick", type="cron", cron_expression="* * * * * *")
-    web = start_web()
+    web = start_web(**SINGLE_TENANT_LOAD)
     workers = [start_worker(), start_worker()]
     scheduler = start_scheduler()
     pids = [web.proc.pid, scheduler.proc.pid, *(w.proc.pid for w in workers)]

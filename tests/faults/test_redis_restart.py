@@ -9,7 +9,7 @@ from datetime import timedelta
 import requests
 
 from tests.conftest import bearer
-from tests.services import eventually
+from tests.services import SINGLE_TENANT_LOAD, eventually
 from webapp.extensions import db
 from webapp.models import Execution, utcnow
 
@@ -37,7 +37,7 @@ def test_calls_fail_fast_while_redis_is_down_and_everything_recovers_by_itself(
         json={"name": "tick", "type": "cron", "cron_expression": "* * * * * *", "source": "function main() {}"},
         headers=headers,
     ).get_json()
-    web = start_web()
+    web = start_web(**SINGLE_TENANT_LOAD)
     workers = [start_worker(), start_worker()]
     scheduler = start_scheduler()
     calls: list[tuple[float, float, int]] = []  # (sent, took, status: 0 for no answer)

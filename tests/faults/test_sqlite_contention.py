@@ -19,7 +19,7 @@ import requests
 from sqlalchemy.engine import make_url
 
 from tests.conftest import PASSWORD, bearer, csrf_from
-from tests.services import eventually
+from tests.services import SINGLE_TENANT_LOAD, eventually
 from webapp.extensions import db
 from webapp.models import Execution, utcnow
 
@@ -171,7 +171,7 @@ def test_no_database_is_locked_reaches_anyone(
     make_user("ed@acme.io", "acme", "editor")
     headers = bearer(make_token("ed@acme.io"))
     scripts = _scripts(client, headers)
-    web = start_web()
+    web = start_web(**SINGLE_TENANT_LOAD)
     answers: list[Answer] = []
     waits: list[float] = []
     stop = threading.Event()

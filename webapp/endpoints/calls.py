@@ -29,6 +29,7 @@ from webapp.auth.identity import Caller
 from webapp.endpoints.router import ServedScript
 from webapp.executions.service import ENDPOINT_QUEUE, QueueUnavailable, insert_ignoring_duplicates, run_context
 from webapp.extensions import db
+from webapp.fairness import Refusal, tenant_slots
 from webapp.models import Execution, utcnow
 from webapp.redis_client import get_blocking_redis, get_redis
 
@@ -40,9 +41,17 @@ QUEUE_WAIT_SECONDS = 5  # no worker took the call by then: 503
 ANSWER_MARGIN_SECONDS = 2  # beyond the script's wall-time limit, once a worker has it
 
 
+class TenantBusy(Exception):
+    """The caller's tenant is at its cap of runs in flight or over its rate of calls."""
+
+    def __init__(self, refusal: Refusal, message: str):
+        super().__init__(message)
+        self.refusal = refusal
+
+
 def start_call(script: ServedScript, event: dict[str, Any], caller: Caller) -> dict[str, Any]:
-    """Queue the call; returns it (the job's first argument, the event being the second).
-    Raises QueueUnavailable."""
+    """Admit the call for its tenant and queue it; returns it (the job's first argument, the
+    event being the second). Raises TenantBusy or QueueUnavailable."""
     call_id = str(uuid.uuid4())
     call = {
         "id": call_id,
@@ -55,8 +64,18 @@ def start_call(script: ServedScript, event: dict[str, Any], caller: Caller) -> d
         # The caller and script are known here already: the worker needs no query for them.
         "context": run_context(call_id, "endpoint", script, caller.tenant, caller.user, "endpoint"),
     }
-    limits = current_app.config["SETTINGS"].limits
+    settings = current_app.config["SETTINGS"]
+    limits, tenants = settings.limits, settings.tenants
     redis = get_redis()
+    hold = QUEUE_WAIT_SECONDS + limits.wall_seconds + ANSWER_MARGIN_SECONDS + 1
+    try:
+        refusal = tenant_slots(redis).admit_call(
+            script.tenant_id, call_id, hold, tenants.max_runs, tenants.endpoint_rate
+        )
+    except RedisError as exc:
+        raise QueueUnavailable(f"the call could not be queued: Redis is unavailable ({type(exc).__name__})") from exc
+    if refusal is not None:
+        raise TenantBusy(refusal, refusal.message(tenants.endpoint_rate))
     queue = Queue(ENDPOINT_QUEUE, connection=redis)
     job = queue.create_job(
         JOB_FUNCTION,
@@ -120,6 +139,8 @@ def _give_up(call: dict[str, Any], status: int, message: str) -> dict[str, Any]:
         finished_at=utcnow(),
         http_status=status,
     )
+    with contextlib.suppress(RedisError):
+        release_slot(get_redis(), call)
     with contextlib.suppress(Exception):  # the caller gets its answer even with the database down
         record_lost(row)
         with contextlib.suppress(RedisError):
@@ -127,6 +148,11 @@ def _give_up(call: dict[str, Any], status: int, message: str) -> dict[str, Any]:
             redis.pipeline().hdel(INFLIGHT, call["id"]).delete(Job.key_for(call["id"])).execute()
     db.session.rollback()
     return {"id": call["id"], "status": "failed", "error_kind": "lost", "error_message": message, "http": status}
+
+
+def release_slot(redis: Redis, call: dict[str, Any], pipe: Any = None) -> None:
+    """The call's slot of its tenant goes back (webapp/fairness.py)."""
+    tenant_slots(redis).release(call["tenant_id"], call["id"], pipe)
 
 
 def record_lost(row: dict[str, Any]) -> bool:

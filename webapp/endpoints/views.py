@@ -78,6 +78,8 @@ def serve(path: str):
     script = match.route.script
     try:
         call = calls.start_call(script, event, caller)
+    except calls.TenantBusy as exc:
+        return error(429, "too_many_requests", str(exc), None, **{"Retry-After": str(exc.refusal.retry_after)})
     except QueueUnavailable as exc:
         return error(503, "unavailable", str(exc), None, **{"Retry-After": "5"})
     return _respond(calls.wait_for_answer(call, _wall_seconds(script)))

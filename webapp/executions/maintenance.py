@@ -13,6 +13,7 @@ from rq.job import Job
 from sqlalchemy import delete, func, select, update
 
 from webapp.extensions import db
+from webapp.fairness import tenant_slots
 from webapp.models import Execution, utcnow
 
 log = logging.getLogger(__name__)
@@ -31,20 +32,24 @@ def reap_lost(redis: Redis) -> int:
     now = utcnow()
     reaped = 0
     running = db.session.execute(
-        select(Execution.id, Execution.worker, Execution.started_at).where(
+        select(Execution.id, Execution.tenant_id, Execution.worker, Execution.started_at).where(
             Execution.status == "running", Execution.started_at < now - timedelta(seconds=2)
         )
     ).all()
     # No run may take longer than the wall-time limit: one still `running` well past it is
     # stuck (its worker is alive but lost track of it), whatever its worker says.
     stuck_before = now - timedelta(seconds=current_app.config["SETTINGS"].limits.wall_seconds + STUCK_MARGIN_SECONDS)
-    for execution_id, worker, started_at in running:
+    for execution_id, tenant_id, worker, started_at in running:
         if started_at < stuck_before:
-            reaped += _fail(execution_id, "running", "the run did not finish within its wall-time limit (stuck)")
+            message = "the run did not finish within its wall-time limit (stuck)"
+        elif worker and redis.exists(ALIVE_KEY.format(worker)):
             continue
-        if worker and redis.exists(ALIVE_KEY.format(worker)):
-            continue
-        reaped += _fail(execution_id, "running", f"the worker {worker or '?'} stopped during the run")
+        else:
+            message = f"the worker {worker or '?'} stopped during the run"
+        if _fail(execution_id, "running", message):
+            reaped += 1
+            # Its worker will not give the tenant's slot back: the next parked run takes it now.
+            tenant_slots(redis).release(tenant_id, str(execution_id))
     queued = db.session.execute(
         select(Execution.id).where(Execution.status == "queued", Execution.queued_at < now - QUEUED_GRACE)
     ).scalars()

@@ -67,12 +67,13 @@ def _new_execution(
     )
 
 
-def _job_data(execution_id: uuid.UUID) -> Any:
+def _job_data(execution_id: uuid.UUID, tenant_id: int) -> Any:
     limits = current_app.config["SETTINGS"].limits
     return Queue.prepare_data(
         JOB_FUNCTION,
         args=(str(execution_id),),
         job_id=str(execution_id),
+        meta={"tenant_id": tenant_id},  # its worker takes a slot of the tenant (webapp/fairness.py)
         description=f"execution {execution_id}",  # RQ logs this: never the arguments (request bodies)
         timeout=limits.wall_seconds + 60,  # a backstop: the worker enforces wall time itself
         result_ttl=300,
@@ -92,7 +93,7 @@ def start_run(
     db.session.commit()
     queue = Queue(ENDPOINT_QUEUE if trigger == "endpoint" else DEFAULT_QUEUE, connection=get_redis())
     try:
-        queue.enqueue_many([_job_data(execution.id)])
+        queue.enqueue_many([_job_data(execution.id, execution.tenant_id)])
     except RedisError as exc:
         execution.status, execution.error_kind = "failed", "lost"
         execution.error_message = f"the run could not be queued: Redis is unavailable ({type(exc).__name__})"
@@ -186,9 +187,13 @@ def queue_recorded_runs(execution_ids: list[uuid.UUID], redis: Redis | None = No
     still runs once: its worker claims it from `queued`."""
     if not execution_ids:
         return
+    tenants = dict(
+        db.session.execute(select(Execution.id, Execution.tenant_id).where(Execution.id.in_(execution_ids))).all()
+    )
     redis = redis or get_redis()
     with redis.pipeline() as pipe:
-        Queue(DEFAULT_QUEUE, connection=redis).enqueue_many([_job_data(eid) for eid in execution_ids], pipeline=pipe)
+        jobs = [_job_data(eid, tenants[eid]) for eid in execution_ids if eid in tenants]
+        Queue(DEFAULT_QUEUE, connection=redis).enqueue_many(jobs, pipeline=pipe)
         pipe.execute()
 
 
