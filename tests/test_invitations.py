@@ -221,8 +221,9 @@ def test_a_stale_link_answers_the_same_404_page(app, client, admin, make_user, h
         link = link[:-1] + ("A" if link[-1] != "A" else "B")
     visitor = app.test_client()
     never = visitor.get("/invitations/" + "x" * 43)
+    assert never.status_code == 404, never.get_data(as_text=True)
     for response in (visitor.get(link), visitor.post(link, data={"csrf_token": csrf_from(never.get_data(True))})):
-        assert response.status_code == 404
+        assert response.status_code == 404, response.get_data(as_text=True)
         assert visible_text(response.get_data(as_text=True)) == visible_text(never.get_data(as_text=True))
     assert "This invitation link is not valid" in visible_text(never.get_data(as_text=True))
     assert "ann@example.com" not in never.get_data(as_text=True)
