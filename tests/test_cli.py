@@ -11,8 +11,8 @@ from webapp.models import ApiToken, Membership, Tenant, User
 def cli(app):
     runner = app.test_cli_runner()
 
-    def invoke(*args: str):
-        return runner.invoke(args=list(args))
+    def invoke(*args: str, input: str | None = None):
+        return runner.invoke(args=list(args), input=input)
 
     return invoke
 
@@ -47,12 +47,64 @@ def test_users_create_and_add_membership(cli, app):
     assert "created user ann@example.com (editor in acme)" in first.output
     second = cli("users", "create", "ann@example.com", "--tenant", "globex", "--role", "viewer")
     assert second.exit_code == 0, second.output
-    assert "updated user" in second.output
+    assert "existing user ann@example.com (account created " in second.output
+    assert "added to globex as viewer; only the membership changed, the password was not set" in second.output
+    third = cli("users", "create", "ann@example.com", "--tenant", "globex", "--role", "admin")
+    assert "role in globex changed from viewer to admin; only the membership changed" in third.output
+    cli("users", "create", "ann@example.com", "--tenant", "globex", "--role", "viewer")
     with app.app_context():
         user = db.session.scalar(db.select(User).where(User.email == "ann@example.com"))
         roles = {m.tenant.name: m.role for m in user.memberships}
         assert roles == {"acme": "editor", "globex": "viewer"}
         assert "pw-123456" not in user.password_hash
+
+
+def test_users_create_refuses_a_password_for_an_existing_user(cli, app, client):
+    """An operator who adds an account someone else created (an admin who pre-created it from
+    an invitation, say) must not believe it now has the password they typed."""
+    cli("tenants", "create", "acme")
+    cli("tenants", "create", "globex")
+    cli("users", "create", "ann@example.com", "--tenant", "acme", "--role", "editor", "--password", "first-pw-1")
+    with app.app_context():
+        before = db.session.scalar(db.select(User.password_hash).where(User.email == "ann@example.com"))
+    result = cli(
+        "users", "create", "ann@example.com", "--tenant", "globex", "--role", "admin", "--password", "second-pw-2"
+    )
+    assert result.exit_code != 0
+    assert "ann@example.com already has an account: nothing changed." in result.output
+    assert "users set-password ann@example.com" in result.output
+    with app.app_context():
+        user = db.session.scalar(db.select(User).where(User.email == "ann@example.com"))
+        assert user.password_hash == before
+        assert {m.tenant.name for m in user.memberships} == {"acme"}
+
+
+def test_users_set_password_reads_stdin_and_ends_sessions(cli, app, client):
+    from tests.conftest import csrf_from
+
+    cli("tenants", "create", "acme")
+    cli("users", "create", "ann@example.com", "--tenant", "acme", "--role", "editor", "--password", "first-pw-1")
+    csrf = csrf_from(client.get("/login").get_data(as_text=True))
+    form = {"email": "ann@example.com", "csrf_token": csrf}
+    assert client.post("/login", data={**form, "password": "first-pw-1"}).status_code == 302
+    assert client.get("/").status_code == 200
+    result = cli("users", "set-password", "Ann@Example.com", input="brand-new-pw\n")
+    assert result.exit_code == 0, result.output
+    assert "password set for ann@example.com; their sessions were ended" in result.output
+    assert "brand-new-pw" not in result.output
+    assert client.get("/").status_code == 302  # logged out
+    csrf = csrf_from(client.get("/login").get_data(as_text=True))
+    form["csrf_token"] = csrf
+    assert client.post("/login", data={**form, "password": "first-pw-1"}).status_code == 401
+    assert client.post("/login", data={**form, "password": "brand-new-pw"}).status_code == 302
+
+
+def test_users_set_password_errors(cli):
+    cli("tenants", "create", "acme")
+    assert "no user 'who@example.com'" in cli("users", "set-password", "who@example.com", input="long-enough\n").output
+    cli("users", "create", "ann@example.com", "--tenant", "acme", "--role", "editor", "--password", "first-pw-1")
+    short = cli("users", "set-password", "ann@example.com", input="short\n")
+    assert short.exit_code != 0 and "password must be at least 8 characters" in short.output
 
 
 def test_users_create_errors(cli):

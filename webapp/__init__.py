@@ -56,6 +56,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from webapp.endpoints.views import bp as endpoints_bp
     from webapp.executions.views import bp as executions_bp
     from webapp.health import bp as health_bp
+    from webapp.invitations import bp as invitations_bp
     from webapp.metrics import bp as metrics_bp
     from webapp.scripts.views import bp as scripts_bp
 
@@ -68,6 +69,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         scripts_bp,
         executions_bp,
         admin_bp,
+        invitations_bp,
         api_bp,
         endpoints_bp,
         metrics_bp,

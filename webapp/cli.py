@@ -2,6 +2,7 @@
 
 import re
 import secrets
+import sys
 from pathlib import Path
 
 import click
@@ -45,8 +46,10 @@ def create_tenant(name: str) -> None:
     click.echo(f"created tenant {name}")
 
 
-def add_user(email: str, tenant: Tenant, role: str, password: str | None) -> tuple[User, bool]:
-    """Create the user (or find it) and give it `role` in `tenant`. Returns (user, created)."""
+def add_user(email: str, tenant: Tenant, role: str, password: str | None) -> tuple[User, bool, str | None]:
+    """Create the user (or find it) and give it `role` in `tenant`. Returns (user, created,
+    the role it had there before or None). An existing user's password is never touched: a
+    password given for one is refused, nothing changed."""
     user = db.session.scalar(select(User).where(User.email == email))
     created = user is None
     if user is None:
@@ -54,35 +57,73 @@ def add_user(email: str, tenant: Tenant, role: str, password: str | None) -> tup
             raise click.ClickException("--password is required for a new user")
         user = User(email=email, password_hash=hash_password(password))
         db.session.add(user)
+    elif password is not None:
+        raise click.ClickException(
+            f"{email} already has an account: nothing changed. This command does not change an existing "
+            f"account's password; drop --password to change only the membership, and use "
+            f"`users set-password {email}` to set the password."
+        )
     membership = (
         db.session.scalar(select(Membership).where(Membership.tenant_id == tenant.id, Membership.user_id == user.id))
         if user.id
         else None
     )
+    before = membership.role if membership else None
     if membership is None:
         db.session.add(Membership(user=user, tenant=tenant, role=role))
     else:
         membership.role = role
     db.session.commit()
-    return user, created
+    return user, created, before
 
 
 @users_cli.command("create")
 @click.argument("email")
 @click.option("--tenant", "tenant_name", required=True, help="Tenant name.")
 @click.option("--role", type=click.Choice(ROLES), required=True)
-@click.option("--password", help="Required for a new user.")
+@click.option("--password", help="The new user's password. Refused for an existing user.")
 def create_user(email: str, tenant_name: str, role: str, password: str | None) -> None:
-    """Create user EMAIL with ROLE in a tenant; adds the membership if the user exists."""
+    """Create user EMAIL with ROLE in a tenant. For an existing user, adds or changes only the
+    membership (its password stays as it is)."""
     email = email.strip().lower()
     if not EMAIL.match(email) or len(email) > 254:
         raise click.ClickException(f"{email!r} is not an email address")
     if password is not None and len(password) < MIN_LENGTH:
         raise click.ClickException(f"password must be at least {MIN_LENGTH} characters")
     tenant = _tenant(tenant_name)
-    user, created = add_user(email, tenant, role, password)
-    verb = "created user" if created else "updated user"
-    click.echo(f"{verb} {user.email} ({role} in {tenant.name})")
+    user, created, before = add_user(email, tenant, role, password)
+    if created:
+        click.echo(f"created user {user.email} ({role} in {tenant.name})")
+        return
+    if before is None:
+        change = f"added to {tenant.name} as {role}"
+    elif before == role:
+        change = f"already {role} in {tenant.name}"
+    else:
+        change = f"role in {tenant.name} changed from {before} to {role}"
+    click.echo(
+        f"existing user {user.email} (account created {user.created_at:%Y-%m-%d %H:%M} UTC): {change}; "
+        "only the membership changed, the password was not set"
+    )
+
+
+@users_cli.command("set-password")
+@click.argument("email")
+def set_password(email: str) -> None:
+    """Set user EMAIL's password, read from stdin, and end all of the user's sessions."""
+    user = db.session.scalar(select(User).where(User.email == email.strip().lower()))
+    if user is None:
+        raise click.ClickException(f"no user {email!r}")
+    if sys.stdin.isatty():
+        password = click.prompt("New password", hide_input=True, confirmation_prompt=True)
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    if len(password) < MIN_LENGTH:
+        raise click.ClickException(f"password must be at least {MIN_LENGTH} characters")
+    user.password_hash = hash_password(password)
+    user.session_version += 1  # every session of the account ends (webapp/models.py)
+    db.session.commit()
+    click.echo(f"password set for {user.email}; their sessions were ended")
 
 
 @tokens_cli.command("create")

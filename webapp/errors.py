@@ -53,6 +53,12 @@ def json_error(status: int, message: str, fields: dict[str, str] | None = None, 
     return response
 
 
+def _redirect(location: str):
+    if request.headers.get("HX-Request"):  # a fragment request: send the whole page there
+        return "", 200, {"HX-Redirect": location}
+    return redirect(location)
+
+
 def init_app(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError):
@@ -74,12 +80,13 @@ def init_app(app: Flask) -> None:
                 response.headers["Allow"] = exc.get_response().headers["Allow"]
             return response
         if status == 401:
-            if current_user.is_authenticated:  # logged in, but a member of no tenant (any more)
-                return render_template("no_tenant.html"), 403
-            login = url_for("auth.login", next=request.full_path.rstrip("?"))
-            if request.headers.get("HX-Request"):  # a fragment request: send the whole page to login
-                return "", 200, {"HX-Redirect": login}
-            return redirect(login)
+            if current_user.is_authenticated:
+                from webapp.auth.identity import must_choose_tenant
+
+                if must_choose_tenant(current_user):
+                    return _redirect(url_for("auth.choose_tenant", next=request.full_path.rstrip("?")))
+                return render_template("no_tenant.html"), 403  # a member of no tenant (any more)
+            return _redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
         return render_template("error.html", status=status, message=exc.description), status
 
     @app.errorhandler(OperationalError)

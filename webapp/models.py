@@ -60,6 +60,8 @@ class User(UserMixin, db.Model):
     # Part of the id kept in session cookies (Flask-Login's "alternative tokens"): raising it
     # at logout ends every session of the user, copied cookies included.
     session_version: Mapped[int] = mapped_column(default=0, server_default="0")
+    # Where the next login lands (docs/members.md): set when the user picks a tenant.
+    last_tenant_id: Mapped[int | None] = mapped_column(ForeignKey("tenants.id", ondelete="SET NULL"))
     memberships: Mapped[list["Membership"]] = relationship(back_populates="user", cascade="all, delete-orphan")
 
     def get_id(self) -> str:
@@ -91,6 +93,26 @@ class ApiToken(db.Model):
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     user: Mapped[User] = relationship()
     tenant: Mapped[Tenant] = relationship()
+
+
+class Invitation(db.Model):
+    """An offer of a role in a tenant to an email address, accepted through a one-time link.
+    Only the link's SHA-256 digest is kept; pending while not accepted, revoked or expired."""
+
+    __tablename__ = "invitations"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    email: Mapped[str] = mapped_column(String(254))
+    role: Mapped[str] = mapped_column(String(16))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    invited_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    accepted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    accepted_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    tenant: Mapped[Tenant] = relationship()
+    invited_by: Mapped[User | None] = relationship(foreign_keys=[invited_by_id])
 
 
 class _TriggerSettings:

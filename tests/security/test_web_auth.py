@@ -43,6 +43,19 @@ def test_login_follows_only_local_next(client, make_user):
         "/login?next=//evil.example/x", data={"email": "ed@acme.io", "password": PASSWORD, "csrf_token": token}
     )
     assert response.headers["Location"] == "/"
+    client.post("/logout", data={"csrf_token": csrf_from(client.get("/").get_data(as_text=True))})
+    token = _login_form(client)
+    response = client.post(  # browsers read a backslash as a slash: "//evil.example/x"
+        "/login?next=/\\evil.example/x", data={"email": "ed@acme.io", "password": PASSWORD, "csrf_token": token}
+    )
+    assert response.headers["Location"] == "/"
+
+
+def test_logout_follows_only_local_next(client, make_user, login):
+    make_user("ed@acme.io")
+    csrf = login("ed@acme.io")
+    response = client.post("/logout", data={"csrf_token": csrf, "next": "//evil.example/x"})
+    assert response.headers["Location"] == "/"
 
 
 def test_wrong_password_is_refused_without_saying_which_part(client, make_user):

@@ -6,7 +6,7 @@ import pytest
 from tests.conftest import csrf_from
 from tests.security.web import SOURCE, make_world, rules
 from webapp.extensions import db
-from webapp.models import ApiToken, Membership, Script, Tenant
+from webapp.models import ApiToken, Invitation, Membership, Script, Tenant, User
 from webapp.scripts import service
 
 UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
@@ -14,7 +14,8 @@ FORMS = {
     "auth.login": {"email": "owner@acme.io", "password": "correct-horse-1"},
     "scripts.set_status": {"status": "disabled"},
     "admin.change_role": {"role": "admin"},
-    "admin.add_member": {"email": "new@acme.io", "role": "admin", "password": "long-enough-1"},
+    "admin.create_invitation": {"email": "new@acme.io", "role": "admin"},
+    "invitations.invitation": {"password": "long-enough-1", "confirm": "long-enough-1"},
     "admin.create_token": {"name": "stolen", "role": "admin"},
     "scripts.rollback": {},
     "executions.run": {"params": "{}"},
@@ -39,6 +40,10 @@ def _state(app) -> dict:
             "scripts": sorted((str(s.id), s.status, s.version) for s in db.session.scalars(db.select(Script))),
             "members": sorted((m.id, m.role) for m in db.session.scalars(db.select(Membership))),
             "tokens": sorted((t.id, t.revoked_at is None) for t in db.session.scalars(db.select(ApiToken))),
+            "invitations": sorted(
+                (i.id, i.accepted_at is None, i.revoked_at is None) for i in db.session.scalars(db.select(Invitation))
+            ),
+            "users": sorted(db.session.scalars(db.select(User.email))),
         }
 
 

@@ -15,11 +15,15 @@ PUBLIC = {
     "auth.logout",  # POST with CSRF; ends the caller's own session
     "metrics.metrics",  # Prometheus; requires METRICS_TOKEN when it is set
     "api.openapi",  # the REST API's description: no tenant data (docs/api.md)
+    # The one-time link an admin hands to the invitee, who may have no account yet: the token
+    # is the credential; a stale or unknown one answers 404 (docs/members.md).
+    "invitations.invitation",
 }
 # A caller is needed, but no single permission decides: each checks what it needs itself.
 LOGGED_IN_ONLY = {
     "dashboard.index",  # shows "no tenant" to a user without one; the data part needs scripts:read
     "auth.switch_tenant",  # checks the membership itself
+    "auth.choose_tenant",  # lists the caller's own memberships, whatever their roles
     "api.validate_cron",  # any authenticated caller: a pure function of its input
     "endpoints.serve",  # checks endpoints:call itself, to answer with SPEC §7's JSON errors
 }
@@ -75,6 +79,8 @@ def test_public_rules_answer_anonymous_callers(app, client, world):
         ("auth.logout", "POST"): 302,
         ("metrics.metrics", "GET"): 200,  # METRICS_TOKEN is unset here (tests/test_metrics.py: set)
         ("api.openapi", "GET"): 200,
+        ("invitations.invitation", "GET"): 200,  # the page to log in or create the account
+        ("invitations.invitation", "POST"): 422,  # an account with password "x": too short
     }
     seen = {}
     for rule, method in rules(app):

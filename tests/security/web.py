@@ -10,6 +10,7 @@ from flask import Flask
 from werkzeug.routing import Rule
 
 from webapp.extensions import db
+from webapp.invitations import service as invitations
 from webapp.models import ApiToken, Execution, Membership, Tenant, User, utcnow
 from webapp.scripts import service
 
@@ -28,6 +29,8 @@ class World:
     execution_id: str
     membership_id: int  # a member to change or remove: never the caller
     token_id: int
+    invitation_id: int  # a pending invitation of acme, to newcomer@example.com
+    invitation_token: str  # its link's token
 
     def fresh_script(self) -> str:
         """A new script, for a rule that deletes the one it names."""
@@ -43,6 +46,8 @@ class World:
             "execution_id": self.execution_id,
             "membership_id": self.membership_id,
             "token_id": self.token_id,
+            "invitation_id": self.invitation_id,
+            "token": self.invitation_token,
             "version": 1,
             "number": 1,
             "path": "hello",
@@ -78,6 +83,7 @@ def make_world(app: Flask, make_user, make_token) -> World:
         db.session.add(execution)
         db.session.commit()
         victim = db.session.scalar(db.select(Membership).join(User).where(User.email == "victim@acme.io"))
+        invitation, invitation_token, _ = invitations.invite(tenant, owner, "newcomer@example.com", "editor")
         return World(
             app=app,
             tenant_id=tenant.id,
@@ -85,11 +91,19 @@ def make_world(app: Flask, make_user, make_token) -> World:
             execution_id=str(execution.id),
             membership_id=victim.id,
             token_id=db.session.scalar(db.select(ApiToken.id)),
+            invitation_id=invitation.id,
+            invitation_token=invitation_token,
         )
 
 
 def destructive(rule: Rule) -> bool:
-    return rule.endpoint in {"api.delete_script", "scripts.delete", "admin.remove_member", "admin.revoke_token"}
+    return rule.endpoint in {
+        "api.delete_script",
+        "scripts.delete",
+        "admin.remove_member",
+        "admin.revoke_token",
+        "admin.revoke_invitation",
+    }
 
 
 def rules(app: Flask) -> Iterator[tuple[Rule, str]]:

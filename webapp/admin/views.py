@@ -1,16 +1,19 @@
-"""Tenant administration: API tokens and members (admins only)."""
+"""Tenant administration: API tokens, members and invitations (admins only).
+
+Admins never add an account directly, nor set anyone's password: they invite an address
+(webapp/invitations), and only the platform CLI sets passwords for others.
+"""
 
 from flask import Blueprint, redirect, render_template, request, url_for
-from sqlalchemy import func, select
+from sqlalchemy import func
 
 from webapp.auth import tokens as token_service
 from webapp.auth.identity import current_principal
-from webapp.auth.passwords import MIN_LENGTH, hash_password
-from webapp.cli import EMAIL
 from webapp.extensions import db
-from webapp.models import ROLES, ApiToken, Membership, User
+from webapp.invitations import service as invitations
+from webapp.models import ROLES, ApiToken, Invitation, Membership, User, utcnow
 from webapp.permissions import require
-from webapp.tenancy import current_tenant, get_or_404, scoped
+from webapp.tenancy import get_or_404, scoped
 
 bp = Blueprint("admin", __name__)
 
@@ -49,11 +52,23 @@ def revoke_token(token_id: int):
     return redirect(url_for("admin.tokens"), 303)
 
 
-def _members_page(errors: dict[str, str] | None = None, status: int = 200, form: dict | None = None):
+def _members_page(
+    errors: dict[str, str] | None = None, status: int = 200, form: dict | None = None, created: dict | None = None
+):
     members = db.session.scalars(scoped(Membership).join(User).order_by(User.email))
-    return render_template(
-        "admin/members.html", members=list(members), errors=errors or {}, roles=ROLES, form=form or {}
-    ), status
+    pending = db.session.scalars(
+        scoped(Invitation).where(invitations.pending_clause(utcnow())).order_by(Invitation.created_at.desc())
+    )
+    page = render_template(
+        "admin/members.html",
+        members=list(members),
+        invitations=list(pending),
+        errors=errors or {},
+        roles=ROLES,
+        form=form or {},
+        created=created,
+    )
+    return page, status
 
 
 @bp.get("/members")
@@ -62,30 +77,31 @@ def members():
     return _members_page()
 
 
-@bp.post("/members")
+@bp.post("/members/invitations")
 @require("members:manage")
-def add_member():
-    email = request.form.get("email", "").strip().lower()
-    role = request.form.get("role", "")
-    password = request.form.get("password", "")
-    form = {"email": email, "role": role}
-    errors: dict[str, str] = {}
-    if not EMAIL.match(email) or len(email) > 254:
-        errors["email"] = "is not an email address"
-    if role not in ROLES:
-        errors["role"] = f"must be one of {', '.join(ROLES)}"
-    user = db.session.scalar(select(User).where(User.email == email))
-    if user is None and len(password) < MIN_LENGTH and "email" not in errors:
-        errors["password"] = f"a new user needs a password of at least {MIN_LENGTH} characters"
-    if user is not None and db.session.scalar(scoped(Membership).where(Membership.user_id == user.id)):
-        errors["email"] = "is already a member"
-    if errors:
-        return _members_page(errors, 422, form)
-    if user is None:
-        user = User(email=email, password_hash=hash_password(password))
-        db.session.add(user)
-    db.session.add(Membership(user=user, tenant_id=current_tenant().id, role=role))
-    db.session.commit()
+def create_invitation():
+    """The same answer whether or not the address has an account anywhere (docs/members.md)."""
+    principal = current_principal()
+    form = {"email": request.form.get("email", "").strip(), "role": request.form.get("role", "")}
+    try:
+        invitation, plaintext, replaced = invitations.invite(
+            principal.tenant, principal.user, form["email"], form["role"]
+        )
+    except invitations.InvitationError as exc:
+        return _members_page(exc.fields, 422, form)
+    created = {
+        "invitation": invitation,
+        "link": url_for("invitations.invitation", token=plaintext, _external=True),
+        "replaced": replaced,
+    }
+    page, status = _members_page(status=201, created=created)
+    return page, status, {"Cache-Control": "no-store"}  # the link is shown once: never cached
+
+
+@bp.post("/members/invitations/<int:invitation_id>/revoke")
+@require("members:manage")
+def revoke_invitation(invitation_id: int):
+    invitations.revoke(get_or_404(Invitation, invitation_id))
     return redirect(url_for("admin.members"), 303)
 
 

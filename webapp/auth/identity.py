@@ -105,12 +105,27 @@ def _resolve() -> Principal | None:
         return authenticate(token)
     if not current_user.is_authenticated:
         return None
-    memberships = user_memberships(current_user)
-    if not memberships:
+    chosen = session_membership(current_user)
+    if chosen is None:
         return None
-    wanted = session.get(SESSION_TENANT_KEY)
-    chosen = next((m for m in memberships if m.tenant_id == wanted), memberships[0])
     return Principal(user=current_user._get_current_object(), tenant=chosen.tenant, role=chosen.role)
+
+
+def session_membership(user: User) -> Membership | None:
+    """The membership a session acts in: the tenant chosen in this session, else the user's
+    last-used tenant, else their only one. None when they belong to several and have not
+    chosen (they are asked: webapp/auth/views.py's chooser), or to none."""
+    memberships = user_memberships(user)
+    by_tenant = {m.tenant_id: m for m in memberships}
+    for wanted in (session.get(SESSION_TENANT_KEY), user.last_tenant_id):
+        if wanted in by_tenant:
+            return by_tenant[wanted]
+    return memberships[0] if len(memberships) == 1 else None
+
+
+def must_choose_tenant(user: User) -> bool:
+    """Logged in, a member of several tenants, and none chosen yet."""
+    return len(user_memberships(user)) > 1 and session_membership(user) is None
 
 
 def user_memberships(user: User) -> list[Membership]:

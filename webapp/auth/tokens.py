@@ -145,7 +145,8 @@ def init_app(app: Flask) -> None:
 # -- announcing changes that may end a cached caller -------------------------------------------
 # Session events, so that no code path that changes access can forget to announce it.
 _ACCESS_MODELS = (ApiToken, Membership, User, Tenant)
-_BOOKKEEPING = frozenset({"last_used_at"})  # written by authenticate() itself
+# Written by authenticate() itself, and where a user's next login lands: neither changes access.
+_BOOKKEEPING = frozenset({"last_used_at", "last_tenant_id"})
 _CHANGED = "sr_access_changed"
 
 

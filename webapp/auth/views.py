@@ -1,4 +1,4 @@
-"""Login, logout and the tenant switcher."""
+"""Login, logout, and choosing the tenant to act in (docs/members.md)."""
 
 from urllib.parse import urlsplit
 
@@ -7,7 +7,7 @@ from flask_login import current_user, login_required, login_user, logout_user
 from sqlalchemy import select
 
 from webapp.auth import ratelimit
-from webapp.auth.identity import SESSION_TENANT_KEY, user_memberships
+from webapp.auth.identity import SESSION_TENANT_KEY, session_membership, user_memberships
 from webapp.auth.passwords import DUMMY_HASH, verify_password
 from webapp.client_address import client_address
 from webapp.extensions import db
@@ -17,7 +17,8 @@ bp = Blueprint("auth", __name__)
 
 
 def _safe_next(target: str | None) -> str:
-    if target and target.startswith("/") and not target.startswith("//") and not urlsplit(target).netloc:
+    local = target and target.startswith("/") and not target.startswith("//") and not urlsplit(target).netloc
+    if local and "\\" not in target:  # browsers read "/\\host" as "//host"
         return target
     return url_for("dashboard.index")
 
@@ -27,7 +28,7 @@ def login():
     if request.method == "GET":
         if current_user.is_authenticated:
             return redirect(_safe_next(request.args.get("next")))
-        return render_template("auth/login.html", email="", error=None)
+        return render_template("auth/login.html", email=request.args.get("email", "")[:254], error=None)
     email = request.form.get("email", "").strip().lower()
     password = request.form.get("password", "")
     address = client_address(request) or "unknown"
@@ -53,7 +54,24 @@ def logout():
         db.session.commit()
     logout_user()
     session.clear()
-    return redirect(url_for("auth.login"))
+    target = request.form.get("next")  # e.g. back to an invitation meant for another account
+    return redirect(_safe_next(target) if target else url_for("auth.login"))
+
+
+@bp.get("/tenant")
+@login_required
+def choose_tenant():
+    """Where a user who belongs to several tenants, and has used none yet, picks one."""
+    memberships = user_memberships(current_user)
+    if not memberships:
+        return render_template("no_tenant.html"), 403
+    current = session_membership(current_user)
+    return render_template(
+        "auth/choose_tenant.html",
+        memberships=memberships,
+        current=current.tenant_id if current else None,
+        next=request.args.get("next", ""),
+    )
 
 
 @bp.post("/tenant")
@@ -63,4 +81,6 @@ def switch_tenant():
     if not any(m.tenant_id == wanted for m in user_memberships(current_user)):
         abort(404)
     session[SESSION_TENANT_KEY] = wanted
-    return redirect(url_for("dashboard.index"))
+    current_user.last_tenant_id = wanted  # the next login lands here
+    db.session.commit()
+    return redirect(_safe_next(request.form.get("next")))

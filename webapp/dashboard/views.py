@@ -5,13 +5,13 @@ The page works without JavaScript; with htmx, the window selector and a refresh 
 swap only the `dashboard-live` part.
 """
 
-from flask import Blueprint, render_template, request
-from flask_login import login_required
+from flask import Blueprint, redirect, render_template, request, url_for
+from flask_login import current_user, login_required
 from redis.exceptions import RedisError
 from rq import Queue, Worker
 from sqlalchemy import func
 
-from webapp.auth.identity import current_principal
+from webapp.auth.identity import current_principal, must_choose_tenant
 from webapp.dashboard import charts, stats
 from webapp.executions.service import QUEUES
 from webapp.extensions import db
@@ -30,6 +30,8 @@ LIVE_TARGET = "dashboard-live"
 @login_required
 def index():
     if current_principal() is None:
+        if must_choose_tenant(current_user):
+            return redirect(url_for("auth.choose_tenant"))
         return render_template("no_tenant.html"), 403
     return _dashboard()
 
