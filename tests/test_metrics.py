@@ -18,7 +18,7 @@ from flask import Flask
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import bearer
-from tests.services import eventually
+from tests.services import SINGLE_TENANT_LOAD, eventually
 from webapp import create_app
 from webapp.extensions import db
 from webapp.models import Execution
@@ -260,8 +260,8 @@ def test_cron_fires_skips_and_scheduler_lag(app, client, editor, start_worker, s
 
 
 def test_active_vms_gauge_rises_during_runs_and_falls_after(client, editor, start_worker):
-    start_worker()
-    start_worker()
+    start_worker(**SINGLE_TENANT_LOAD)  # both runs are one tenant's: both may run at once
+    start_worker(**SINGLE_TENANT_LOAD)
     slow = _script(client, editor, "slow", "function main() { const t = Date.now(); while (Date.now() - t < 2000) {} }")
     assert scrape(client)[("active_vms_gauge", ())] == 0
     started = [_run(client, editor, slow, wait=0) for _ in range(2)]
