@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.services import SchedulerProcess, WorkerProcess, redis_server
+from tests.services import SINGLE_TENANT_LOAD, SchedulerProcess, WorkerProcess, redis_server
 from webapp import create_app
 from webapp.config import Settings
 from webapp.extensions import db
@@ -87,7 +87,7 @@ def every_second(minutes: float, scripts: int, workers: int) -> None:
         database_url = f"sqlite:///{tmp}/bench.db"
         app = _app(database_url, redis_url)
         _create_scripts(app, scripts, "*/1 * * * * *")  # the scheduler's first reconcile adds them
-        pool = [WorkerProcess(database_url, redis_url).start() for _ in range(workers)]
+        pool = [WorkerProcess(database_url, redis_url, **SINGLE_TENANT_LOAD).start() for _ in range(workers)]
         scheduler = SchedulerProcess(database_url, redis_url).start()
         start = utcnow().replace(microsecond=0) + timedelta(seconds=3)  # measure a settled window
         end = start + timedelta(seconds=round(minutes * 60))
