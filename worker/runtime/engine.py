@@ -112,6 +112,7 @@ class Runtime:
         self.runs += 1
         budget = _CpuBudget(self.ctx, limits.cpu_seconds)
         outcome = RunOutcome(status="failed")
+        heap = 0  # measured once the script is compiled
         try:
             try:
                 factory, outcome.cache_hit = budget.slice(
@@ -121,7 +122,8 @@ class Runtime:
                 outcome.error_kind, outcome.error_message = "syntax", str(exc)
                 return outcome
             # The limit is set above what this runtime holds as the run starts (code, caches).
-            self.ctx.set_memory_limit(self.heap_used() + limits.memory_bytes)
+            heap = self.heap_used()
+            self.ctx.set_memory_limit(heap + limits.memory_bytes)
             setup = {"context": request["context"], "logCap": limits.log_bytes, "seed": _seed()}
             budget.slice(self.driver, "begin", json.dumps(setup), factory, request["event_json"])
             finished = self._drive(budget, host)
@@ -140,7 +142,7 @@ class Runtime:
         finally:
             outcome.cpu_ms = round(budget.used * 1000, 3)
             self.ctx.set_time_limit(-1)
-            self.ctx.set_memory_limit(self.heap_used() + IDLE_MEMORY_BYTES)  # no run's limit lingers
+            self.ctx.set_memory_limit(heap + IDLE_MEMORY_BYTES)  # no run's limit lingers
         return outcome
 
     def _drive(self, budget: "_CpuBudget", host: HostCalls) -> dict:
