@@ -204,8 +204,9 @@ class ServiceProcess:
 
 
 # The load and fault tests drive one tenant from many connections: the platform is what they
-# measure, not the per-tenant cap of runs in flight (tests/test_fairness.py covers that).
-SINGLE_TENANT_LOAD = {"TENANT_MAX_RUNS": "1000"}
+# measure, not the per-tenant cap of runs in flight or rate of calls (tests/test_fairness.py
+# covers those).
+SINGLE_TENANT_LOAD = {"TENANT_MAX_RUNS": "1000", "TENANT_ENDPOINT_RATE": "0"}
 
 
 class WorkerProcess(ServiceProcess):
