@@ -29,12 +29,20 @@ _CODES = {
 class ApiError(Exception):
     """An error with a status, a code and optional per-field messages."""
 
-    def __init__(self, status: int, message: str, fields: dict[str, str] | None = None, code: str | None = None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        fields: dict[str, str] | None = None,
+        code: str | None = None,
+        **extra: Any,
+    ):
         super().__init__(message)
         self.status = status
         self.message = message
         self.fields = fields or {}
         self.code = code or _CODES.get(status, "error")
+        self.extra = extra  # more members of the error object, e.g. `quota`
 
 
 def wants_json() -> bool:
@@ -62,7 +70,7 @@ def _redirect(location: str):
 def init_app(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError):
-        return json_error(exc.status, exc.message, exc.fields, exc.code)
+        return json_error(exc.status, exc.message, exc.fields, exc.code, **exc.extra)
 
     @app.errorhandler(CSRFError)
     def _csrf_error(exc: CSRFError):

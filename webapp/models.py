@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flask_login import UserMixin
-from sqlalchemy import JSON, ForeignKey, Index, String, Text, UniqueConstraint, Uuid
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, String, Text, UniqueConstraint, Uuid
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 from sqlalchemy.types import DateTime, TypeDecorator
 
@@ -213,8 +213,16 @@ class Execution(db.Model):
     worker: Mapped[str | None] = mapped_column(String(200))
     # How the sandbox ran it: compile-cache hit, runtime id and run count, CPU time.
     runtime_info: Mapped[dict | None] = mapped_column(JSON)
+    # Bytes of its params, logs, result and error message, counted against the tenant's
+    # storage quota when the outcome is written (webapp/quotas.py).
+    stored_bytes: Mapped[int] = mapped_column(default=0, server_default="0")
     user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     script: Mapped[Script] = relationship()
+
+
+def _item_size(context: Any) -> int:
+    row = context.get_current_parameters()
+    return len(row["key"].encode()) + len(row["value"].encode())
 
 
 class StorageItem(db.Model):
@@ -226,3 +234,15 @@ class StorageItem(db.Model):
     value: Mapped[str] = mapped_column(Text)
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Bytes of key and value, counted against the tenant's storage quota (webapp/quotas.py).
+    size_bytes: Mapped[int] = mapped_column(default=_item_size, server_default="0")
+
+
+class TenantUsage(db.Model):
+    """What a tenant's data takes, kept current by every write that changes it and recounted
+    by upkeep (webapp/quotas.py). Locking its row serializes a tenant's quota checks."""
+
+    __tablename__ = "tenant_usage"
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True)
+    storage_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    execution_bytes: Mapped[int] = mapped_column(BigInteger, default=0)

@@ -10,7 +10,7 @@ ROLE_RANK = {"viewer": 0, "editor": 1, "admin": 2}
 
 _VIEWER = frozenset({"scripts:read", "executions:read", "endpoints:call"})
 _EDITOR = _VIEWER | {"scripts:write", "scripts:run"}
-_ADMIN = _EDITOR | {"members:manage", "tokens:manage"}
+_ADMIN = _EDITOR | {"members:manage", "tokens:manage", "usage:read"}
 PERMISSIONS: dict[str, frozenset[str]] = {"viewer": _VIEWER, "editor": _EDITOR, "admin": _ADMIN}
 
 

@@ -7,6 +7,7 @@ from markupsafe import Markup, escape
 
 from webapp.auth.identity import current_principal, user_memberships
 from webapp.permissions import can
+from webapp.quotas import filesize
 
 
 def timestamp(value: datetime | None) -> Markup:
@@ -19,4 +20,5 @@ def timestamp(value: datetime | None) -> Markup:
 
 def init_app(app: Flask) -> None:
     app.jinja_env.filters["timestamp"] = timestamp
+    app.jinja_env.filters["filesize"] = filesize
     app.jinja_env.globals.update(can=can, current_principal=current_principal, user_memberships=user_memberships)

@@ -14,6 +14,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError
 
+from webapp import quotas
 from webapp.extensions import db
 from webapp.models import StorageItem, utcnow
 
@@ -75,6 +76,19 @@ class HostApi:
         return value if value is not None else "null"
 
     def storage_set(self, arg: dict) -> str:
+        try:
+            return self._set(arg)
+        except quotas.QuotaExceeded as exc:
+            refused = exc
+            db.session.rollback()
+        if quotas.drop_expired_values(self.tenant_id):  # values past their TTL go first
+            try:
+                return self._set(arg)
+            except quotas.QuotaExceeded as exc:
+                refused = exc
+        raise HostError(f"storage.set: {refused.message}")
+
+    def _set(self, arg: dict) -> str:
         key = _key(arg, "set")
         value = arg.get("value")
         if not isinstance(value, str):
@@ -85,8 +99,11 @@ class HostApi:
         ttl = arg.get("ttl")
         if ttl is not None and (not isinstance(ttl, int | float) or not 0 < ttl <= MAX_TTL_SECONDS):
             raise HostError(f"storage.set: ttlSeconds must be between 0 and {MAX_TTL_SECONDS}")
-        exists = db.session.scalar(select(StorageItem.key).where(self._live(), StorageItem.key == key))
-        if exists is None:
+        live = or_(StorageItem.expires_at.is_(None), StorageItem.expires_at > utcnow()).label("live")
+        old = db.session.execute(
+            select(StorageItem.size_bytes, live).where(StorageItem.tenant_id == self.tenant_id, StorageItem.key == key)
+        ).first()
+        if old is None or not old.live:
             count = db.session.scalar(select(func.count()).select_from(StorageItem).where(self._live())) or 0
             if count >= MAX_KEYS_PER_TENANT:
                 raise HostError(f"storage.set: the tenant already holds {MAX_KEYS_PER_TENANT} keys")
@@ -97,22 +114,36 @@ class HostApi:
             "value": value,
             "expires_at": now + timedelta(seconds=ttl) if ttl else None,
             "updated_at": now,
+            "size_bytes": len(key.encode()) + size,
         }
         insert = pg_insert if db.engine.dialect.name == "postgresql" else sqlite_insert
         stmt = insert(StorageItem).values(**row)
         stmt = stmt.on_conflict_do_update(
             index_elements=["tenant_id", "key"],
-            set_={"value": stmt.excluded.value, "expires_at": stmt.excluded.expires_at, "updated_at": now},
+            set_={
+                "value": stmt.excluded.value,
+                "expires_at": stmt.excluded.expires_at,
+                "updated_at": now,
+                "size_bytes": stmt.excluded.size_bytes,
+            },
         )
         db.session.execute(stmt)
+        growth = row["size_bytes"] - (old.size_bytes if old else 0)
+        if growth:  # a same-size overwrite (a counter, a flag) costs the quota nothing
+            usage = quotas.add(self.tenant_id, storage=growth, written=True)
+            quotas.room_for_storage(self.tenant_id, usage, growth)
         return "null"
 
     def storage_delete(self, arg: dict) -> str:
         key = _key(arg, "delete")
-        result = db.session.execute(
-            delete(StorageItem).where(StorageItem.tenant_id == self.tenant_id, StorageItem.key == key)
+        freed = db.session.scalar(
+            delete(StorageItem)
+            .where(StorageItem.tenant_id == self.tenant_id, StorageItem.key == key)
+            .returning(StorageItem.size_bytes)
         )
-        return "true" if result.rowcount else "false"
+        if freed:
+            quotas.add(self.tenant_id, storage=-freed, written=True)
+        return "true" if freed is not None else "false"
 
     def storage_list(self, arg: dict) -> str:
         prefix = arg.get("prefix") or ""

@@ -15,7 +15,7 @@ from redis.exceptions import RedisError
 from sqlalchemy import select, update
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from webapp import metrics
+from webapp import metrics, quotas
 from webapp.endpoints.calls import execution_row
 from webapp.endpoints.http import STATUS_FOR_ERROR, body_bytes, response_problem
 from webapp.executions.service import run_context
@@ -76,6 +76,7 @@ def _run(execution_id: str, state: Any) -> dict[str, Any]:
     ran = _run_in_sandbox(state, script_id, script.tenant_id, _snapshot(version), event_json, context)
     _record(
         run_id,
+        (script.tenant_id, execution.params),
         status=ran.status,
         error_kind=ran.error_kind,
         error_message=ran.error_message,
@@ -134,12 +135,23 @@ def _load(run_id: uuid.UUID) -> Any:
     ).one()
 
 
-def _record(run_id: uuid.UUID, **values: Any) -> None:
-    """Write a run's outcome; a database restart delays it, and does not lose it."""
+def _record(run_id: uuid.UUID, counted: tuple[int, Any] | None = None, **values: Any) -> None:
+    """Write a run's outcome; a database restart delays it, and does not lose it. `counted`:
+    (tenant id, the run's params) when what it keeps counts against the tenant's storage quota."""
 
     def write() -> None:
-        db.session.execute(update(Execution).where(Execution.id == run_id).values(**values))
-        db.session.commit()
+        row = values
+        if counted is not None:
+            tenant_id, params = counted
+            row = quotas.count_outcomes([{**values, "id": run_id, "tenant_id": tenant_id, "params": params}])[0]
+            del row["id"], row["tenant_id"]
+            if row["params"] is params:  # written when the run was queued; rewritten only if dropped
+                del row["params"]
+        written = db.session.execute(update(Execution).where(Execution.id == run_id).values(**row)).rowcount
+        if written or counted is None:
+            db.session.commit()
+        else:  # deleted with its script meanwhile: nothing kept, nothing to count
+            db.session.rollback()
 
     with_database(write, f"execution {run_id}")
 

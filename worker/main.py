@@ -4,7 +4,8 @@
     rq worker-pool -n 4 -w worker.main.ScriptWorker -u "$REDIS_URL" endpoints default
 
 Besides jobs, every worker heartbeats (so its runs are known to be alive) and, under a Redis
-lock, reaps runs lost with a dead worker and prunes old executions.
+lock, reaps runs lost with a dead worker, prunes old executions and keeps tenants within their
+storage quota.
 """
 
 import contextlib
@@ -23,6 +24,7 @@ from webapp.executions.maintenance import STUCK_MARGIN_SECONDS, mark_alive, prun
 from webapp.executions.service import ENDPOINT_QUEUE, QUEUES
 from webapp.fairness import tenant_slots
 from webapp.metrics import RunCounts
+from webapp.quotas import enforce_storage_quotas
 from worker.busy import BusyFlag
 from worker.host_api import prune_expired_storage
 from worker.jobs import run_endpoint_call
@@ -221,6 +223,7 @@ class ScriptWorker(SimpleWorker):
                     with self.sandbox_state.app.app_context():
                         prune_executions()
                         prune_expired_storage()
+                        enforce_storage_quotas()  # recounts what the two above deleted
             except Exception:
                 log.exception("worker upkeep failed; retrying")
             self._stop.wait(HEARTBEAT_SECONDS)

@@ -18,6 +18,7 @@ from redis.exceptions import RedisError
 from sqlalchemy import insert
 from sqlalchemy.exc import IntegrityError
 
+from webapp import quotas
 from webapp.endpoints.calls import INFLIGHT
 from webapp.executions.service import insert_ignoring_duplicates
 from webapp.extensions import db
@@ -119,7 +120,8 @@ class RecordWriter:
             try:
                 # A plain INSERT of the table: SQLAlchemy caches its compiled form (not so with
                 # ON CONFLICT), and skips the ORM's bulk machinery.
-                db.session.execute(insert(Execution.__table__), rows)
+                # Counted first: what each row keeps is charged to its tenant's storage quota.
+                db.session.execute(insert(Execution.__table__), quotas.count_outcomes(rows))
                 db.session.commit()
             except IntegrityError:  # rare: a caller gave up and recorded one, or a script went
                 db.session.rollback()
@@ -136,8 +138,11 @@ class RecordWriter:
         for row in rows:
             for attempt in (row, {**row, "user_id": None}):  # a deleted user only loses the link
                 try:
-                    db.session.execute(insert_ignoring_duplicates(Execution, ["id"]).values(attempt))
-                    db.session.commit()
+                    stmt = insert_ignoring_duplicates(Execution, ["id"]).values(quotas.count_outcomes([attempt])[0])
+                    if db.session.execute(stmt.returning(Execution.id)).first() is None:
+                        db.session.rollback()  # recorded already: its counting is undone
+                    else:
+                        db.session.commit()
                     break
                 except IntegrityError:
                     db.session.rollback()

@@ -60,6 +60,8 @@ MINIMUM_ROLE = {
     "admin.revoke_invitation": "admin",
     "admin.change_role": "admin",
     "admin.remove_member": "admin",
+    "admin.usage": "admin",
+    "api.usage": "admin",
 }
 NOT_IN_MATRIX = PUBLIC | {"endpoints.serve"}  # endpoints:call is every role's: tests/test_endpoints.py
 RANK = {"viewer": 0, "editor": 1, "admin": 2}

@@ -1,4 +1,4 @@
-"""Tenant administration: API tokens, members and invitations (admins only).
+"""Tenant administration: API tokens, members and invitations, usage (admins only).
 
 Admins never add an account directly, nor set anyone's password: they invite an address
 (webapp/invitations), and only the platform CLI sets passwords for others.
@@ -7,13 +7,14 @@ Admins never add an account directly, nor set anyone's password: they invite an 
 from flask import Blueprint, redirect, render_template, request, url_for
 from sqlalchemy import func
 
+from webapp import quotas
 from webapp.auth import tokens as token_service
 from webapp.auth.identity import current_principal
 from webapp.extensions import db
 from webapp.invitations import service as invitations
 from webapp.models import ROLES, ApiToken, Invitation, Membership, User, utcnow
 from webapp.permissions import require
-from webapp.tenancy import get_or_404, scoped
+from webapp.tenancy import current_tenant, get_or_404, scoped
 
 bp = Blueprint("admin", __name__)
 
@@ -132,3 +133,9 @@ def remove_member(membership_id: int):
     db.session.delete(membership)
     db.session.commit()
     return redirect(url_for("admin.members"), 303)
+
+
+@bp.get("/usage")
+@require("usage:read")
+def usage():
+    return render_template("admin/usage.html", report=quotas.report(current_tenant().id))

@@ -24,4 +24,4 @@ def _authenticate() -> None:
         csrf.protect()  # a browser session must prove the request came from our page
 
 
-from webapp.api import cron, openapi, scripts  # noqa: E402,F401  (register routes)
+from webapp.api import cron, openapi, scripts, usage  # noqa: E402,F401  (register routes)

@@ -19,6 +19,8 @@ from webapp.tenancy import current_tenant, get_or_404
 
 
 def _failed(exc: ValidationFailed) -> ApiError:
+    if isinstance(exc, service.QuotaReached):
+        return ApiError(422, exc.message, code="quota_exceeded", quota=exc.quota)
     message = {409: "conflict", 404: "not found"}.get(exc.status, "invalid fields")
     return ApiError(exc.status, message, exc.fields)
 

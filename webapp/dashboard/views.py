@@ -11,12 +11,13 @@ from redis.exceptions import RedisError
 from rq import Queue, Worker
 from sqlalchemy import func
 
+from webapp import quotas
 from webapp.auth.identity import current_principal, must_choose_tenant
 from webapp.dashboard import charts, stats
 from webapp.executions.service import QUEUES
 from webapp.extensions import db
 from webapp.models import Script, utcnow
-from webapp.permissions import require
+from webapp.permissions import can, require
 from webapp.redis_client import get_redis
 from webapp.scheduling import CronScheduler
 from webapp.scripts.queries import executions_stmt
@@ -58,7 +59,9 @@ def _dashboard():
     }
     if request.headers.get("HX-Request") == "true" and request.headers.get("HX-Target") == LIVE_TARGET:
         return render_template("dashboard/_live.html", **context)
-    return render_template("dashboard/index.html", **context)
+    # Admins see a tenant near its quotas here first (webapp/quotas.py).
+    usage_warnings = quotas.report(tenant_id, count_executions=False).warnings if can("usage:read") else []
+    return render_template("dashboard/index.html", usage_warnings=usage_warnings, **context)
 
 
 def _workers() -> dict:

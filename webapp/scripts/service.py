@@ -12,6 +12,7 @@ from flask import current_app
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from webapp import quotas
 from webapp.extensions import db
 from webapp.models import SCRIPT_STATUSES, VERSIONED_FIELDS, Script, ScriptVersion, Tenant, User, utcnow
 from webapp.scripts.validation import ValidationFailed, route_key, validate
@@ -23,12 +24,26 @@ script_saved = _signals.signal("script-saved")
 script_deleted = _signals.signal("script-deleted")
 
 
+class QuotaReached(ValidationFailed):
+    """The tenant has as many scripts as TENANT_MAX_SCRIPTS allows: 422 `quota_exceeded`."""
+
+    def __init__(self, exceeded: quotas.QuotaExceeded):
+        super().__init__({"quota": exceeded.message})
+        self.message = exceeded.message
+        self.quota = {"name": exceeded.name, "limit": exceeded.limit, "used": exceeded.used}
+
+
 def _limits_defaults():
     return current_app.config["SETTINGS"].limits
 
 
 def create_script(tenant: Tenant, user: User | None, data: Mapping[str, Any]) -> Script:
     values = validate(data, tenant.id, _limits_defaults())
+    try:
+        quotas.reserve_script(tenant.id)  # the tenant's creates queue here until this one commits
+    except quotas.QuotaExceeded as exc:
+        db.session.rollback()
+        raise QuotaReached(exc) from exc
     script = Script(tenant=tenant, created_by=user, updated_by=user, version=1)
     _apply(script, values)
     script.versions.append(_snapshot(script, user))
@@ -69,8 +84,10 @@ def set_status(script: Script, user: User | None, status: str) -> Script:
 
 
 def delete_script(script: Script) -> None:
-    script_id = script.id
+    script_id, tenant_id = script.id, script.tenant_id
     db.session.delete(script)
+    db.session.commit()
+    quotas.recount(tenant_id)  # its executions went by cascade, uncounted
     db.session.commit()
     script_deleted.send(script, script_id=script_id)
 
