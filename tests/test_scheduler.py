@@ -201,8 +201,7 @@ def test_a_fire_whose_recording_fails_is_tried_again(app, client, editor, monkey
 
     import worker.scheduler as scheduler_module
 
-    script = _cron(client, editor, "*/1 * * * * *")
-    scheduler = _scheduler_with_a_due_fire(app, redis_url)
+    scheduler, script = _scheduler_with_a_due_fire(app, redis_url, lambda: _cron(client, editor, "*/1 * * * * *"))
     real = scheduler_module.fire_cron
 
     def broken(fires):
@@ -224,8 +223,9 @@ def test_a_tick_the_database_refused_loses_no_fire_even_under_skip(app, client, 
 
     import worker.scheduler as scheduler_module
 
-    script = _cron(client, editor, "*/1 * * * * *", misfire_policy="skip")
-    scheduler = _scheduler_with_a_due_fire(app, redis_url)
+    scheduler, script = _scheduler_with_a_due_fire(
+        app, redis_url, lambda: _cron(client, editor, "*/1 * * * * *", misfire_policy="skip")
+    )
     put_back = datetime.fromtimestamp(scheduler.cron.earliest_due_ms() / 1000, UTC)
     real = scheduler_module.fire_cron
 
@@ -254,8 +254,7 @@ def test_a_fire_recorded_but_not_queued_is_queued_by_the_next_pass(app, client, 
 
     import webapp.executions.service as service
 
-    script = _cron(client, editor, "*/1 * * * * *")
-    scheduler = _scheduler_with_a_due_fire(app, redis_url)
+    scheduler, script = _scheduler_with_a_due_fire(app, redis_url, lambda: _cron(client, editor, "*/1 * * * * *"))
     real = service.queue_recorded_runs
 
     def redis_gone(ids, redis=None):
@@ -272,14 +271,17 @@ def test_a_fire_recorded_but_not_queued_is_queued_by_the_next_pass(app, client, 
     assert [e.id for e in same_fire] == [stranded.id]  # not recorded twice
 
 
-def _scheduler_with_a_due_fire(app, redis_url: str):
-    """A scheduler driven by the test (no process of its own), once a fire is due."""
+def _scheduler_with_a_due_fire(app, redis_url: str, make_script):
+    """A scheduler driven by the test (no process of its own), once a fire of the script it
+    makes is due. It starts before the script exists, as in production: one started after
+    the script's first fire time would rightly count that fire as missed before its start."""
     from redis import Redis
 
     from worker.scheduler import ScriptScheduler
 
     scheduler = ScriptScheduler(Redis.from_url(redis_url), app)
+    script = make_script()
     with app.app_context():
         scheduler.cron.start()
     eventually(lambda: scheduler.cron.earliest_due_ms() <= time.time() * 1000, 3, step=0.02)
-    return scheduler
+    return scheduler, script
