@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from redis import Redis
 
 from tests.conftest import bearer
-from tests.services import SchedulerProcess, eventually
+from tests.services import SINGLE_TENANT_LOAD, SchedulerProcess, eventually
 from webapp.extensions import db
 from webapp.models import Execution, utcnow
 
@@ -117,8 +117,8 @@ def test_a_killed_scheduler_collapses_its_missed_fires_by_policy(
     make_user("ed@acme.io", "acme", "editor")
     scripts = _cron_scripts(client, bearer(make_token("ed@acme.io")))
     redis = Redis.from_url(redis_url)
-    start_worker()
-    start_worker()
+    start_worker(**SINGLE_TENANT_LOAD)  # both scripts are one tenant's: fairness has its own tests
+    start_worker(**SINGLE_TENANT_LOAD)  # both scripts are one tenant's: fairness has its own tests
     scheduler = start_scheduler()
     eventually(lambda: _fired_after(app, scripts.values(), utcnow() - timedelta(days=1), 2), 10, "first fires")
     outages = []
@@ -163,8 +163,8 @@ def test_with_a_second_scheduler_running_no_fire_is_missed(
     make_user("ed@acme.io", "acme", "editor")
     scripts = _cron_scripts(client, bearer(make_token("ed@acme.io")))
     redis = Redis.from_url(redis_url)
-    start_worker()
-    start_worker()
+    start_worker(**SINGLE_TENANT_LOAD)  # both scripts are one tenant's: fairness has its own tests
+    start_worker(**SINGLE_TENANT_LOAD)  # both scripts are one tenant's: fairness has its own tests
     schedulers = [start_scheduler(), start_scheduler()]
     eventually(lambda: _fired_after(app, scripts.values(), utcnow() - timedelta(days=1), 2), 10, "first fires")
     started = utcnow()
