@@ -1,6 +1,7 @@
 # Two commands on a fresh Debian machine with Python 3.11+:
 #   make run   — set everything up and start every Procfile process; UI on http://127.0.0.1:5000
 #   make test  — the same bootstrap, then lint and the whole test suite
+#   make test-fast — the in-process tests only (under a minute), while developing
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -9,7 +10,7 @@ PROCESSES := web worker scheduler
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get
 
-.PHONY: run test lint bench clean system-run system-test venv venv-dev
+.PHONY: run test test-fast lint bench clean system-run system-test venv venv-dev
 
 $(VENV)/.runtime: requirements.txt
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -47,6 +48,10 @@ lint: venv-dev
 
 test: venv-dev system-test lint
 	$(BIN)/python -m pytest
+
+# The in-process tier: no worker, scheduler, web server, sandbox or browser; SQLite only.
+test-fast: venv-dev system-test
+	TEST_DATABASES=sqlite $(BIN)/python -m pytest -m "not slow" -q
 
 bench: venv-dev system-test
 	@command -v wrk >/dev/null || { $(APT) update -qq && $(APT) install -y -qq wrk; }

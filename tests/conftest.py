@@ -24,6 +24,15 @@ from webapp.models import Membership, Tenant, User
 
 BACKENDS = [b for b in os.environ.get("TEST_DATABASES", "sqlite,postgresql").split(",") if b]
 PASSWORD = "correct-horse-1"
+# A test that takes one of these starts processes (worker, scheduler, gunicorn, sandbox,
+# Chromium, a Redis to kill): it is `slow`, and `make test-fast` leaves it out.
+PROCESS_FIXTURES = {"start_worker", "start_scheduler", "start_web", "browser", "redis_process", "sandbox"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if PROCESS_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")
