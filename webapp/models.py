@@ -12,10 +12,6 @@ from sqlalchemy.types import DateTime, TypeDecorator
 from webapp.extensions import db
 
 ROLES = ("viewer", "editor", "admin")
-SCRIPT_TYPES = ("manual", "cron", "endpoint")
-SCRIPT_STATUSES = ("active", "disabled")
-HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
-MISFIRE_POLICIES = ("run_once", "skip")
 EXECUTION_STATUSES = ("queued", "running", "succeeded", "failed", "skipped")
 TRIGGERS = ("manual", "api", "cron", "endpoint")
 
@@ -116,7 +112,8 @@ class Invitation(db.Model):
 
 
 class _TriggerSettings:
-    """Columns kept both on a script and on each of its versions."""
+    """Columns kept both on a script and on each of its versions (the versioned fields of
+    webapp/scripts/fields.py)."""
 
     type: Mapped[str] = mapped_column(String(16))
     source: Mapped[str] = mapped_column(Text)
@@ -126,18 +123,6 @@ class _TriggerSettings:
     endpoint_method: Mapped[str | None] = mapped_column(String(8))
     misfire_policy: Mapped[str | None] = mapped_column(String(16))
     limits: Mapped[dict | None] = mapped_column(JSON)
-
-
-VERSIONED_FIELDS = (
-    "type",
-    "source",
-    "cron_expression",
-    "timezone",
-    "endpoint_path",
-    "endpoint_method",
-    "misfire_policy",
-    "limits",
-)
 
 
 class Script(_TriggerSettings, db.Model):

@@ -1,56 +1,35 @@
-"""JSON shapes of scripts, versions and executions (field names of SPEC §4–5)."""
+"""JSON shapes of scripts, versions and executions (the fields of docs/api.md); a script's and
+a version's come from the fields of webapp/scripts/fields.py."""
 
 from datetime import datetime
 from typing import Any
 
-from webapp.models import Execution, Script, ScriptVersion, User
+from webapp.models import Execution, Script, ScriptVersion
+from webapp.scripts.fields import FIELDS, SCRIPT_FIELDS, VERSION_JSON_FIELDS, ScriptField
 
 
 def iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
 
-def _email(user: User | None) -> str | None:
-    return user.email if user else None
-
-
 def script_json(script: Script) -> dict[str, Any]:
-    return {
-        "id": str(script.id),
-        "tenant": script.tenant.name,
-        "name": script.name,
-        "description": script.description,
-        "type": script.type,
-        "source": script.source,
-        "status": script.status,
-        "cron_expression": script.cron_expression,
-        "timezone": script.timezone,
-        "endpoint_path": script.endpoint_path,
-        "endpoint_method": script.endpoint_method,
-        "misfire_policy": script.misfire_policy,
-        "limits": script.limits,
-        "version": script.version,
-        "created_at": iso(script.created_at),
-        "updated_at": iso(script.updated_at),
-        "created_by": _email(script.created_by),
-        "updated_by": _email(script.updated_by),
-    }
+    return {field.name: _value(field, getattr(script, field.name)) for field in SCRIPT_FIELDS}
 
 
 def version_json(version: ScriptVersion) -> dict[str, Any]:
-    return {
-        "version": version.version,
-        "type": version.type,
-        "source": version.source,
-        "cron_expression": version.cron_expression,
-        "timezone": version.timezone,
-        "endpoint_path": version.endpoint_path,
-        "endpoint_method": version.endpoint_method,
-        "misfire_policy": version.misfire_policy,
-        "limits": version.limits,
-        "created_at": iso(version.created_at),
-        "created_by": _email(version.created_by),
-    }
+    return {name: _value(FIELDS[name], getattr(version, name)) for name in VERSION_JSON_FIELDS}
+
+
+def _value(field: ScriptField, value: Any) -> Any:
+    if value is None:
+        return None
+    if field.shows:
+        return getattr(value, field.shows)
+    if field.format == "date-time":
+        return iso(value)
+    if field.format == "uuid":
+        return str(value)
+    return value
 
 
 def execution_json(execution: Execution) -> dict[str, Any]:

@@ -9,9 +9,10 @@ from webapp.auth.identity import current_principal
 from webapp.errors import ApiError
 from webapp.executions import service as executions
 from webapp.extensions import db
-from webapp.models import SCRIPT_STATUSES, SCRIPT_TYPES, Execution, Script
+from webapp.models import Execution, Script
 from webapp.permissions import require
 from webapp.scripts import service
+from webapp.scripts.fields import SCRIPT_STATUSES, SCRIPT_TYPES
 from webapp.scripts.queries import executions_stmt, scripts_stmt, versions_stmt
 from webapp.scripts.validation import ValidationFailed
 from webapp.serializers import execution_json, script_json, version_json

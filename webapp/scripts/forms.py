@@ -6,20 +6,10 @@ from typing import Any
 from werkzeug.datastructures import MultiDict
 
 from webapp.models import Script
+from webapp.scripts.fields import SCRIPT_FIELDS
 from webapp.scripts.validation import LIMIT_KEYS
 
-FORM_FIELDS = (
-    "name",
-    "description",
-    "type",
-    "source",
-    "status",
-    "cron_expression",
-    "timezone",
-    "misfire_policy",
-    "endpoint_path",
-    "endpoint_method",
-)
+FORM_FIELDS = tuple(field for field in SCRIPT_FIELDS if field.form)
 DEFAULT_SOURCE = """async function main(event) {
   console.log("hello from", context.script.name);
   return { ok: true, event };
@@ -28,17 +18,25 @@ DEFAULT_SOURCE = """async function main(event) {
 
 
 def form_data(form: MultiDict) -> dict[str, Any]:
-    data: dict[str, Any] = {k: form[k] for k in FORM_FIELDS if k in form}
-    # Browsers send CRLF line ends in textareas; keep sources in LF so versions diff cleanly.
-    if "source" in data:
-        data["source"] = data["source"].replace("\r\n", "\n")
+    data: dict[str, Any] = {}
+    for field in FORM_FIELDS:
+        if field.form == "limits":
+            data[field.name] = _limits(form, field.name)
+        elif field.name in form and field.form == "textarea":
+            # Browsers send CRLF line ends in textareas; keep sources in LF so versions diff cleanly.
+            data[field.name] = form[field.name].replace("\r\n", "\n")
+        elif field.name in form:
+            data[field.name] = form[field.name]
+    return data
+
+
+def _limits(form: MultiDict, name: str) -> dict[str, Any] | None:
     limits: dict[str, Any] = {}
     for key in LIMIT_KEYS:
-        raw = form.get(f"limits_{key}", "").strip()
+        raw = form.get(f"{name}_{key}", "").strip()
         if raw:
             limits[key] = _number(raw)
-    data["limits"] = limits or None
-    return data
+    return limits or None
 
 
 def _number(raw: str) -> Any:
@@ -62,6 +60,4 @@ def initial_values(script: Script | None) -> dict[str, Any]:
             "source": DEFAULT_SOURCE,
             "limits": None,
         }
-    values = {k: getattr(script, k) for k in FORM_FIELDS}
-    values["limits"] = script.limits
-    return values
+    return {field.name: getattr(script, field.name) for field in FORM_FIELDS}

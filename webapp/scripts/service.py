@@ -14,7 +14,8 @@ from sqlalchemy.exc import IntegrityError
 
 from webapp import quotas
 from webapp.extensions import db
-from webapp.models import SCRIPT_STATUSES, VERSIONED_FIELDS, Script, ScriptVersion, Tenant, User, utcnow
+from webapp.models import Script, ScriptVersion, Tenant, User, utcnow
+from webapp.scripts.fields import SCRIPT_STATUSES, VERSIONED_FIELDS
 from webapp.scripts.validation import ValidationFailed, route_key, validate
 
 _signals = Namespace()

@@ -11,22 +11,18 @@ from sqlalchemy import select
 from webapp import cron
 from webapp.config import ScriptLimits
 from webapp.extensions import db
-from webapp.models import HTTP_METHODS, MISFIRE_POLICIES, SCRIPT_STATUSES, SCRIPT_TYPES, Script
-from worker.runtime.source import MAX_SOURCE_BYTES, check_syntax, defines_main
-
-EDITABLE_FIELDS = (
-    "name",
-    "description",
-    "type",
-    "source",
-    "status",
-    "cron_expression",
-    "timezone",
-    "endpoint_path",
-    "endpoint_method",
-    "misfire_policy",
-    "limits",
+from webapp.models import Script
+from webapp.scripts.fields import (
+    EDITABLE_FIELDS,
+    HTTP_METHODS,
+    MISFIRE_POLICIES,
+    SCRIPT_FIELDS,
+    SCRIPT_STATUSES,
+    SCRIPT_TYPES,
 )
+from worker.runtime.source import check_syntax, defines_main
+
+_MAX_LENGTH = {field.name: field.max_length for field in SCRIPT_FIELDS if field.max_length}
 LIMIT_KEYS = ("cpu_seconds", "wall_seconds", "memory_mb")
 _SEGMENT = re.compile(r"^(?:[A-Za-z0-9._~-]+|\{[A-Za-z_][A-Za-z0-9_]*\})$")
 _PARAM = re.compile(r"\{[A-Za-z_][A-Za-z0-9_]*\}")
@@ -57,7 +53,8 @@ def validate(
     errors: dict[str, str] = {}
     out: dict[str, Any] = {}
 
-    def text(key: str, default: str | None = "", max_len: int = 200) -> str | None:
+    def text(key: str, default: str | None = "") -> str | None:
+        max_len = _MAX_LENGTH[key]
         value = merged.get(key, default)
         if value is None:
             return default
@@ -69,17 +66,17 @@ def validate(
             errors[key] = f"must be at most {max_len} characters"
         return value
 
-    out["name"] = text("name", max_len=100)
+    out["name"] = text("name")
     if not out["name"] and "name" not in errors:
         errors["name"] = "is required"
-    out["description"] = text("description", max_len=2000)
+    out["description"] = text("description")
     out["type"] = _choice(merged, "type", SCRIPT_TYPES, errors, default=None)
     out["status"] = _choice(merged, "status", SCRIPT_STATUSES, errors, default="active")
-    source = text("source", max_len=MAX_SOURCE_BYTES) or ""
+    source = text("source") or ""
     out["source"] = source
     if "source" not in errors:
         errors.update(_source_errors(source))
-    out["timezone"] = text("timezone", default="UTC", max_len=64) or "UTC"
+    out["timezone"] = text("timezone", default="UTC") or "UTC"
     if "timezone" not in errors:
         try:
             cron.check_timezone(out["timezone"])
@@ -123,8 +120,8 @@ def _validate_cron(merged: Mapping[str, Any], out: dict[str, Any], errors: dict[
     expression = merged.get("cron_expression")
     if not isinstance(expression, str) or not expression.strip():
         errors["cron_expression"] = "is required for a cron script"
-    elif len(expression.strip()) > 200:
-        errors["cron_expression"] = "must be at most 200 characters"
+    elif len(expression.strip()) > _MAX_LENGTH["cron_expression"]:
+        errors["cron_expression"] = f"must be at most {_MAX_LENGTH['cron_expression']} characters"
     else:
         out["cron_expression"] = expression.strip()
         timezone = "UTC" if "timezone" in errors else out["timezone"]
@@ -153,8 +150,8 @@ def _validate_endpoint(merged: Mapping[str, Any], out: dict[str, Any], errors: d
 def path_problem(path: str) -> str | None:
     if not path.startswith("/"):
         return "must start with /"
-    if len(path) > 500:
-        return "must be at most 500 characters"
+    if len(path) > _MAX_LENGTH["endpoint_path"]:
+        return f"must be at most {_MAX_LENGTH['endpoint_path']} characters"
     if path == "/":
         return None
     if path.endswith("/"):

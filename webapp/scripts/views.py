@@ -6,9 +6,10 @@ from typing import Any
 from flask import Blueprint, abort, redirect, render_template, request, url_for
 
 from webapp.auth.identity import current_principal
-from webapp.models import HTTP_METHODS, SCRIPT_STATUSES, SCRIPT_TYPES, VERSIONED_FIELDS, Script
+from webapp.models import Script
 from webapp.permissions import require
 from webapp.scripts import service
+from webapp.scripts.fields import HTTP_METHODS, SCRIPT_STATUSES, SCRIPT_TYPES, VERSIONED_FIELDS
 from webapp.scripts.forms import form_data, initial_values
 from webapp.scripts.queries import BadPaging, paginate, paging_args, scripts_stmt, versions_stmt
 from webapp.scripts.schedule_info import cron_status, script_page

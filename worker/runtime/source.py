@@ -16,8 +16,6 @@ PREFIX_LINES = 3
 _LOCATION = re.compile(r"at <input>:(\d+):(\d+)")
 _DEFINES_MAIN = re.compile(r"\b(?:async\s+)?function\s*\*?\s*main\s*\(|\b(?:const|let|var)\s+main\s*=|\bclass\s+main\b")
 
-MAX_SOURCE_BYTES = 256 * 1024
-
 
 @dataclass(frozen=True)
 class SyntaxProblem:
