@@ -11,7 +11,6 @@ from sqlalchemy.types import DateTime, TypeDecorator
 
 from webapp.extensions import db
 
-ROLES = ("viewer", "editor", "admin")
 SCRIPT_TYPES = ("manual", "cron", "endpoint")
 SCRIPT_STATUSES = ("active", "disabled")
 HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")

@@ -13,13 +13,13 @@ from redis.exceptions import RedisError
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from webapp.auth.identity import bearer_token, current_caller
+from webapp.auth.roles import role_allows
 from webapp.auth.tokens import AUTH_VERSION_KEY
 from webapp.endpoints import calls
 from webapp.endpoints.http import STATUS_FOR_ERROR, build_response, request_event
 from webapp.endpoints.router import VERSION_KEY, ServedScript, get_router
 from webapp.executions.service import QueueUnavailable
 from webapp.extensions import csrf
-from webapp.permissions import role_allows
 from webapp.redis_client import get_redis
 
 bp = Blueprint("endpoints", __name__)
