@@ -10,7 +10,7 @@ from pathlib import Path
 
 from flask import Response
 
-from webapp.api import bp
+from webapp.api.blueprint import bp
 
 DOCUMENT = Path(__file__).with_name("openapi.json")
 _TEXT = json.dumps(json.loads(DOCUMENT.read_text()), separators=(",", ":"))  # fails at import if malformed
