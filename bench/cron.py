@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.services import SINGLE_TENANT_LOAD, SchedulerProcess, WorkerProcess, redis_server
-from webapp import create_app
+from webapp.app import create_app
 from webapp.config import Settings
 from webapp.extensions import db
 from webapp.models import Execution, Script, ScriptVersion, Tenant, utcnow

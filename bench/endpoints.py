@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.services import SINGLE_TENANT_LOAD, RedisProcess, WorkerProcess, admin_token, free_port, wait_for_port
-from webapp import create_app
+from webapp.app import create_app
 from webapp.config import Settings
 from webapp.extensions import db
 from webapp.models import Execution, Tenant, User

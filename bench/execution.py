@@ -165,7 +165,7 @@ def tenant_figures(runs: int) -> list[tuple[str, float, float]]:
 
 def end_to_end(total: int, batch: int = 1000) -> tuple[dict[str, float], list[tuple[int, int, int]]]:
     """Runs through Redis and one real worker process, in batches; RSS of worker and sandbox."""
-    from webapp import create_app
+    from webapp.app import create_app
     from webapp.config import Settings
     from webapp.executions import service
     from webapp.extensions import db

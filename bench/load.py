@@ -41,7 +41,7 @@ from tests.services import (
     redis_server,
 )
 from tests.web_process import WebProcess
-from webapp import create_app
+from webapp.app import create_app
 from webapp.config import Settings
 from webapp.extensions import db
 

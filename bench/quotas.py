@@ -25,7 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from sqlalchemy import func, insert, select
 
 from tests.services import postgres_server, redis_server
-from webapp import create_app, quotas
+from webapp import quotas
+from webapp.app import create_app
 from webapp.config import Settings
 from webapp.extensions import db
 from webapp.models import Execution, Script, ScriptVersion, Tenant, utcnow

@@ -15,7 +15,7 @@ from flask.testing import FlaskClient
 from redis import Redis
 
 from tests.services import postgres_server, redis_server
-from webapp import create_app
+from webapp.app import create_app
 from webapp.auth.passwords import hash_password
 from webapp.auth.tokens import create_token
 from webapp.config import Settings

@@ -311,7 +311,7 @@ def test_records_summarise_and_never_keep_bodies(live_server, client, tenant_a, 
 
 def test_route_changes_reach_other_web_processes(live_server, client, tenant_a, start_worker, settings):
     """A second app (another web process) sees a new route at once, and a removed one goes."""
-    from webapp import create_app
+    from webapp.app import create_app
 
     start_worker()
     other_app = create_app(settings)
@@ -341,7 +341,7 @@ def test_a_moved_route_leaves_its_old_path_within_a_second(client, tenant_a, sta
     """Even when the route-change announcement is lost (the database fingerprint tells)."""
     from redis import Redis
 
-    from webapp import create_app
+    from webapp.app import create_app
 
     start_worker()
     script = _endpoint(client, tenant_a, "GET", "/old", "function main() { return { body: 'moved' } }")

@@ -1,7 +1,7 @@
 from dataclasses import replace
 
 from tests.services import free_port
-from webapp import create_app
+from webapp.app import create_app
 
 
 def test_healthz_ok(client):

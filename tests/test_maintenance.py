@@ -5,7 +5,7 @@ from datetime import timedelta
 
 from redis import Redis
 
-from webapp import create_app
+from webapp.app import create_app
 from webapp.executions.maintenance import mark_alive, prune_executions, reap_lost
 from webapp.extensions import db
 from webapp.models import Execution, Script, ScriptVersion, StorageItem, Tenant, utcnow

@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import bearer
 from tests.services import SINGLE_TENANT_LOAD, eventually
-from webapp import create_app
+from webapp.app import create_app
 from webapp.extensions import db
 from webapp.models import Execution
 

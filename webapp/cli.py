@@ -13,8 +13,9 @@ from sqlalchemy import func, select
 from webapp import devtools
 from webapp.auth import tokens as token_service
 from webapp.auth.passwords import MIN_LENGTH, hash_password
+from webapp.auth.roles import ROLES
 from webapp.extensions import db
-from webapp.models import ROLES, ApiToken, Membership, Tenant, User
+from webapp.models import ApiToken, Membership, Tenant, User
 from webapp.serializers import iso
 
 TENANT_NAME = re.compile(r"^[a-z0-9-]{2,40}$")

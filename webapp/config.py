@@ -1,6 +1,7 @@
 """Configuration, read from environment variables only (SPEC §2)."""
 
 import os
+import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -117,8 +118,6 @@ class Settings:
 def _instance_secret_key() -> str:
     """Without SECRET_KEY, keep a random key in instance/ so sessions survive restarts
     and every local process (web workers, CLI) agrees on it."""
-    import secrets
-
     path = INSTANCE_DIR / "secret_key"
     if not path.exists():
         INSTANCE_DIR.mkdir(parents=True, exist_ok=True)

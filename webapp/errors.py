@@ -9,6 +9,8 @@ from flask_wtf.csrf import CSRFError
 from sqlalchemy.exc import InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException
 
+from webapp.auth.identity import must_choose_tenant
+from webapp.endpoints.http import error as endpoint_error
 from webapp.extensions import db, login_manager
 
 _CODES = {
@@ -89,8 +91,6 @@ def init_app(app: Flask) -> None:
             return response
         if status == 401:
             if current_user.is_authenticated:
-                from webapp.auth.identity import must_choose_tenant
-
                 if must_choose_tenant(current_user):
                     return _redirect(url_for("auth.choose_tenant", next=request.full_path.rstrip("?")))
                 return render_template("no_tenant.html"), 403  # a member of no tenant (any more)
@@ -105,10 +105,8 @@ def init_app(app: Flask) -> None:
         with contextlib.suppress(Exception):  # the connection may be gone for good
             db.session.rollback()
         message = "the database is unavailable; try again in a few seconds"
-        if request.path.startswith("/api/scripts"):  # an endpoint call: SPEC §7's error shape
-            from webapp.endpoints.views import error
-
-            return error(503, "unavailable", message, None, **{"Retry-After": "5"})
+        if request.path.startswith("/api/scripts"):  # an endpoint call: docs/endpoints.md's error shape
+            return endpoint_error(503, "unavailable", message, None, **{"Retry-After": "5"})
         if wants_json():
             return json_error(503, message)
         g._login_user = login_manager.anonymous_user()  # templates would load the user: not now

@@ -29,6 +29,7 @@ from sqlalchemy import func, select
 from webapp import http_metrics
 from webapp.extensions import db
 from webapp.models import Script
+from webapp.redis_client import get_redis
 
 PREFIX = "sr:metrics:"
 EXECUTIONS = PREFIX + "executions"  # hash "script_id|type|status" -> count
@@ -243,8 +244,6 @@ def metrics() -> Response:
         given = request.headers.get("Authorization", "")
         if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
             return Response("METRICS_TOKEN required as a Bearer token\n", 401, {"WWW-Authenticate": "Bearer"})
-    from webapp.redis_client import get_redis
-
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ScriptMetrics(get_redis()))
     registry.register(http_metrics.collector(current_app))

@@ -11,7 +11,6 @@ from sqlalchemy.types import DateTime, TypeDecorator
 
 from webapp.extensions import db
 
-ROLES = ("viewer", "editor", "admin")
 EXECUTION_STATUSES = ("queued", "running", "succeeded", "failed", "skipped")
 TRIGGERS = ("manual", "api", "cron", "endpoint")
 

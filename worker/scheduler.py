@@ -26,7 +26,8 @@ from rq_scheduler import Scheduler
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
-from webapp import create_app, cron
+from webapp import cron
+from webapp.app import create_app
 from webapp.executions.maintenance import reap_lost
 from webapp.executions.service import fire_cron, queue_recorded_runs
 from webapp.extensions import db

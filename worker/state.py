@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 from flask import Flask
 
-from webapp import create_app
+from webapp.app import create_app
 from worker.busy import BusyFlag
 from worker.runtime.sandbox import Sandbox
 

@@ -20,8 +20,8 @@ def script_id(client, make_user, make_token) -> str:
     return response.get_json()["id"]
 
 
-# SPEC §3, per rule: the lowest role that may use it. Reviewed by hand: not derived from
-# webapp/permissions.py, so that a change there that loosens a rule fails here.
+# Per rule, the lowest role that may use it (docs/members.md's roles). Reviewed by hand: not
+# derived from webapp/auth/roles.py, so that a change there that loosens a rule fails here.
 MINIMUM_ROLE = {
     "dashboard.index": "viewer",
     "auth.switch_tenant": "viewer",

@@ -5,7 +5,7 @@ import pytest
 
 from tests.conftest import csrf_from
 from tests.security.web import make_world, rules
-from webapp.permissions import PERMISSIONS
+from webapp.auth.roles import PERMISSIONS
 
 # Reviewed: reachable without a caller, and why.
 PUBLIC = {

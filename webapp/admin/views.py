@@ -10,9 +10,10 @@ from sqlalchemy import func
 from webapp import quotas
 from webapp.auth import tokens as token_service
 from webapp.auth.identity import current_principal
+from webapp.auth.roles import ROLES
 from webapp.extensions import db
 from webapp.invitations import service as invitations
-from webapp.models import ROLES, ApiToken, Invitation, Membership, User, utcnow
+from webapp.models import ApiToken, Invitation, Membership, User, utcnow
 from webapp.permissions import require
 from webapp.tenancy import current_tenant, get_or_404, scoped
 

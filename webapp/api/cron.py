@@ -3,7 +3,7 @@
 from datetime import datetime
 
 from webapp import cron
-from webapp.api import bp
+from webapp.api.blueprint import bp
 from webapp.api.helpers import json_body
 from webapp.models import utcnow
 from webapp.serializers import iso

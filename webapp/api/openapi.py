@@ -14,7 +14,7 @@ from typing import Any
 
 from flask import Response
 
-from webapp.api import bp
+from webapp.api.blueprint import bp
 from webapp.scripts.fields import EDITABLE_FIELDS, FIELDS, SCRIPT_FIELDS, VERSION_JSON_FIELDS, ScriptField
 from webapp.scripts.validation import LIMIT_KEYS
 

@@ -3,7 +3,7 @@
 from flask import request
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from webapp.api import bp
+from webapp.api.blueprint import bp
 from webapp.api.helpers import MAX_VERSION, json_body, page_of
 from webapp.auth.identity import current_principal
 from webapp.errors import ApiError

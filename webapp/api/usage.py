@@ -1,7 +1,7 @@
 """GET /api/v1/usage: the tenant's scripts and storage against its quotas (admins)."""
 
 from webapp import quotas
-from webapp.api import bp
+from webapp.api.blueprint import bp
 from webapp.permissions import require
 from webapp.tenancy import current_tenant
 

@@ -3,55 +3,16 @@
 A caller is either a Bearer API token or a logged-in session with its current tenant.
 """
 
-from dataclasses import dataclass
-
 from flask import Flask, g, request, session
 from flask_login import current_user
 from sqlalchemy import select
 
+from webapp.auth.principal import Caller, Principal
+from webapp.auth.tokens import authenticate, cached_caller
 from webapp.extensions import db, login_manager
-from webapp.models import ApiToken, Membership, Tenant, User
+from webapp.models import Membership, Tenant, User
 
 SESSION_TENANT_KEY = "tenant_id"
-
-
-@dataclass(frozen=True)
-class Principal:
-    user: User
-    tenant: Tenant
-    role: str
-    token: ApiToken | None = None
-
-    @property
-    def via_token(self) -> bool:
-        return self.token is not None
-
-
-@dataclass(frozen=True)
-class TenantRef:
-    id: int
-    name: str
-
-
-@dataclass(frozen=True)
-class UserRef:
-    id: int
-    email: str
-
-
-@dataclass(frozen=True)
-class Caller:
-    """A principal as plain values: what an endpoint call needs, safe to keep across requests
-    and threads (the token cache holds these, never models bound to a session)."""
-
-    tenant: TenantRef
-    user: UserRef
-    role: str
-
-    @classmethod
-    def of(cls, principal: Principal) -> "Caller":
-        tenant, user = principal.tenant, principal.user
-        return cls(TenantRef(tenant.id, tenant.name), UserRef(user.id, user.email), principal.role)
 
 
 def init_app(app: Flask) -> None:
@@ -90,8 +51,6 @@ def current_caller(auth_version: bytes | None) -> Caller | None:
     unknown), a session's as for any page."""
     token = bearer_token()
     if token is not None:
-        from webapp.auth.tokens import cached_caller
-
         return cached_caller(token, auth_version)
     principal = current_principal()
     return Caller.of(principal) if principal else None
@@ -100,8 +59,6 @@ def current_caller(auth_version: bytes | None) -> Caller | None:
 def _resolve() -> Principal | None:
     token = bearer_token()
     if token is not None:
-        from webapp.auth.tokens import authenticate
-
         return authenticate(token)
     if not current_user.is_authenticated:
         return None

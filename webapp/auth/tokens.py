@@ -21,10 +21,11 @@ from sqlalchemy import bindparam, event, inspect, select
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import ORMExecuteState, Session
 
-from webapp.auth.identity import Caller, Principal
+from webapp.auth.principal import Caller, Principal
+from webapp.auth.roles import ROLE_RANK, lower_role
 from webapp.extensions import db
 from webapp.models import ApiToken, Membership, Tenant, User, utcnow
-from webapp.permissions import ROLE_RANK, lower_role
+from webapp.redis_client import get_redis
 
 log = logging.getLogger(__name__)
 TOKEN_PREFIX = "srt_"  # noqa: S105 - a marker, not a secret
@@ -172,8 +173,6 @@ def _note_bulk_changes(state: ORMExecuteState) -> None:
 def _announce(session: Session) -> None:
     if not session.info.pop(_CHANGED, False):
         return
-    from webapp.redis_client import get_redis
-
     try:
         get_redis().set(AUTH_VERSION_KEY, uuid.uuid4().hex)
     except (RedisError, RuntimeError):  # Redis away, or no app here: cached callers expire soon

@@ -25,7 +25,7 @@ from rq.job import Job
 from rq.utils import now as rq_now
 from sqlalchemy.exc import IntegrityError
 
-from webapp.auth.identity import Caller
+from webapp.auth.principal import Caller
 from webapp.endpoints.router import ServedScript
 from webapp.executions.service import ENDPOINT_QUEUE, QueueUnavailable, insert_ignoring_duplicates, run_context
 from webapp.extensions import db

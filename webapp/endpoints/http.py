@@ -1,12 +1,12 @@
 """The one mapping between HTTP and scripts: a request becomes the event, a script's return
 value becomes the response (SPEC §4). The worker uses `response_problem` to fail a run with
-`bad_response`; the web process uses `build_response` to answer the caller."""
+`bad_response`; the web process uses `build_response` (or `error`) to answer the caller."""
 
 import json
 import re
 from typing import Any
 
-from flask import Request, Response
+from flask import Request, Response, jsonify
 
 from webapp.client_address import client_address
 
@@ -108,6 +108,16 @@ def build_response(result: Any) -> Response:
             response.headers[name] = str(value)
     response.headers["Content-Security-Policy"] = ENDPOINT_CSP  # replaces any the script set
     response.headers["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+def error(status: int, code: str, message: str, execution_id: Any = None, **headers: str) -> Response:
+    """An endpoint call's failure, in the shape docs/endpoints.md gives."""
+    response = jsonify(
+        {"error": {"code": code, "message": message, "execution_id": str(execution_id) if execution_id else None}}
+    )
+    response.status_code = status
+    response.headers.update(headers)
     return response
 
 

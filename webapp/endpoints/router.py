@@ -24,6 +24,8 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 
 from webapp.extensions import db
 from webapp.models import Script
+from webapp.redis_client import get_redis
+from webapp.scripts.service import script_deleted, script_saved
 
 log = logging.getLogger(__name__)
 VERSION_KEY = "sr:routes:version"
@@ -213,23 +215,15 @@ def get_router() -> EndpointRouter:
 def _on_saved(script: Script, **_: object) -> None:
     router = get_router()
     if script.type == "endpoint" or any(r.script_id == script.id for rs in router._routes.values() for r in rs):
-        router.add_or_update(script, _redis())  # includes a script that stopped being an endpoint
+        router.add_or_update(script, get_redis())  # includes a script that stopped being an endpoint
 
 
 def _on_deleted(script: Script, script_id: object = None, **_: object) -> None:
-    get_router().remove(script, _redis(), script_id=script_id)
-
-
-def _redis() -> Redis | None:
-    from webapp.redis_client import get_redis
-
-    return get_redis()
+    get_router().remove(script, get_redis(), script_id=script_id)
 
 
 def init_app(app: Flask) -> None:
     """Script changes update this process's routes and tell every other process."""
-    from webapp.scripts.service import script_deleted, script_saved
-
     app.extensions["endpoint_router"] = EndpointRouter()
     script_saved.connect(_on_saved)  # module-level receivers: connecting again is a no-op
     script_deleted.connect(_on_deleted)

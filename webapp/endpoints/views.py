@@ -8,33 +8,24 @@ route → request event → run on the `endpoints` queue and wait (bounded) → 
 import math
 from typing import Any
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, current_app, request
 from redis.exceptions import RedisError
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from webapp.auth.identity import bearer_token, current_caller
+from webapp.auth.roles import role_allows
 from webapp.auth.tokens import AUTH_VERSION_KEY
 from webapp.endpoints import calls
-from webapp.endpoints.http import STATUS_FOR_ERROR, build_response, request_event
+from webapp.endpoints.http import STATUS_FOR_ERROR, build_response, error, request_event
 from webapp.endpoints.router import VERSION_KEY, ServedScript, get_router
 from webapp.executions.service import QueueUnavailable
 from webapp.extensions import csrf
-from webapp.permissions import role_allows
 from webapp.redis_client import get_redis
 
 bp = Blueprint("endpoints", __name__)
 csrf.exempt(bp)
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 _SAFE = frozenset({"GET", "HEAD", "OPTIONS"})
-
-
-def error(status: int, code: str, message: str, execution_id: Any = None, **headers: str):
-    response = jsonify(
-        {"error": {"code": code, "message": message, "execution_id": str(execution_id) if execution_id else None}}
-    )
-    response.status_code = status
-    response.headers.update(headers)
-    return response
 
 
 @bp.route("/api/scripts", defaults={"path": ""}, methods=METHODS)

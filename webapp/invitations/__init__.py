@@ -1,5 +1,1 @@
 """Invitations to join a tenant: made by its admins, accepted through a one-time link."""
-
-from webapp.invitations.views import bp
-
-__all__ = ["bp"]

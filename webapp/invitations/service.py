@@ -16,10 +16,11 @@ from sqlalchemy import ColumnElement, and_, exists, select, update
 from sqlalchemy.exc import IntegrityError
 
 from webapp.auth.passwords import hash_password
+from webapp.auth.roles import ROLES
 from webapp.auth.tokens import digest
 from webapp.cli import EMAIL
 from webapp.extensions import db
-from webapp.models import ROLES, Invitation, Membership, Tenant, User, utcnow
+from webapp.models import Invitation, Membership, Tenant, User, utcnow
 
 VALID_FOR = timedelta(days=7)
 

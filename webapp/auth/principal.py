@@ -1,0 +1,45 @@
+"""Who a request acts as: a user in one tenant with one role (Principal, bound to the
+database session), or the same as plain values (Caller, safe to keep across requests)."""
+
+from dataclasses import dataclass
+
+from webapp.models import ApiToken, Tenant, User
+
+
+@dataclass(frozen=True)
+class Principal:
+    user: User
+    tenant: Tenant
+    role: str
+    token: ApiToken | None = None
+
+    @property
+    def via_token(self) -> bool:
+        return self.token is not None
+
+
+@dataclass(frozen=True)
+class TenantRef:
+    id: int
+    name: str
+
+
+@dataclass(frozen=True)
+class UserRef:
+    id: int
+    email: str
+
+
+@dataclass(frozen=True)
+class Caller:
+    """A principal as plain values: what an endpoint call needs, safe to keep across requests
+    and threads (the token cache holds these, never models bound to a session)."""
+
+    tenant: TenantRef
+    user: UserRef
+    role: str
+
+    @classmethod
+    def of(cls, principal: Principal) -> "Caller":
+        tenant, user = principal.tenant, principal.user
+        return cls(TenantRef(tenant.id, tenant.name), UserRef(user.id, user.email), principal.role)
