@@ -108,6 +108,34 @@ def make_token(app: Flask):
     return make
 
 
+@pytest.fixture
+def editor(make_user, make_token) -> dict[str, str]:
+    """Bearer headers of ed@acme.io, an editor of acme."""
+    make_user("ed@acme.io", "acme", "editor")
+    return bearer(make_token("ed@acme.io"))
+
+
+@pytest.fixture
+def admin(make_user, make_token) -> dict[str, str]:
+    """Bearer headers of boss@acme.io, an admin of acme."""
+    make_user("boss@acme.io", "acme", "admin")
+    return bearer(make_token("boss@acme.io"))
+
+
+@pytest.fixture
+def editor_session(make_user, login) -> str:
+    """The test client logged in as ed@acme.io (editor of acme); returns the CSRF token."""
+    make_user("ed@acme.io", "acme", "editor")
+    return login("ed@acme.io")
+
+
+@pytest.fixture
+def admin_session(make_user, login) -> str:
+    """The test client logged in as boss@acme.io (admin of acme); returns the CSRF token."""
+    make_user("boss@acme.io", "acme", "admin")
+    return login("boss@acme.io")
+
+
 def csrf_from(html: str) -> str:
     match = re.search(r'<meta name="csrf-token" content="([^"]+)"', html)
     assert match, "page has no csrf-token meta tag"

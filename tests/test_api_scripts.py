@@ -1,14 +1,6 @@
 """The REST API for scripts, versions and cron validation (SPEC §8)."""
 
-import pytest
-
 from tests.conftest import SOURCE, bearer
-
-
-@pytest.fixture
-def editor(make_user, make_token) -> dict[str, str]:
-    make_user("ed@acme.io", "acme", "editor")
-    return bearer(make_token("ed@acme.io"))
 
 
 def cron_script(**overrides) -> dict:

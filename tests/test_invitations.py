@@ -13,12 +13,6 @@ from webapp.extensions import db
 from webapp.models import Invitation, Membership, Tenant, User, utcnow
 
 
-@pytest.fixture
-def admin(make_user, login) -> str:
-    make_user("boss@acme.io", "acme", "admin")
-    return login("boss@acme.io")
-
-
 def _membership(app, email: str, tenant: str = "acme") -> str | None:
     with app.app_context():
         stmt = (
@@ -37,8 +31,8 @@ def _invitation(app, link: str) -> Invitation:
         return found
 
 
-def test_the_link_is_shown_once_listed_as_pending_and_stored_hashed(app, client, admin):
-    response = invite(client, admin, "Ann@Example.com", "editor")
+def test_the_link_is_shown_once_listed_as_pending_and_stored_hashed(app, client, admin_session):
+    response = invite(client, admin_session, "Ann@Example.com", "editor")
     assert response.status_code == 201
     assert response.headers["Cache-Control"] == "no-store"
     link = link_of(response)
@@ -58,13 +52,13 @@ def test_the_link_is_shown_once_listed_as_pending_and_stored_hashed(app, client,
             assert token not in " ".join(map(str, row))
 
 
-def test_the_members_page_has_no_password_field_and_ignores_one(app, client, admin, make_user):
+def test_the_members_page_has_no_password_field_and_ignores_one(app, client, admin_session, make_user):
     make_user("known@globex.io", "globex", "viewer")
     page = client.get("/members").get_data(as_text=True)
     assert 'type="password"' not in page and "Password" not in page
     with app.app_context():
         before = db.session.scalar(db.select(User.password_hash).where(User.email == "known@globex.io"))
-    response = invite(client, admin, "known@globex.io", "admin", password="chosen-by-the-admin")
+    response = invite(client, admin_session, "known@globex.io", "admin", password="chosen-by-the-admin")
     assert response.status_code == 201
     assert _membership(app, "known@globex.io") is None  # no member until they accept
     with app.app_context():
@@ -73,20 +67,20 @@ def test_the_members_page_has_no_password_field_and_ignores_one(app, client, adm
         assert db.session.scalar(db.select(db.func.count()).select_from(User)) == 2
 
 
-def test_invalid_addresses_roles_and_present_members_are_refused(client, admin, make_user):
+def test_invalid_addresses_roles_and_present_members_are_refused(client, admin_session, make_user):
     make_user("member@acme.io", "acme", "viewer")
-    bad_email = invite(client, admin, "not-an-email")
+    bad_email = invite(client, admin_session, "not-an-email")
     assert bad_email.status_code == 422 and "is not an email address" in bad_email.get_data(as_text=True)
-    bad_role = invite(client, admin, "x@acme.io", "owner")
+    bad_role = invite(client, admin_session, "x@acme.io", "owner")
     assert bad_role.status_code == 422 and "must be one of viewer, editor, admin" in bad_role.get_data(as_text=True)
-    member = invite(client, admin, "Member@acme.io")
+    member = invite(client, admin_session, "Member@acme.io")
     assert member.status_code == 422 and "is already a member of this tenant" in member.get_data(as_text=True)
     assert "No pending invitations." in client.get("/members").get_data(as_text=True)
 
 
-def test_inviting_again_replaces_the_earlier_link(app, client, admin):
-    first = link_of(invite(client, admin, "ann@example.com", "viewer"))
-    second = invite(client, admin, "ann@example.com", "editor")
+def test_inviting_again_replaces_the_earlier_link(app, client, admin_session):
+    first = link_of(invite(client, admin_session, "ann@example.com", "viewer"))
+    second = invite(client, admin_session, "ann@example.com", "editor")
     assert "The earlier invitation of this address no longer works." in second.get_data(as_text=True)
     anonymous = app.test_client()
     assert anonymous.get(first).status_code == 404
@@ -94,19 +88,22 @@ def test_inviting_again_replaces_the_earlier_link(app, client, admin):
     assert visible_text(client.get("/members").get_data(as_text=True)).count("ann@example.com") == 1
 
 
-def test_revoke_ends_the_link(app, client, admin):
-    link = link_of(invite(client, admin, "ann@example.com"))
+def test_revoke_ends_the_link(app, client, admin_session):
+    link = link_of(invite(client, admin_session, "ann@example.com"))
     listing = client.get("/members").get_data(as_text=True)
     invitation_id = _invitation(app, link).id
     assert f'action="/members/invitations/{invitation_id}/revoke"' in listing
-    assert client.post(f"/members/invitations/{invitation_id}/revoke", data={"csrf_token": admin}).status_code == 303
+    assert (
+        client.post(f"/members/invitations/{invitation_id}/revoke", data={"csrf_token": admin_session}).status_code
+        == 303
+    )
     assert "No pending invitations." in client.get("/members").get_data(as_text=True)
     assert app.test_client().get(link).status_code == 404
 
 
-def test_the_invited_account_accepts_and_lands_in_the_tenant(app, client, admin, make_user):
+def test_the_invited_account_accepts_and_lands_in_the_tenant(app, client, admin_session, make_user):
     make_user("ann@example.com", "globex", "admin")
-    link = link_of(invite(client, admin, "ann@example.com", "editor"))
+    link = link_of(invite(client, admin_session, "ann@example.com", "editor"))
     ann = app.test_client()
     assert log_in(ann, "ann@example.com").status_code == 302
     page = ann.get(link)
@@ -129,18 +126,18 @@ def test_the_invited_account_accepts_and_lands_in_the_tenant(app, client, admin,
     assert re.search(r'<option value="\d+" selected>acme \(editor\)</option>', later.get("/").get_data(as_text=True))
 
 
-def test_accepting_needs_the_pages_csrf_token(app, client, admin, make_user):
+def test_accepting_needs_the_pages_csrf_token(app, client, admin_session, make_user):
     make_user("ann@example.com", "globex", "viewer")
-    link = link_of(invite(client, admin, "ann@example.com"))
+    link = link_of(invite(client, admin_session, "ann@example.com"))
     ann = app.test_client()
     log_in(ann, "ann@example.com")
     assert ann.post(link).status_code == 400
     assert _membership(app, "ann@example.com") is None
 
 
-def test_another_account_is_told_the_link_is_for_another_address(app, client, admin, make_user):
+def test_another_account_is_told_the_link_is_for_another_address(app, client, admin_session, make_user):
     make_user("eve@globex.io", "globex", "admin")
-    link = link_of(invite(client, admin, "ann@example.com", "admin"))
+    link = link_of(invite(client, admin_session, "ann@example.com", "admin"))
     eve = app.test_client()
     log_in(eve, "eve@globex.io")
     page = eve.get(link)
@@ -158,9 +155,9 @@ def test_another_account_is_told_the_link_is_for_another_address(app, client, ad
     assert "Create your account" in visible_text(eve.get(link).get_data(as_text=True))
 
 
-def test_an_existing_account_logs_in_from_the_link_and_accepts(app, client, admin, make_user):
+def test_an_existing_account_logs_in_from_the_link_and_accepts(app, client, admin_session, make_user):
     make_user("ann@example.com", "globex", "viewer")
-    link = link_of(invite(client, admin, "ann@example.com", "viewer"))
+    link = link_of(invite(client, admin_session, "ann@example.com", "viewer"))
     ann = app.test_client()
     page = ann.get(link).get_data(as_text=True)
     login_url = f"/login?next={link}&amp;email=ann@example.com"
@@ -176,8 +173,8 @@ def test_an_existing_account_logs_in_from_the_link_and_accepts(app, client, admi
     assert "You joined acme as viewer." in visible_text(ann.get("/").get_data(as_text=True))
 
 
-def test_a_new_person_creates_the_account_from_the_link(app, client, admin):
-    link = link_of(invite(client, admin, "new@example.com", "editor"))
+def test_a_new_person_creates_the_account_from_the_link(app, client, admin_session):
+    link = link_of(invite(client, admin_session, "new@example.com", "editor"))
     newcomer = app.test_client()
     page = newcomer.get(link)
     assert page.status_code == 200 and page.headers["Cache-Control"] == "no-store"
@@ -200,9 +197,9 @@ def test_a_new_person_creates_the_account_from_the_link(app, client, admin):
 
 
 @pytest.mark.parametrize("how", ["used", "revoked", "expired", "inviter demoted", "inviter removed", "unknown"])
-def test_a_stale_link_answers_the_same_404_page(app, client, admin, make_user, how):
+def test_a_stale_link_answers_the_same_404_page(app, client, admin_session, make_user, how):
     make_user("boss2@acme.io", "acme", "admin")
-    link = link_of(invite(client, admin, "ann@example.com"))
+    link = link_of(invite(client, admin_session, "ann@example.com"))
     with app.app_context():
         invitation = db.session.scalar(db.select(Invitation))
         boss = db.session.scalar(db.select(Membership).join(User).where(User.email == "boss@acme.io"))
@@ -229,9 +226,9 @@ def test_a_stale_link_answers_the_same_404_page(app, client, admin, make_user, h
     assert "ann@example.com" not in never.get_data(as_text=True)
 
 
-def test_pending_invitations_of_a_demoted_admin_leave_the_list(app, client, admin, make_user, login):
+def test_pending_invitations_of_a_demoted_admin_leave_the_list(app, client, admin_session, make_user, login):
     make_user("boss2@acme.io", "acme", "admin")
-    link_of(invite(client, admin, "ann@example.com"))
+    link_of(invite(client, admin_session, "ann@example.com"))
     with app.app_context():
         db.session.scalar(db.select(Membership).join(User).where(User.email == "boss@acme.io")).role = "viewer"
         db.session.commit()
@@ -240,8 +237,8 @@ def test_pending_invitations_of_a_demoted_admin_leave_the_list(app, client, admi
     assert "No pending invitations." in other.get("/members").get_data(as_text=True)
 
 
-def test_accepting_when_already_a_member_keeps_the_role(app, client, admin, make_user):
-    link = link_of(invite(client, admin, "ann@example.com", "admin"))
+def test_accepting_when_already_a_member_keeps_the_role(app, client, admin_session, make_user):
+    link = link_of(invite(client, admin_session, "ann@example.com", "admin"))
     make_user("ann@example.com", "acme", "viewer")  # added meanwhile by the operator's CLI
     ann = app.test_client()
     log_in(ann, "ann@example.com")
@@ -251,13 +248,13 @@ def test_accepting_when_already_a_member_keeps_the_role(app, client, admin, make
     assert _membership(app, "ann@example.com") == "viewer"
 
 
-def test_a_member_of_no_tenant_can_still_accept(app, client, admin, make_user):
+def test_a_member_of_no_tenant_can_still_accept(app, client, admin_session, make_user):
     make_user("ann@example.com", "globex", "viewer")
     with app.app_context():
         globex = db.select(Tenant.id).where(Tenant.name == "globex").scalar_subquery()
         db.session.execute(db.delete(Membership).where(Membership.tenant_id == globex))
         db.session.commit()
-    link = link_of(invite(client, admin, "ann@example.com", "viewer"))
+    link = link_of(invite(client, admin_session, "ann@example.com", "viewer"))
     ann = app.test_client()
     log_in(ann, "ann@example.com")
     assert "not a member of any tenant" in ann.get("/").get_data(as_text=True)
@@ -266,8 +263,8 @@ def test_a_member_of_no_tenant_can_still_accept(app, client, admin, make_user):
     assert ann.get("/scripts").status_code == 200
 
 
-def test_the_link_is_absolute_and_reaches_the_page(client, admin):
-    response = invite(client, admin, "ann@example.com")
+def test_the_link_is_absolute_and_reaches_the_page(client, admin_session):
+    response = invite(client, admin_session, "ann@example.com")
     page = response.get_data(as_text=True)
     assert 'id="invitation-link">http://localhost/invitations/' in page
     assert PASSWORD not in page

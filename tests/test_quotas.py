@@ -27,12 +27,6 @@ def settings(settings):
 
 
 @pytest.fixture
-def admin(make_user, make_token) -> dict[str, str]:
-    make_user("boss@acme.io", "acme", "admin")
-    return bearer(make_token("boss@acme.io"))
-
-
-@pytest.fixture
 def other(make_user, make_token) -> dict[str, str]:
     make_user("eve@globex.io", "globex", "admin")
     return bearer(make_token("eve@globex.io", tenant="globex"))

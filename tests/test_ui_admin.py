@@ -2,19 +2,11 @@
 
 import re
 
-import pytest
-
 from tests.conftest import bearer
 
 
-@pytest.fixture
-def admin(make_user, login) -> str:
-    make_user("boss@acme.io", "acme", "admin")
-    return login("boss@acme.io")
-
-
-def test_token_is_shown_once_listed_and_revocable(client, admin):
-    response = client.post("/tokens", data={"csrf_token": admin, "name": "deploys", "role": "editor"})
+def test_token_is_shown_once_listed_and_revocable(client, admin_session):
+    response = client.post("/tokens", data={"csrf_token": admin_session, "name": "deploys", "role": "editor"})
     assert response.status_code == 201
     page = response.get_data(as_text=True)
     token = re.search(r'<pre class="copyable" id="new-token">(srt_[^<]+)</pre>', page).group(1)
@@ -25,12 +17,12 @@ def test_token_is_shown_once_listed_and_revocable(client, admin):
     assert client.get("/api/v1/scripts", headers=bearer(token)).status_code == 200
     assert "never" not in client.get("/tokens").get_data(as_text=True)  # last use recorded
     token_id = re.search(r'action="/tokens/(\d+)/revoke"', listing).group(1)
-    assert client.post(f"/tokens/{token_id}/revoke", data={"csrf_token": admin}).status_code == 303
+    assert client.post(f"/tokens/{token_id}/revoke", data={"csrf_token": admin_session}).status_code == 303
     assert "revoked" in client.get("/tokens").get_data(as_text=True)
     assert client.get("/api/v1/scripts", headers=bearer(token)).status_code == 401
 
 
-def test_tokens_of_another_tenant_cannot_be_revoked(client, admin, make_user, make_token, app):
+def test_tokens_of_another_tenant_cannot_be_revoked(client, admin_session, make_user, make_token, app):
     make_user("spy@globex.io", "globex", "admin")
     make_token("spy@globex.io", tenant="globex")
     from webapp.extensions import db
@@ -38,11 +30,11 @@ def test_tokens_of_another_tenant_cannot_be_revoked(client, admin, make_user, ma
 
     with app.app_context():
         other_id = db.session.scalar(db.select(ApiToken.id))
-    assert client.post(f"/tokens/{other_id}/revoke", data={"csrf_token": admin}).status_code == 404
+    assert client.post(f"/tokens/{other_id}/revoke", data={"csrf_token": admin_session}).status_code == 404
     assert "spy@globex.io" not in client.get("/tokens").get_data(as_text=True)
 
 
-def test_members_change_role_and_remove(client, admin, make_user):
+def test_members_change_role_and_remove(client, admin_session, make_user):
     make_user("new@acme.io", "acme", "viewer")
     page = client.get("/members").get_data(as_text=True)
     assert "new@acme.io" in page
@@ -53,23 +45,25 @@ def test_members_change_role_and_remove(client, admin, make_user):
     )
     assert member_id
     mid = member_id.group(1)
-    assert client.post(f"/members/{mid}/role", data={"csrf_token": admin, "role": "editor"}).status_code == 303
-    assert client.post(f"/members/{mid}/remove", data={"csrf_token": admin}).status_code == 303
+    assert client.post(f"/members/{mid}/role", data={"csrf_token": admin_session, "role": "editor"}).status_code == 303
+    assert client.post(f"/members/{mid}/remove", data={"csrf_token": admin_session}).status_code == 303
     assert "new@acme.io" not in client.get("/members").get_data(as_text=True)
 
 
-def test_members_are_no_longer_added_directly(client, admin, make_user):
+def test_members_are_no_longer_added_directly(client, admin_session, make_user):
     """Adding someone is an invitation they accept (tests/test_invitations.py)."""
     make_user("existing@other.io", "globex", "viewer")
-    response = client.post("/members", data={"csrf_token": admin, "email": "existing@other.io", "role": "editor"})
+    response = client.post(
+        "/members", data={"csrf_token": admin_session, "email": "existing@other.io", "role": "editor"}
+    )
     assert response.status_code == 405
     assert "existing@other.io" not in client.get("/members").get_data(as_text=True)
 
 
-def test_the_last_admin_cannot_leave_or_be_demoted(client, admin):
+def test_the_last_admin_cannot_leave_or_be_demoted(client, admin_session):
     page = client.get("/members").get_data(as_text=True)
     mid = re.search(r'action="/members/(\d+)/role"', page).group(1)
-    demote = client.post(f"/members/{mid}/role", data={"csrf_token": admin, "role": "viewer"})
+    demote = client.post(f"/members/{mid}/role", data={"csrf_token": admin_session, "role": "viewer"})
     assert demote.status_code == 422 and "at least one admin" in demote.get_data(as_text=True)
-    remove = client.post(f"/members/{mid}/remove", data={"csrf_token": admin})
+    remove = client.post(f"/members/{mid}/remove", data={"csrf_token": admin_session})
     assert remove.status_code == 422

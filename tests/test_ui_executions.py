@@ -42,12 +42,6 @@ def make_script(app):
     return make
 
 
-@pytest.fixture
-def editor(make_user, login) -> str:
-    make_user("ed@acme.io", "acme", "editor")
-    return login("ed@acme.io")
-
-
 def _executions(app, script_id: str) -> list[Execution]:
     with app.app_context():
         rows = db.session.scalars(db.select(Execution).where(Execution.script_id == uuid.UUID(script_id)))
@@ -65,14 +59,14 @@ def _execution_id(html: str) -> str:
     return match.group(1)
 
 
-def test_run_with_params_shows_result_and_logs_in_place(app, client, editor, make_script, start_worker):
+def test_run_with_params_shows_result_and_logs_in_place(app, client, editor_session, make_script, start_worker):
     start_worker()
     script_id = make_script("ed@acme.io")
     page = client.get(f"/scripts/{script_id}").get_data(as_text=True)
     assert 'id="run-form"' in page and 'name="params"' in page and ">{}</textarea>" in page
     assert f'hx-post="/scripts/{script_id}/run"' in page
 
-    response = _run(client, editor, script_id, '{"name": "Ann", "n": 2}')
+    response = _run(client, editor_session, script_id, '{"name": "Ann", "n": 2}')
     assert response.status_code == 200
     html = response.get_data(as_text=True)
     assert html.lstrip().startswith('<div id="run-result"') and "<html" not in html  # a partial
@@ -97,10 +91,10 @@ def test_run_with_params_shows_result_and_logs_in_place(app, client, editor, mak
     assert f'href="/executions?script={script_id}">All executions</a>' in page
 
 
-def test_blank_params_run_with_an_empty_object(app, client, editor, make_script, start_worker):
+def test_blank_params_run_with_an_empty_object(app, client, editor_session, make_script, start_worker):
     start_worker()
     script_id = make_script("ed@acme.io", source="function main(event) { return Object.keys(event).length; }")
-    html = _run(client, editor, script_id, "  ").get_data(as_text=True)
+    html = _run(client, editor_session, script_id, "  ").get_data(as_text=True)
     assert 'data-status="succeeded"' in html and '<pre class="json run-value">0</pre>' in html
 
 
@@ -116,10 +110,10 @@ def test_blank_params_run_with_an_empty_object(app, client, editor, make_script,
         ("null", "not null"),
     ],
 )
-def test_invalid_params_are_refused_beside_the_field(app, client, editor, make_script, typed, message):
+def test_invalid_params_are_refused_beside_the_field(app, client, editor_session, make_script, typed, message):
     script_id = make_script("ed@acme.io")
     # Without JavaScript: the script page again, 422, the message beside the field, the text kept.
-    response = _run(client, editor, script_id, typed, htmx=False)
+    response = _run(client, editor_session, script_id, typed, htmx=False)
     assert response.status_code == 422
     page = response.get_data(as_text=True)
     assert "<h1>" in page and 'id="run-form"' in page
@@ -129,7 +123,7 @@ def test_invalid_params_are_refused_beside_the_field(app, client, editor, make_s
     assert error and message in error.group(1), page
     assert f">{typed.replace(chr(34), '&#34;').replace(chr(39), '&#39;')}</textarea>" in page
     # With htmx: the form is swapped in place (htmx only swaps 2xx answers) and the old result cleared.
-    response = _run(client, editor, script_id, typed)
+    response = _run(client, editor_session, script_id, typed)
     assert response.status_code == 200
     assert response.headers["HX-Retarget"] == "#run-form" and response.headers["HX-Reswap"] == "outerHTML"
     html = response.get_data(as_text=True)
@@ -151,20 +145,20 @@ def test_viewer_sees_no_run_panel_and_cannot_run(app, client, make_user, login, 
     assert client.get("/executions").status_code == 200  # viewers may read history
 
 
-def test_disabled_script_cannot_be_run(app, client, editor, make_script):
+def test_disabled_script_cannot_be_run(app, client, editor_session, make_script):
     script_id = make_script("ed@acme.io", status="disabled")
     page = client.get(f"/scripts/{script_id}").get_data(as_text=True)
     assert "This script is disabled. Enable it to run it." in page and 'id="run-form"' not in page
-    response = _run(client, editor, script_id, "{}", htmx=False)
+    response = _run(client, editor_session, script_id, "{}", htmx=False)
     assert response.status_code == 409
     assert "This script is disabled: enable it to run it." in response.get_data(as_text=True)
-    response = _run(client, editor, script_id, "{}")  # e.g. disabled in another tab after the page loaded
+    response = _run(client, editor_session, script_id, "{}")  # e.g. disabled in another tab after the page loaded
     assert response.status_code == 200 and response.headers["HX-Retarget"] == "#run-form"
     assert 'role="alert">This script is disabled: enable it to run it.</p>' in response.get_data(as_text=True)
     assert _executions(app, script_id) == []
 
 
-def test_queue_unavailable_is_reported(app, client, editor, make_script, monkeypatch):
+def test_queue_unavailable_is_reported(app, client, editor_session, make_script, monkeypatch):
     from webapp.executions import service as executions
     from webapp.executions import views
 
@@ -173,18 +167,20 @@ def test_queue_unavailable_is_reported(app, client, editor, make_script, monkeyp
 
     monkeypatch.setattr(views, "start_run", down)
     script_id = make_script("ed@acme.io")
-    response = _run(client, editor, script_id, "{}", htmx=False)
+    response = _run(client, editor_session, script_id, "{}", htmx=False)
     assert response.status_code == 503
     message = "The run could not be queued: Redis is unavailable (ConnectionError). Nothing ran; try again in a moment."
     assert message in response.get_data(as_text=True)
-    response = _run(client, editor, script_id, "{}")
+    response = _run(client, editor_session, script_id, "{}")
     assert response.status_code == 200 and "Redis is unavailable" in response.get_data(as_text=True)
 
 
-def test_without_javascript_the_run_redirects_to_its_execution_page(app, client, editor, make_script, start_worker):
+def test_without_javascript_the_run_redirects_to_its_execution_page(
+    app, client, editor_session, make_script, start_worker
+):
     start_worker()
     script_id = make_script("ed@acme.io")
-    response = _run(client, editor, script_id, '{"name": "Bo"}', htmx=False)
+    response = _run(client, editor_session, script_id, '{"name": "Bo"}', htmx=False)
     assert response.status_code == 303
     location = response.headers["Location"]
     assert re.fullmatch(r"/executions/[0-9a-f-]{36}", location), location
@@ -200,11 +196,11 @@ def test_without_javascript_the_run_redirects_to_its_execution_page(app, client,
     assert "http-equiv" not in page and "hx-get" not in page  # finished: the page does not refresh itself
 
     # The same version again is a compile-cache hit, shown on its page.
-    second = _run(client, editor, script_id, "{}", htmx=False).headers["Location"]
+    second = _run(client, editor_session, script_id, "{}", htmx=False).headers["Location"]
     assert "Compile cache: <strong>hit</strong>" in client.get(second).get_data(as_text=True)
 
 
-def test_a_pending_run_long_polls_until_it_has_an_outcome(app, client, editor, make_script, start_worker):
+def test_a_pending_run_long_polls_until_it_has_an_outcome(app, client, editor_session, make_script, start_worker):
     from webapp.executions.service import start_run
 
     script_id = make_script("ed@acme.io")
@@ -231,7 +227,7 @@ def test_a_pending_run_long_polls_until_it_has_an_outcome(app, client, editor, m
     assert html.lstrip().startswith('<div id="execution-body" data-status="succeeded"') and "<html" not in html
 
 
-def test_a_wait_that_ends_early_makes_the_next_poll_back_off(app, client, editor, make_script, monkeypatch):
+def test_a_wait_that_ends_early_makes_the_next_poll_back_off(app, client, editor_session, make_script, monkeypatch):
     """If Redis answers at once without an outcome (e.g. it is unreachable), the browser's
     next long-poll is delayed instead of following immediately."""
     from webapp.executions import views
@@ -248,7 +244,7 @@ def test_a_wait_that_ends_early_makes_the_next_poll_back_off(app, client, editor
     assert 'hx-trigger="load delay:2s"' in body
 
 
-def test_a_long_poll_holds_no_database_connection_while_it_waits(app, client, editor, make_script):
+def test_a_long_poll_holds_no_database_connection_while_it_waits(app, client, editor_session, make_script):
     """Many open run panels long-poll at once: none may sit on a pooled connection."""
     from redis import Redis
 
@@ -273,10 +269,10 @@ def test_a_long_poll_holds_no_database_connection_while_it_waits(app, client, ed
     assert answers and answers[0].status_code == 200 and 'data-status="queued"' in answers[0].get_data(as_text=True)
 
 
-def test_error_run_shows_kind_and_line_and_column(client, editor, make_script, start_worker):
+def test_error_run_shows_kind_and_line_and_column(client, editor_session, make_script, start_worker):
     start_worker()
     script_id = make_script("ed@acme.io", source="function main(event) {\n  const o = null;\n  return o.field;\n}\n")
-    html = _run(client, editor, script_id, "{}").get_data(as_text=True)
+    html = _run(client, editor_session, script_id, "{}").get_data(as_text=True)
     assert 'data-status="failed"' in html
     assert "Error: <strong>exception</strong>" in html
     assert "TypeError: cannot read property &#39;field&#39; of null (line 3, column 10)" in html
@@ -284,14 +280,14 @@ def test_error_run_shows_kind_and_line_and_column(client, editor, make_script, s
     assert '<h2 id="error-heading">Error: exception</h2>' in page and "(line 3, column 10)" in page
 
 
-def test_html_in_results_logs_and_errors_is_escaped(client, editor, make_script, start_worker):
+def test_html_in_results_logs_and_errors_is_escaped(client, editor_session, make_script, start_worker):
     start_worker()
     returns = make_script(
         "ed@acme.io", source=f"function main(event) {{ console.log({XSS!r}); return {{ html: {XSS!r} }}; }}"
     )
     throws = make_script("ed@acme.io", source=f"function main(event) {{ throw new Error({XSS!r}); }}")
     for script_id, status in ((returns, "succeeded"), (throws, "failed")):
-        html = _run(client, editor, script_id, json.dumps({"x": XSS})).get_data(as_text=True)
+        html = _run(client, editor_session, script_id, json.dumps({"x": XSS})).get_data(as_text=True)
         assert f'data-status="{status}"' in html
         page = client.get(f"/executions/{_execution_id(html)}").get_data(as_text=True)
         for shown in (html, page):

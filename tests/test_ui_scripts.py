@@ -2,15 +2,7 @@
 
 import re
 
-import pytest
-
 from tests.conftest import SOURCE
-
-
-@pytest.fixture
-def editor(make_user, login) -> str:
-    make_user("ed@acme.io", "acme", "editor")
-    return login("ed@acme.io")
 
 
 def _form(csrf: str, **fields) -> dict:
@@ -21,18 +13,18 @@ def _script_id(response) -> str:
     return response.headers["Location"].rsplit("/", 1)[1]
 
 
-def test_create_each_type_through_the_form(client, editor):
+def test_create_each_type_through_the_form(client, editor_session):
     cases = [
-        _form(editor, name="by-hand"),
+        _form(editor_session, name="by-hand"),
         _form(
-            editor,
+            editor_session,
             name="nightly",
             type="cron",
             cron_expression="30 2 * * *",
             timezone="Europe/Berlin",
             misfire_policy="skip",
         ),
-        _form(editor, name="hello", type="endpoint", endpoint_method="POST", endpoint_path="/hello/{who}"),
+        _form(editor_session, name="hello", type="endpoint", endpoint_method="POST", endpoint_path="/hello/{who}"),
     ]
     for data in cases:
         response = client.post("/scripts/new", data=data)
@@ -45,23 +37,28 @@ def test_create_each_type_through_the_form(client, editor):
     assert nightly["misfire_policy"] == "skip" and nightly["timezone"] == "Europe/Berlin"
 
 
-def test_cron_page_shows_schedule_and_endpoint_page_shows_url_and_curl(client, editor):
-    cron = client.post("/scripts/new", data=_form(editor, name="c", type="cron", cron_expression="*/5 * * * *"))
+def test_cron_page_shows_schedule_and_endpoint_page_shows_url_and_curl(client, editor_session):
+    cron = client.post("/scripts/new", data=_form(editor_session, name="c", type="cron", cron_expression="*/5 * * * *"))
     page = client.get(cron.headers["Location"]).get_data(as_text=True)
     assert "*/5 * * * *" in page and "Upcoming fires" in page
     ep = client.post(
-        "/scripts/new", data=_form(editor, name="e", type="endpoint", endpoint_method="GET", endpoint_path="/hello")
+        "/scripts/new",
+        data=_form(editor_session, name="e", type="endpoint", endpoint_method="GET", endpoint_path="/hello"),
     )
     page = client.get(ep.headers["Location"]).get_data(as_text=True)
     assert "GET http://localhost/api/scripts/hello" in page
     assert 'curl -X GET -H "Authorization: Bearer $SCRIPT_RUNNER_TOKEN" http://localhost/api/scripts/hello' in page
 
 
-def test_validation_messages_stand_beside_their_fields(client, editor):
+def test_validation_messages_stand_beside_their_fields(client, editor_session):
     response = client.post(
         "/scripts/new",
         data=_form(
-            editor, name="", type="cron", cron_expression="0 0 31 2 * *x", source="function main() { return 1 +; }"
+            editor_session,
+            name="",
+            type="cron",
+            cron_expression="0 0 31 2 * *x",
+            source="function main() { return 1 +; }",
         ),
     )
     assert response.status_code == 422
@@ -74,8 +71,8 @@ def test_validation_messages_stand_beside_their_fields(client, editor):
     assert "function main() { return 1 +; }" in page
 
 
-def test_missing_main_and_endpoint_path_rules(client, editor):
-    page = client.post("/scripts/new", data=_form(editor, source="const x = 1;")).get_data(as_text=True)
+def test_missing_main_and_endpoint_path_rules(client, editor_session):
+    page = client.post("/scripts/new", data=_form(editor_session, source="const x = 1;")).get_data(as_text=True)
     assert "must define a function main(event)" in page
     for path, message in [
         ("hello", "must start with /"),
@@ -84,24 +81,26 @@ def test_missing_main_and_endpoint_path_rules(client, editor):
         ("/x/{id}/{id}", "appears twice"),
         ("/trailing/", "must not end with /"),
     ]:
-        data = _form(editor, type="endpoint", endpoint_method="GET", endpoint_path=path)
+        data = _form(editor_session, type="endpoint", endpoint_method="GET", endpoint_path=path)
         response = client.post("/scripts/new", data=data)
         assert response.status_code == 422, path
         assert message in response.get_data(as_text=True), path
 
 
-def test_endpoint_clash_through_the_form_is_reported_beside_the_path(client, editor):
+def test_endpoint_clash_through_the_form_is_reported_beside_the_path(client, editor_session):
     client.post(
-        "/scripts/new", data=_form(editor, name="a", type="endpoint", endpoint_method="GET", endpoint_path="/x/{id}")
+        "/scripts/new",
+        data=_form(editor_session, name="a", type="endpoint", endpoint_method="GET", endpoint_path="/x/{id}"),
     )
     response = client.post(
-        "/scripts/new", data=_form(editor, name="b", type="endpoint", endpoint_method="GET", endpoint_path="/x/{n}")
+        "/scripts/new",
+        data=_form(editor_session, name="b", type="endpoint", endpoint_method="GET", endpoint_path="/x/{n}"),
     )
     assert response.status_code == 409
     assert "GET /x/{n} is already served by script &#39;a&#39;" in response.get_data(as_text=True)
 
 
-def test_type_toggle_partial_and_the_no_javascript_path(client, editor):
+def test_type_toggle_partial_and_the_no_javascript_path(client, editor_session):
     cron = client.get("/scripts/trigger-fields?type=cron").get_data(as_text=True)
     assert 'name="cron_expression"' in cron and 'name="timezone"' in cron and 'name="misfire_policy"' in cron
     assert "endpoint_path" not in cron
@@ -113,18 +112,19 @@ def test_type_toggle_partial_and_the_no_javascript_path(client, editor):
         == '<div id="trigger-fields">\n\n</div>'
     )
     # Without JavaScript the form's "Show fields" button redraws it for the chosen type, saving nothing.
-    page = client.post("/scripts/new", data=_form(editor, type="endpoint", action="refresh"))
+    page = client.post("/scripts/new", data=_form(editor_session, type="endpoint", action="refresh"))
     assert page.status_code == 200
     assert 'name="endpoint_path"' in page.get_data(as_text=True)
     assert client.get("/api/v1/scripts").get_json()["total"] == 0
     assert "<noscript>" in client.get("/scripts/new").get_data(as_text=True)
 
 
-def test_list_filters_search_paging_and_partial(client, editor):
+def test_list_filters_search_paging_and_partial(client, editor_session):
     for i in range(25):
-        client.post("/scripts/new", data=_form(editor, name=f"job-{i:02}"))
+        client.post("/scripts/new", data=_form(editor_session, name=f"job-{i:02}"))
     client.post(
-        "/scripts/new", data=_form(editor, name="mailer", type="cron", cron_expression="@daily", status="disabled")
+        "/scripts/new",
+        data=_form(editor_session, name="mailer", type="cron", cron_expression="@daily", status="disabled"),
     )
     page = client.get("/scripts").get_data(as_text=True)
     assert "Page 1 of 2 (26 scripts)" in page and "job-00" in page and "mailer" not in page
@@ -140,76 +140,83 @@ def test_list_filters_search_paging_and_partial(client, editor):
     assert "No scripts match" in client.get("/scripts?q=zzz").get_data(as_text=True)
 
 
-def test_enable_disable_full_page_and_htmx(client, editor):
-    sid = _script_id(client.post("/scripts/new", data=_form(editor)))
-    response = client.post(f"/scripts/{sid}/status", data={"csrf_token": editor, "status": "disabled"})
+def test_enable_disable_full_page_and_htmx(client, editor_session):
+    sid = _script_id(client.post("/scripts/new", data=_form(editor_session)))
+    response = client.post(f"/scripts/{sid}/status", data={"csrf_token": editor_session, "status": "disabled"})
     assert response.status_code == 303
     assert client.get(f"/api/v1/scripts/{sid}").get_json()["status"] == "disabled"
     fragment = client.post(
-        f"/scripts/{sid}/status", data={"csrf_token": editor, "status": "active"}, headers={"HX-Request": "true"}
+        f"/scripts/{sid}/status",
+        data={"csrf_token": editor_session, "status": "active"},
+        headers={"HX-Request": "true"},
     )
     text = fragment.get_data(as_text=True)
     assert text.startswith('<div id="script-status"') and ">active</span>" in text and "Disable" in text
     script = client.get(f"/api/v1/scripts/{sid}").get_json()
     assert script["status"] == "active" and script["version"] == 1
-    assert client.post(f"/scripts/{sid}/status", data={"csrf_token": editor, "status": "paused"}).status_code == 400
+    assert (
+        client.post(f"/scripts/{sid}/status", data={"csrf_token": editor_session, "status": "paused"}).status_code
+        == 400
+    )
 
 
-def test_forms_need_the_csrf_token(client, editor):
-    sid = _script_id(client.post("/scripts/new", data=_form(editor)))
-    assert client.post("/scripts/new", data={**_form(editor), "csrf_token": ""}).status_code == 400
+def test_forms_need_the_csrf_token(client, editor_session):
+    sid = _script_id(client.post("/scripts/new", data=_form(editor_session)))
+    assert client.post("/scripts/new", data={**_form(editor_session), "csrf_token": ""}).status_code == 400
     assert client.post(f"/scripts/{sid}/status", data={"status": "disabled"}).status_code == 400
     assert client.post(f"/scripts/{sid}/delete", data={"confirm_name": "job"}).status_code == 400
 
 
-def test_delete_asks_for_confirmation(client, editor):
-    sid = _script_id(client.post("/scripts/new", data=_form(editor)))
+def test_delete_asks_for_confirmation(client, editor_session):
+    sid = _script_id(client.post("/scripts/new", data=_form(editor_session)))
     confirm = client.get(f"/scripts/{sid}/delete").get_data(as_text=True)
     assert "Delete “job”?" in confirm and "cannot be undone" in confirm
-    wrong = client.post(f"/scripts/{sid}/delete", data={"csrf_token": editor, "confirm_name": "nope"})
+    wrong = client.post(f"/scripts/{sid}/delete", data={"csrf_token": editor_session, "confirm_name": "nope"})
     assert wrong.status_code == 422 and client.get(f"/scripts/{sid}").status_code == 200
-    done = client.post(f"/scripts/{sid}/delete", data={"csrf_token": editor, "confirm_name": "job"})
+    done = client.post(f"/scripts/{sid}/delete", data={"csrf_token": editor_session, "confirm_name": "job"})
     assert done.status_code == 303 and done.headers["Location"] == "/scripts"
     assert client.get(f"/scripts/{sid}").status_code == 404
 
 
-def test_edit_versions_diff_and_rollback(client, editor):
-    sid = _script_id(client.post("/scripts/new", data=_form(editor)))
+def test_edit_versions_diff_and_rollback(client, editor_session):
+    sid = _script_id(client.post("/scripts/new", data=_form(editor_session)))
     new_source = SOURCE.replace("ok: true", "ok: false")
-    client.post(f"/scripts/{sid}/edit", data=_form(editor, source=new_source))
-    client.post(f"/scripts/{sid}/edit", data=_form(editor, source=new_source, description="no new version"))
+    client.post(f"/scripts/{sid}/edit", data=_form(editor_session, source=new_source))
+    client.post(f"/scripts/{sid}/edit", data=_form(editor_session, source=new_source, description="no new version"))
     assert client.get(f"/api/v1/scripts/{sid}").get_json()["version"] == 2
     history = client.get(f"/scripts/{sid}/versions").get_data(as_text=True)
     assert 'v2</a> <span class="badge active">current' in history and "Roll back to v1" in history
     diff = client.get(f"/scripts/{sid}/versions/2").get_data(as_text=True)
     assert '<span class="del">-  return { ok: true };</span>' in diff
     assert '<span class="add">+  return { ok: false };</span>' in diff
-    rolled = client.post(f"/scripts/{sid}/versions/1/rollback", data={"csrf_token": editor})
+    rolled = client.post(f"/scripts/{sid}/versions/1/rollback", data={"csrf_token": editor_session})
     assert rolled.status_code == 303
     script = client.get(f"/api/v1/scripts/{sid}").get_json()
     assert script["version"] == 3 and script["source"] == SOURCE
     assert client.get(f"/scripts/{sid}/versions/7").status_code == 404
 
 
-def test_crlf_from_browsers_is_stored_as_lf(client, editor):
-    sid = _script_id(client.post("/scripts/new", data=_form(editor, source=SOURCE.replace("\n", "\r\n"))))
+def test_crlf_from_browsers_is_stored_as_lf(client, editor_session):
+    sid = _script_id(client.post("/scripts/new", data=_form(editor_session, source=SOURCE.replace("\n", "\r\n"))))
     assert client.get(f"/api/v1/scripts/{sid}").get_json()["source"] == SOURCE
 
 
-def test_script_names_and_sources_are_escaped(client, editor):
+def test_script_names_and_sources_are_escaped(client, editor_session):
     evil = '<script>alert("x")</script>'
-    sid = _script_id(client.post("/scripts/new", data=_form(editor, name=evil, description=evil)))
+    sid = _script_id(client.post("/scripts/new", data=_form(editor_session, name=evil, description=evil)))
     for url in ["/scripts", f"/scripts/{sid}", f"/scripts/{sid}/edit", f"/scripts/{sid}/versions", "/"]:
         page = client.get(url).get_data(as_text=True)
         assert evil not in page, url
     assert "&lt;script&gt;" in client.get(f"/scripts/{sid}").get_data(as_text=True)
 
 
-def test_limits_fields(client, editor):
-    too_high = client.post("/scripts/new", data=_form(editor, limits_cpu_seconds="10"))
+def test_limits_fields(client, editor_session):
+    too_high = client.post("/scripts/new", data=_form(editor_session, limits_cpu_seconds="10"))
     assert too_high.status_code == 422
     assert "cpu_seconds may not exceed the platform default of 5" in too_high.get_data(as_text=True)
-    not_number = client.post("/scripts/new", data=_form(editor, limits_memory_mb="lots"))
+    not_number = client.post("/scripts/new", data=_form(editor_session, limits_memory_mb="lots"))
     assert "memory_mb must be a number" in not_number.get_data(as_text=True)
-    sid = _script_id(client.post("/scripts/new", data=_form(editor, limits_cpu_seconds="2", limits_memory_mb="16")))
+    sid = _script_id(
+        client.post("/scripts/new", data=_form(editor_session, limits_cpu_seconds="2", limits_memory_mb="16"))
+    )
     assert client.get(f"/api/v1/scripts/{sid}").get_json()["limits"] == {"cpu_seconds": 2, "memory_mb": 16}

@@ -73,12 +73,6 @@ def assert_pristine(run_script):
 
 
 @pytest.fixture
-def editor(make_user, make_token) -> dict[str, str]:
-    make_user("ed@acme.io", "acme", "editor")
-    return bearer(make_token("ed@acme.io"))
-
-
-@pytest.fixture
 def two_tenants(make_user, make_token) -> tuple[dict[str, str], dict[str, str]]:
     make_user("a@acme.io", "acme", "editor")
     make_user("b@globex.io", "globex", "editor")
