@@ -130,7 +130,7 @@ def test_two_schedulers_run_each_fire_exactly_once(app, client, editor, start_wo
     start_scheduler()
     start_scheduler()
     scripts = [_cron(client, editor, "*/1 * * * * *", name=f"tick-{i}") for i in range(3)]
-    time.sleep(10)
+    eventually(lambda: all(len(_executions(app, s["id"])) >= 8 for s in scripts), 20, "8 fires of each script")
     for script in scripts:
         fires = [e.scheduled_at for e in _executions(app, script["id"])]
         assert len(fires) >= 8, fires
@@ -177,9 +177,12 @@ def test_schedule_health_is_visible(app, client, make_user, login, start_worker,
     from redis import Redis
 
     Redis.from_url(app.config["SETTINGS"].redis_url).hset("sr:scheduler:heartbeat", scheduler.name, time.time() - 60)
-    time.sleep(1.5)
-    stopped = client.get("/").get_data(as_text=True)
-    assert "cron scripts are not firing" in stopped and "the oldest due fire is" in stopped
+
+    def alarm() -> bool:
+        page = client.get("/").get_data(as_text=True)
+        return "cron scripts are not firing" in page and "the oldest due fire is" in page
+
+    eventually(alarm, 5, "the alarm naming the oldest due fire")
 
 
 def test_a_second_scheduler_starting_does_not_treat_due_fires_as_missed(
@@ -189,8 +192,9 @@ def test_a_second_scheduler_starting_does_not_treat_due_fires_as_missed(
     start_scheduler()
     script = _cron(client, editor, "*/1 * * * * *", misfire_policy="skip")
     eventually(lambda: len(_executions(app, script["id"])) >= 2, 6)
+    joined = len(_executions(app, script["id"]))
     start_scheduler()  # joins while the first one is firing
-    time.sleep(4)
+    eventually(lambda: len(_executions(app, script["id"])) >= joined + 4, 10, "4 fires after the second one joined")
     fires = [e.scheduled_at for e in _executions(app, script["id"])]
     gaps = {b - a for a, b in itertools.pairwise(fires)}
     assert gaps == {timedelta(seconds=1)}, fires  # no fire skipped as "missed"
