@@ -19,8 +19,9 @@ from redis.exceptions import RedisError
 from rq import Queue, SimpleWorker, worker_registration
 from rq.job import Job
 
+from webapp.config import Settings
 from webapp.endpoints import calls
-from webapp.executions.maintenance import STUCK_MARGIN_SECONDS, mark_alive, prune_executions, reap_lost
+from webapp.executions.maintenance import mark_alive, prune_executions, reap_lost
 from webapp.executions.service import ENDPOINT_QUEUE, QUEUES
 from webapp.fairness import tenant_slots
 from webapp.metrics import RunCounts
@@ -136,14 +137,17 @@ class ScriptWorker(SimpleWorker):
                     log.warning("job %s: its tenant's slot will lapse on its own (Redis is unavailable)", job.id)
 
     def _take_slot(self, tenant: int, job: Job, queue: Queue) -> bool:
-        hold = self.sandbox_state.app.config["SETTINGS"].limits.wall_seconds + STUCK_MARGIN_SECONDS
+        hold = self._settings().limits.overdue_after
         try:
             return self.slots.take_or_park(tenant, job.id, hold, self._tenant_cap(), queue.intermediate_queue_key)
         except RedisError:
             return True  # the run goes ahead: fairness is not worth losing it
 
     def _tenant_cap(self) -> int:
-        return self.sandbox_state.app.config["SETTINGS"].tenants.max_runs
+        return self._settings().tenants.max_runs
+
+    def _settings(self) -> Settings:
+        return self.sandbox_state.app.config["SETTINGS"]
 
     # RQ's work loop ends the worker on any error outside its dequeue. The bookkeeping below
     # may fail while Redis is away; the worker must outlive that, so these only log.
@@ -215,7 +219,7 @@ class ScriptWorker(SimpleWorker):
                     last_reap = now
                     with self.sandbox_state.app.app_context():
                         reap_lost(redis)
-                        calls.reap_unrecorded_calls(redis, older_than_seconds=self._unrecorded_after())
+                        calls.reap_unrecorded_calls(redis, older_than_seconds=self._settings().limits.overdue_after)
                 if now - last_prune >= PRUNE_EVERY_SECONDS and redis.set(
                     "sr:lock:prune", self.name, nx=True, ex=PRUNE_EVERY_SECONDS
                 ):
@@ -239,10 +243,6 @@ class ScriptWorker(SimpleWorker):
             worker_registration.register(self, pipe)
             pipe.expire(self.key, self.worker_ttl + 60)
             pipe.execute()
-
-    def _unrecorded_after(self) -> float:
-        """A call still unrecorded this long after it was queued never will be by its worker."""
-        return self.sandbox_state.app.config["SETTINGS"].limits.wall_seconds + 120
 
 
 def main() -> None:

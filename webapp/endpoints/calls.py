@@ -13,6 +13,7 @@ unrecorded.
 
 import contextlib
 import json
+import math
 import uuid
 from datetime import datetime
 from typing import Any
@@ -30,6 +31,7 @@ from webapp.endpoints.router import ServedScript
 from webapp.executions.service import ENDPOINT_QUEUE, QueueUnavailable, insert_ignoring_duplicates, run_context
 from webapp.extensions import db
 from webapp.fairness import Refusal, tenant_slots
+from webapp.limits import ANSWER_MARGIN_SECONDS, QUEUE_WAIT_SECONDS, effective_limits
 from webapp.models import Execution, utcnow
 from webapp.redis_client import get_blocking_redis, get_redis
 
@@ -37,8 +39,6 @@ JOB_FUNCTION = "worker.jobs.run_endpoint_call"
 REPLY = "sr:endpoint:reply:"  # + call id: a list holding the worker's answer
 REPLY_TTL_SECONDS = 60
 INFLIGHT = "sr:endpoint:inflight"  # hash call id -> call (JSON), until its row is recorded
-QUEUE_WAIT_SECONDS = 5  # no worker took the call by then: 503
-ANSWER_MARGIN_SECONDS = 2  # beyond the script's wall-time limit, once a worker has it
 
 
 class TenantBusy(Exception):
@@ -67,10 +67,9 @@ def start_call(script: ServedScript, event: dict[str, Any], caller: Caller) -> d
     settings = current_app.config["SETTINGS"]
     limits, tenants = settings.limits, settings.tenants
     redis = get_redis()
-    hold = QUEUE_WAIT_SECONDS + limits.wall_seconds + ANSWER_MARGIN_SECONDS + 1
     try:
         refusal = tenant_slots(redis).admit_call(
-            script.tenant_id, call_id, hold, tenants.max_runs, tenants.endpoint_rate
+            script.tenant_id, call_id, limits.call_hold, tenants.max_runs, tenants.endpoint_rate
         )
     except RedisError as exc:
         raise QueueUnavailable(f"the call could not be queued: Redis is unavailable ({type(exc).__name__})") from exc
@@ -82,8 +81,8 @@ def start_call(script: ServedScript, event: dict[str, Any], caller: Caller) -> d
         args=(call, event),
         job_id=call_id,
         description=f"endpoint call {call_id}",  # RQ logs this: never the arguments
-        timeout=limits.wall_seconds + 60,
-        ttl=limits.wall_seconds + 120,  # the request leaves Redis even if no one ran it
+        timeout=limits.job_timeout,
+        ttl=limits.overdue_after,  # the request leaves Redis even if no one ran it
         result_ttl=0,  # the answer goes to the reply list, not to RQ's result stream
         failure_ttl=300,
     )
@@ -103,12 +102,14 @@ def start_call(script: ServedScript, event: dict[str, Any], caller: Caller) -> d
     return call
 
 
-def wait_for_answer(call: dict[str, Any], wall_seconds: float) -> dict[str, Any]:
+def wait_for_answer(call: dict[str, Any], script: ServedScript) -> dict[str, Any]:
     """The worker's answer to the call, or an answer saying why there is none (`lost`).
 
     A call no worker took within QUEUE_WAIT_SECONDS is taken back from the queue (so it never
     runs) and answered 503; a call taken by a worker gets its wall-time limit plus a margin.
     """
+    defaults = current_app.config["SETTINGS"].limits
+    wall_seconds = math.ceil(effective_limits(defaults, {"wall_seconds": script.wall_seconds}).wall_seconds)
     if db.session().in_transaction():
         db.session.commit()  # no database connection is held while we block
     blocking, reply = get_blocking_redis(), REPLY + call["id"]
@@ -121,7 +122,7 @@ def wait_for_answer(call: dict[str, Any], wall_seconds: float) -> dict[str, Any]
                 return _give_up(call, 503, f"no worker took the call within {QUEUE_WAIT_SECONDS} s")
             answer = blocking.blpop([reply], timeout=wall_seconds + ANSWER_MARGIN_SECONDS)
         if answer is None:
-            # SPEC §7: no worker answered in time. It may have run the script in part.
+            # No worker answered in time (docs/endpoints.md): it may have run the script in part.
             message = f"the worker stopped without answering (none within {wall_seconds:g} s of taking the call)"
             return _give_up(call, 503, message + "; the script may have run in part")
         return json.loads(answer[1])

@@ -5,8 +5,8 @@ from typing import Any
 
 from werkzeug.datastructures import MultiDict
 
+from webapp.limits import LIMIT_KEYS
 from webapp.models import Script
-from webapp.scripts.validation import LIMIT_KEYS
 
 FORM_FIELDS = (
     "name",
