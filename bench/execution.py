@@ -20,8 +20,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import quickjs
 
 from tests.services import WorkerProcess, redis_server
+from webapp.limits import DefaultLimits, effective_limits
 from worker.runtime.engine import RunLimits, Runtime
-from worker.runtime.sandbox import Limits, Sandbox
+from worker.runtime.sandbox import Sandbox
 from worker.runtime.source import function_body
 
 SMALL = """
@@ -50,6 +51,7 @@ def large_source(lines: int = 500) -> str:
 
 
 LIMITS = RunLimits(cpu_seconds=5, memory_bytes=64 << 20, log_bytes=256 << 10, result_bytes=1 << 20)
+SANDBOX_LIMITS = effective_limits(DefaultLimits(), None)  # the same, and 30 s of wall time
 
 
 def per_run_ms(fn, runs: int) -> float:
@@ -103,7 +105,6 @@ def rss_kb(pid: int) -> int:
 def sandbox_rss(total: int) -> list[tuple[int, int]]:
     sandbox = Sandbox(1 << 20, 500, 48 << 20)
     sandbox.start()
-    limits = Limits(cpu_seconds=5, wall_seconds=30, memory_bytes=64 << 20, log_bytes=256 << 10, result_bytes=1 << 20)
     checkpoints, points = {1000, 10_000, total}, []
     sources = [SMALL, large_source(), "function main(e){ const o = {}; o.self = o; return Object.keys(e).length }"]
     for i in range(1, total + 1):
@@ -116,7 +117,7 @@ def sandbox_rss(total: int) -> list[tuple[int, int]]:
             "event_json": json.dumps({"i": i}),
             "context": {"n": i},
         }
-        outcome = sandbox.run(request, limits, no_host)
+        outcome = sandbox.run(request, SANDBOX_LIMITS, no_host)
         assert outcome["status"] == "succeeded", outcome
         if i in checkpoints:
             points.append((i, rss_kb(sandbox.pid)))
@@ -128,7 +129,6 @@ def tenant_figures(runs: int) -> list[tuple[str, float, float]]:
     """Runs through one sandbox process, each tenant in a runtime of its own: one tenant, as
     many tenants as it keeps warm (round robin), and more than that (every run a cold one)."""
     tenants_kept = 64
-    limits = Limits(cpu_seconds=5, wall_seconds=30, memory_bytes=64 << 20, log_bytes=256 << 10, result_bytes=1 << 20)
     rows = []
     for label, tenants in (
         ("1 tenant", 1),
@@ -150,7 +150,7 @@ def tenant_figures(runs: int) -> list[tuple[str, float, float]]:
                 "context": {},
             }
             started = time.perf_counter()
-            outcome = sandbox.run(request, limits, no_host)
+            outcome = sandbox.run(request, SANDBOX_LIMITS, no_host)
             assert outcome["status"] == "succeeded", outcome
             if i >= tenants:  # the first round warms up
                 samples.append((time.perf_counter() - started) * 1000)

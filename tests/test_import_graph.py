@@ -159,6 +159,6 @@ def test_the_checks_see_what_they_look_for():
     assert a_cycle(graph, ["a", "b", "c"]) == ["a", "b", "c", "a"]
     project = import_graph()
     assert {"webapp.app", "webapp"} <= project["wsgi"]  # from webapp.app import create_app
-    assert {"webapp.quotas", "webapp"} <= project["worker.records"]  # from webapp import quotas
+    assert {"webapp.quotas", "webapp"} <= project["worker.jobs"]  # from webapp import metrics, quotas
     code = ast.parse("import os\nif TYPE_CHECKING:\n    import sys\ndef f():\n    import json\n")
     assert [node.lineno for node in _nested_imports(code)] == [5]

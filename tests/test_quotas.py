@@ -205,8 +205,7 @@ def test_endpoint_call_records_count_and_prune_like_runs(app, redis_url):
     """Endpoint calls are recorded in batches by the worker's RecordWriter: counted alike."""
     from redis import Redis
 
-    from webapp.endpoints.calls import execution_row
-    from worker.records import RecordWriter
+    from webapp.endpoints.calls import RecordWriter, execution_row
 
     with app.app_context():
         script = _script("acme")

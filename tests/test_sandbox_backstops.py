@@ -7,9 +7,10 @@ from typing import Any
 
 import pytest
 
+from webapp.limits import EffectiveLimits
 from worker.host_api import MAX_CALLS_PER_RUN, HostApi
 from worker.runtime.engine import _with_drop_notice
-from worker.runtime.sandbox import Limits, Sandbox
+from worker.runtime.sandbox import Sandbox
 
 
 def test_logs_past_the_cap_are_dropped_outside_the_engine():
@@ -34,7 +35,7 @@ def test_host_calls_past_the_cap_are_refused_by_the_worker(app):
 
 
 @dataclass(frozen=True)
-class _EngineLimitLifted(Limits):
+class _EngineLimitLifted(EffectiveLimits):
     """The worker's limits, with the engine told a far higher memory limit: as if a script had
     lifted the engine's own."""
 

@@ -3,7 +3,7 @@ wrong, for the form and the REST API alike (docs/api.md). No HTTP, no worker."""
 
 import pytest
 
-from webapp.config import ScriptLimits
+from webapp.limits import DefaultLimits
 from webapp.extensions import db
 from webapp.models import Tenant
 from webapp.scripts.validation import ValidationFailed, path_problem, route_key, validate
@@ -12,7 +12,7 @@ SOURCE = "async function main(event) { return 1; }"
 MANUAL = {"name": "report", "type": "manual", "source": SOURCE}
 CRON = {**MANUAL, "type": "cron", "cron_expression": "*/5 * * * *"}
 ENDPOINT = {**MANUAL, "type": "endpoint", "endpoint_path": "/orders/{id}", "endpoint_method": "post"}
-DEFAULTS = ScriptLimits()
+DEFAULTS = DefaultLimits()
 
 
 @pytest.fixture

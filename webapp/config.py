@@ -1,4 +1,4 @@
-"""Configuration, read from environment variables only (SPEC §2)."""
+"""Configuration, read from environment variables only (README.md, "Configuration")."""
 
 import os
 import secrets
@@ -6,19 +6,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from webapp.client_address import DEFAULT_FORWARDED_ALLOW_IPS, parse_allow_list
+from webapp.limits import DefaultLimits, env_int
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 INSTANCE_DIR = PROJECT_ROOT / "instance"
-
-
-def _int(name: str, default: int) -> int:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return int(raw)
-    except ValueError as exc:
-        raise RuntimeError(f"environment variable {name} must be an integer, got {raw!r}") from exc
 
 
 def _allow_list(name: str, default: tuple[str, ...]) -> tuple[str, ...]:
@@ -29,38 +20,6 @@ def _allow_list(name: str, default: tuple[str, ...]) -> tuple[str, ...]:
         return parse_allow_list(raw)  # set but empty: no proxy is trusted, as gunicorn reads it
     except ValueError as exc:
         raise RuntimeError(f"environment variable {name}: {exc}") from exc
-
-
-@dataclass(frozen=True)
-class ScriptLimits:
-    """Default sandbox limits; a script's own `limits` may only lower them."""
-
-    cpu_seconds: int = 5
-    wall_seconds: int = 30
-    memory_mb: int = 64
-    stack_kb: int = 1024
-    log_kb: int = 256
-    result_kb: int = 1024
-    body_kb: int = 1024
-    vm_max_runs: int = 500
-    vm_max_heap_mb: int = 48  # a runtime holding more than this after a run is replaced
-    vm_tenants: int = 64  # warm runtimes per sandbox process, one per tenant
-
-    @classmethod
-    def from_env(cls) -> "ScriptLimits":
-        d = cls()
-        return cls(
-            cpu_seconds=_int("SCRIPT_CPU_SECONDS", d.cpu_seconds),
-            wall_seconds=_int("SCRIPT_WALL_SECONDS", d.wall_seconds),
-            memory_mb=_int("SCRIPT_MEMORY_MB", d.memory_mb),
-            stack_kb=_int("SCRIPT_STACK_KB", d.stack_kb),
-            log_kb=_int("SCRIPT_LOG_KB", d.log_kb),
-            result_kb=_int("SCRIPT_RESULT_KB", d.result_kb),
-            body_kb=_int("SCRIPT_BODY_KB", d.body_kb),
-            vm_max_runs=_int("SCRIPT_VM_MAX_RUNS", d.vm_max_runs),
-            vm_max_heap_mb=_int("SCRIPT_VM_MAX_HEAP_MB", d.vm_max_heap_mb),
-            vm_tenants=_int("SCRIPT_VM_TENANTS", d.vm_tenants),
-        )
 
 
 @dataclass(frozen=True)
@@ -76,10 +35,10 @@ class TenantLimits:
     def from_env(cls) -> "TenantLimits":
         d = cls()
         return cls(
-            max_runs=_int("TENANT_MAX_RUNS", d.max_runs),
-            endpoint_rate=_int("TENANT_ENDPOINT_RATE", d.endpoint_rate),
-            max_scripts=_int("TENANT_MAX_SCRIPTS", d.max_scripts),
-            storage_mb=_int("TENANT_STORAGE_MB", d.storage_mb),
+            max_runs=env_int("TENANT_MAX_RUNS", d.max_runs),
+            endpoint_rate=env_int("TENANT_ENDPOINT_RATE", d.endpoint_rate),
+            max_scripts=env_int("TENANT_MAX_SCRIPTS", d.max_scripts),
+            storage_mb=env_int("TENANT_STORAGE_MB", d.storage_mb),
         )
 
 
@@ -93,7 +52,7 @@ class Settings:
     redis_url: str
     secret_key: str
     metrics_token: str | None
-    limits: ScriptLimits = field(default_factory=ScriptLimits)
+    limits: DefaultLimits = field(default_factory=DefaultLimits)
     tenants: TenantLimits = field(default_factory=TenantLimits)
     retention_count: int = 1000  # executions kept per script
     retention_days: int = 30
@@ -107,10 +66,10 @@ class Settings:
             redis_url=os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0",
             secret_key=os.environ.get("SECRET_KEY") or _instance_secret_key(),
             metrics_token=os.environ.get("METRICS_TOKEN") or None,
-            limits=ScriptLimits.from_env(),
+            limits=DefaultLimits.from_env(),
             tenants=TenantLimits.from_env(),
-            retention_count=_int("EXECUTION_RETENTION_COUNT", 1000),
-            retention_days=_int("EXECUTION_RETENTION_DAYS", 30),
+            retention_count=env_int("EXECUTION_RETENTION_COUNT", 1000),
+            retention_days=env_int("EXECUTION_RETENTION_DAYS", 30),
             forwarded_allow_ips=_allow_list("FORWARDED_ALLOW_IPS", DEFAULT_FORWARDED_ALLOW_IPS),
         )
 

@@ -20,10 +20,10 @@ from webapp.endpoints.calls import execution_row
 from webapp.endpoints.http import STATUS_FOR_ERROR, body_bytes, response_problem
 from webapp.executions.service import run_context
 from webapp.extensions import db
+from webapp.limits import effective_limits
 from webapp.models import Execution, Script, ScriptVersion, Tenant, User, utcnow
 from webapp.redis_client import get_redis
 from worker.host_api import HostApi
-from worker.runtime.sandbox import Limits
 from worker.state import get_state
 
 log = logging.getLogger(__name__)
@@ -162,7 +162,7 @@ def run_endpoint_call(
     """Answer one endpoint call: (the answer for its caller, its execution row to record).
 
     Nothing is written here: the worker hands the answer back first and records the row after
-    (see worker.main); the run's metrics join `counts`, written with the row. The
+    (webapp/endpoints/calls.py); the run's metrics join `counts`, written with the row. The
     request and response bodies are in neither the row nor the logs."""
     state = get_state()
     with state.app.app_context():
@@ -307,17 +307,6 @@ def _metrics(fn: Any, *args: Any) -> None:
         fn(get_redis(), *args)
     except RedisError:
         log.warning("metrics not recorded: Redis is unavailable")
-
-
-def effective_limits(defaults: Any, own: dict | None) -> Limits:
-    own = own or {}
-    return Limits(
-        cpu_seconds=min(own.get("cpu_seconds") or defaults.cpu_seconds, defaults.cpu_seconds),
-        wall_seconds=min(own.get("wall_seconds") or defaults.wall_seconds, defaults.wall_seconds),
-        memory_bytes=int(min(own.get("memory_mb") or defaults.memory_mb, defaults.memory_mb) * 1024 * 1024),
-        log_bytes=defaults.log_kb * 1024,
-        result_bytes=defaults.result_kb * 1024,
-    )
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,6 @@ storage quota.
 """
 
 import contextlib
-import json
 import logging
 import threading
 import time
@@ -19,8 +18,9 @@ from redis.exceptions import RedisError
 from rq import Queue, SimpleWorker, worker_registration
 from rq.job import Job
 
+from webapp.config import Settings
 from webapp.endpoints import calls
-from webapp.executions.maintenance import STUCK_MARGIN_SECONDS, mark_alive, prune_executions, reap_lost
+from webapp.executions.maintenance import mark_alive, prune_executions, reap_lost
 from webapp.executions.service import ENDPOINT_QUEUE, QUEUES
 from webapp.fairness import tenant_slots
 from webapp.metrics import RunCounts
@@ -28,16 +28,9 @@ from webapp.quotas import enforce_storage_quotas
 from worker.busy import BusyFlag
 from worker.host_api import prune_expired_storage
 from worker.jobs import run_endpoint_call
-from worker.records import RecordWriter
 from worker.state import get_state
 
 log = logging.getLogger(__name__)
-# The next endpoint call in one round trip: its id off the queue and its job's hash.
-_TAKE_CALL = """
-local id = redis.call('LPOP', KEYS[1])
-if not id then return false end
-return {id, redis.call('HGETALL', ARGV[1] .. id)}
-"""
 HEARTBEAT_SECONDS = 5
 REAP_EVERY_SECONDS = 10
 PRUNE_EVERY_SECONDS = 600
@@ -53,10 +46,9 @@ class ScriptWorker(SimpleWorker):
         self.sandbox_state = get_state()
         self.sandbox_state.name = self.name
         self.sandbox_state.busy = BusyFlag(self.connection, self.name)
-        self.records = RecordWriter(self.sandbox_state.app, self.connection)
+        self.endpoint_calls = calls.WorkerSide(self.sandbox_state.app, self.connection)
         self._stop = threading.Event()
         self._last_beat = self._beat_covers = self._last_suspension_check = 0.0
-        self._take_call = self.connection.register_script(_TAKE_CALL)
         self.slots = tenant_slots(self.connection)
 
     def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None):
@@ -70,16 +62,13 @@ class ScriptWorker(SimpleWorker):
         queue = self.queues[0]
         if queue.name != ENDPOINT_QUEUE:  # a worker that serves other queues first keeps RQ's order
             return None
-        try:
-            taken = self._take_call(keys=[queue.key], args=[self.job_class.redis_job_namespace_prefix])
-        except RedisError:
-            return None  # RQ's dequeue waits for Redis to come back
-        if not taken or not taken[1]:
-            return None  # none waiting, or its job expired unrun (RQ skips those too)
+        taken = self.endpoint_calls.take_next(queue.key, self.job_class.redis_job_namespace_prefix)
+        if taken is None:
+            return None
         job_id, fields = taken
-        job = self.job_class(job_id.decode(), connection=self.connection, serializer=self.serializer)
+        job = self.job_class(job_id, connection=self.connection, serializer=self.serializer)
         try:
-            job.restore(dict(zip(fields[::2], fields[1::2], strict=True)))
+            job.restore(fields)
         except Exception:  # RQ's dequeue skips a job it cannot read; so do we, and go on serving
             log.exception("endpoint job %s could not be read; skipped", job.id)
             return None
@@ -87,33 +76,16 @@ class ScriptWorker(SimpleWorker):
         return job, queue
 
     def execute_job(self, job: Job, queue: Queue) -> None:
-        """Endpoint calls take a lean path (issue 5): no started/finished registries, status
-        writes or result stream, whose dozens of Redis commands would double a call's cost.
-        The caller gets the answer on its reply list first; the execution is recorded after
-        (a failed call's before, so the execution id in its error answer can be looked up)."""
+        """Endpoint calls take the lean path of webapp/endpoints/calls.py: the caller gets the
+        answer first, the execution is recorded after."""
         if queue.name != ENDPOINT_QUEUE or job.func_name != calls.JOB_FUNCTION:
             return self._execute_run(job, queue)
         counts = RunCounts()
         answer, row = run_endpoint_call(*job.args, counts=counts)
-        pipe = self.connection.pipeline(transaction=False)
-        calls.release_slot(self.connection, job.args[0], pipe)
-        if row is None:  # its script is gone: there is nothing to record the call against
-            pipe.hdel(calls.INFLIGHT, job.id)
-        elif answer["status"] != "succeeded":
-            self.records.write_now(row)  # its caller may look the execution up at once
-            row = None
-        try:
-            reply = calls.REPLY + job.id
-            pipe.rpush(reply, json.dumps(answer))
-            pipe.expire(reply, calls.REPLY_TTL_SECONDS)
-            if len(self.queues) == 1:
-                # One queue: RQ dequeued with LMOVE into its intermediate list, which only its
-                # own job bookkeeping (skipped here) would empty.
-                pipe.lrem(queue.intermediate_queue_key, 1, job.id)
-            pipe.execute()
-        except RedisError:
-            log.warning("endpoint call %s: the answer could not be handed back (Redis is unavailable)", job.id)
-        self.records.add(row, counts, job.key)  # recorded, counted, and its job removed, just after
+        # One queue: RQ dequeued with LMOVE into its intermediate list, which only its own job
+        # bookkeeping (skipped here) would empty.
+        intermediate = queue.intermediate_queue_key if len(self.queues) == 1 else None
+        self.endpoint_calls.hand_back(job.args[0], answer, row, counts, intermediate)
 
     def _execute_run(self, job: Job, queue: Queue) -> None:
         """A manual or cron run holds a slot of its tenant while it runs; at the tenant's cap
@@ -136,14 +108,17 @@ class ScriptWorker(SimpleWorker):
                     log.warning("job %s: its tenant's slot will lapse on its own (Redis is unavailable)", job.id)
 
     def _take_slot(self, tenant: int, job: Job, queue: Queue) -> bool:
-        hold = self.sandbox_state.app.config["SETTINGS"].limits.wall_seconds + STUCK_MARGIN_SECONDS
+        hold = self._settings().limits.overdue_after
         try:
             return self.slots.take_or_park(tenant, job.id, hold, self._tenant_cap(), queue.intermediate_queue_key)
         except RedisError:
             return True  # the run goes ahead: fairness is not worth losing it
 
     def _tenant_cap(self) -> int:
-        return self.sandbox_state.app.config["SETTINGS"].tenants.max_runs
+        return self._settings().tenants.max_runs
+
+    def _settings(self) -> Settings:
+        return self.sandbox_state.app.config["SETTINGS"]
 
     # RQ's work loop ends the worker on any error outside its dequeue. The bookkeeping below
     # may fail while Redis is away; the worker must outlive that, so these only log.
@@ -195,7 +170,7 @@ class ScriptWorker(SimpleWorker):
             self._stop.set()
             with contextlib.suppress(RedisError):
                 self.slots.gone(self.name)
-            self.records.close()
+            self.endpoint_calls.close()
             self.sandbox_state.busy.close()
             self.sandbox_state.sandbox.close()
 
@@ -215,7 +190,7 @@ class ScriptWorker(SimpleWorker):
                     last_reap = now
                     with self.sandbox_state.app.app_context():
                         reap_lost(redis)
-                        calls.reap_unrecorded_calls(redis, older_than_seconds=self._unrecorded_after())
+                        calls.reap_unrecorded_calls(redis, older_than_seconds=self._settings().limits.overdue_after)
                 if now - last_prune >= PRUNE_EVERY_SECONDS and redis.set(
                     "sr:lock:prune", self.name, nx=True, ex=PRUNE_EVERY_SECONDS
                 ):
@@ -239,10 +214,6 @@ class ScriptWorker(SimpleWorker):
             worker_registration.register(self, pipe)
             pipe.expire(self.key, self.worker_ttl + 60)
             pipe.execute()
-
-    def _unrecorded_after(self) -> float:
-        """A call still unrecorded this long after it was queued never will be by its worker."""
-        return self.sandbox_state.app.config["SETTINGS"].limits.wall_seconds + 120
 
 
 def main() -> None:

@@ -15,8 +15,8 @@ from typing import Any
 from flask import Response
 
 from webapp.api.blueprint import bp
+from webapp.limits import LIMIT_KEYS
 from webapp.scripts.fields import EDITABLE_FIELDS, FIELDS, SCRIPT_FIELDS, VERSION_JSON_FIELDS, ScriptField
-from webapp.scripts.validation import LIMIT_KEYS
 
 HAND_WRITTEN = Path(__file__).with_name("openapi.json")
 Schema = dict[str, Any]

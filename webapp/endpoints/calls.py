@@ -1,44 +1,73 @@
-"""An endpoint call's trip through RQ: queued by the web process, answered by a worker.
+"""The endpoint call protocol: a call's trip through Redis, queued by the web process and
+answered by a worker. Both processes import this module (docs/architecture.md).
 
-The call is hot, so its path is lean (issue 5): the request travels inside the RQ job on the
-`endpoints` queue; the worker runs it, pushes the answer onto a reply list the caller is
-blocked on, and only then records the execution. The web process writes to the database only
-when the call went wrong on its side (no worker took it, or no answer came in time).
+The call is hot, so its path is lean: the request travels inside the RQ job on the `endpoints`
+queue; the worker runs it, pushes the answer onto a reply list the caller is blocked on, and
+only then records the execution. The web process writes to the database only when the call
+went wrong on its side (no worker took it, or no answer came in time).
 
 Until an execution row exists, the call is listed in the INFLIGHT hash (written in the same
 round trip as the job). Whoever records the row removes the entry; the reaper records any
 entry left behind by a worker and a web process that both died as `lost`, so no call goes
 unrecorded.
+
+In the order a call travels:
+
+    web     start_call              admits the call for its tenant and queues it
+    worker  WorkerSide.take_next    the next call's job, in one round trip
+            (worker/jobs.py run_endpoint_call runs it; execution_row is its row)
+            WorkerSide.hand_back    the answer to the caller and the slot back, in one pipeline
+    web     wait_for_answer         the answer, or a give-up recorded as `lost`
+    worker  RecordWriter            the rows, in batches off the callers' path
+    worker  reap_unrecorded_calls   calls whose worker and caller both died
 """
 
 import contextlib
 import json
+import logging
+import math
+import threading
 import uuid
 from datetime import datetime
 from typing import Any
 
-from flask import current_app
+from flask import Flask, current_app
 from redis import Redis
 from redis.exceptions import RedisError
 from rq import Queue
 from rq.job import Job
 from rq.utils import now as rq_now
+from sqlalchemy import insert
 from sqlalchemy.exc import IntegrityError
 
+from webapp import quotas
 from webapp.auth.principal import Caller
 from webapp.endpoints.router import ServedScript
 from webapp.executions.service import ENDPOINT_QUEUE, QueueUnavailable, insert_ignoring_duplicates, run_context
 from webapp.extensions import db
 from webapp.fairness import Refusal, tenant_slots
+from webapp.limits import ANSWER_MARGIN_SECONDS, QUEUE_WAIT_SECONDS, effective_limits
+from webapp.metrics import RunCounts
 from webapp.models import Execution, utcnow
 from webapp.redis_client import get_blocking_redis, get_redis
 
+log = logging.getLogger(__name__)
 JOB_FUNCTION = "worker.jobs.run_endpoint_call"
 REPLY = "sr:endpoint:reply:"  # + call id: a list holding the worker's answer
 REPLY_TTL_SECONDS = 60
 INFLIGHT = "sr:endpoint:inflight"  # hash call id -> call (JSON), until its row is recorded
-QUEUE_WAIT_SECONDS = 5  # no worker took the call by then: 503
-ANSWER_MARGIN_SECONDS = 2  # beyond the script's wall-time limit, once a worker has it
+# The next endpoint call in one round trip: its id off the queue and its job's hash.
+_TAKE_CALL = """
+local id = redis.call('LPOP', KEYS[1])
+if not id then return false end
+return {id, redis.call('HGETALL', ARGV[1] .. id)}
+"""
+GATHER_SECONDS = 0.1  # how long rows collect before a write
+RETRY_SECONDS = 1.0
+BATCH_ROWS = 200
+
+
+# -- the web process queues the call ------------------------------------------------------
 
 
 class TenantBusy(Exception):
@@ -67,10 +96,9 @@ def start_call(script: ServedScript, event: dict[str, Any], caller: Caller) -> d
     settings = current_app.config["SETTINGS"]
     limits, tenants = settings.limits, settings.tenants
     redis = get_redis()
-    hold = QUEUE_WAIT_SECONDS + limits.wall_seconds + ANSWER_MARGIN_SECONDS + 1
     try:
         refusal = tenant_slots(redis).admit_call(
-            script.tenant_id, call_id, hold, tenants.max_runs, tenants.endpoint_rate
+            script.tenant_id, call_id, limits.call_hold, tenants.max_runs, tenants.endpoint_rate
         )
     except RedisError as exc:
         raise QueueUnavailable(f"the call could not be queued: Redis is unavailable ({type(exc).__name__})") from exc
@@ -82,8 +110,8 @@ def start_call(script: ServedScript, event: dict[str, Any], caller: Caller) -> d
         args=(call, event),
         job_id=call_id,
         description=f"endpoint call {call_id}",  # RQ logs this: never the arguments
-        timeout=limits.wall_seconds + 60,
-        ttl=limits.wall_seconds + 120,  # the request leaves Redis even if no one ran it
+        timeout=limits.job_timeout,
+        ttl=limits.overdue_after,  # the request leaves Redis even if no one ran it
         result_ttl=0,  # the answer goes to the reply list, not to RQ's result stream
         failure_ttl=300,
     )
@@ -103,70 +131,70 @@ def start_call(script: ServedScript, event: dict[str, Any], caller: Caller) -> d
     return call
 
 
-def wait_for_answer(call: dict[str, Any], wall_seconds: float) -> dict[str, Any]:
-    """The worker's answer to the call, or an answer saying why there is none (`lost`).
-
-    A call no worker took within QUEUE_WAIT_SECONDS is taken back from the queue (so it never
-    runs) and answered 503; a call taken by a worker gets its wall-time limit plus a margin.
-    """
-    if db.session().in_transaction():
-        db.session.commit()  # no database connection is held while we block
-    blocking, reply = get_blocking_redis(), REPLY + call["id"]
-    try:
-        answer = blocking.blpop([reply], timeout=QUEUE_WAIT_SECONDS)
-        if answer is None:
-            redis = get_redis()
-            if redis.lrem(Queue(ENDPOINT_QUEUE, connection=redis).key, 1, call["id"]):
-                redis.delete(Job.key_for(call["id"]))
-                return _give_up(call, 503, f"no worker took the call within {QUEUE_WAIT_SECONDS} s")
-            answer = blocking.blpop([reply], timeout=wall_seconds + ANSWER_MARGIN_SECONDS)
-        if answer is None:
-            # SPEC §7: no worker answered in time. It may have run the script in part.
-            message = f"the worker stopped without answering (none within {wall_seconds:g} s of taking the call)"
-            return _give_up(call, 503, message + "; the script may have run in part")
-        return json.loads(answer[1])
-    except RedisError as exc:
-        return _give_up(call, 503, f"Redis became unavailable during the call ({type(exc).__name__})")
+# -- a worker takes it, runs it (worker/jobs.py) and answers ------------------------------
 
 
-def _give_up(call: dict[str, Any], status: int, message: str) -> dict[str, Any]:
-    """Record the call as lost (unless its worker recorded it after all) and say so."""
-    row = execution_row(
-        call,
-        status="failed",
-        error_kind="lost",
-        error_message=message,
-        finished_at=utcnow(),
-        http_status=status,
-    )
-    with contextlib.suppress(RedisError):
-        release_slot(get_redis(), call)
-    with contextlib.suppress(Exception):  # the caller gets its answer even with the database down
-        record_lost(row)
-        with contextlib.suppress(RedisError):
-            redis = get_redis()
-            redis.pipeline().hdel(INFLIGHT, call["id"]).delete(Job.key_for(call["id"])).execute()
-    db.session.rollback()
-    return {"id": call["id"], "status": "failed", "error_kind": "lost", "error_message": message, "http": status}
+class WorkerSide:
+    """A worker's side of the protocol. RQ's dequeue takes several round trips and its job
+    bookkeeping dozens of commands, which would double a call's cost: here a call is taken in
+    one round trip and answered in one pipeline (no started/finished registries, status writes
+    or result stream)."""
+
+    def __init__(self, app: Flask, redis: Redis):
+        self.redis = redis
+        self.records = RecordWriter(app, redis)
+        self._take = redis.register_script(_TAKE_CALL)
+
+    def take_next(self, queue_key: str, job_prefix: str) -> tuple[str, dict[bytes, bytes]] | None:
+        """The next call's job id and hash; None when none waits, its job expired unrun (RQ
+        skips those too), or Redis is unavailable (RQ's dequeue then waits for it)."""
+        try:
+            taken = self._take(keys=[queue_key], args=[job_prefix])
+        except RedisError:
+            return None
+        if not taken or not taken[1]:
+            return None
+        job_id, fields = taken
+        return job_id.decode(), dict(zip(fields[::2], fields[1::2], strict=True))
+
+    def hand_back(
+        self,
+        call: dict[str, Any],
+        answer: dict[str, Any],
+        row: dict[str, Any] | None,
+        counts: RunCounts,
+        intermediate_key: str | None = None,
+    ) -> None:
+        """The answer goes onto the caller's reply list, with the tenant's slot given back and
+        the call's id off RQ's `intermediate_key` list, in one round trip. The row is recorded
+        after, in a batch; a failed call's before, so that the execution id in its error answer
+        can be looked up at once. `row` None: its script is gone, nothing to record it against."""
+        call_id = call["id"]
+        pipe = self.redis.pipeline(transaction=False)
+        release_slot(self.redis, call, pipe)
+        if row is None:
+            pipe.hdel(INFLIGHT, call_id)
+        elif answer["status"] != "succeeded":
+            self.records.write_now(row)
+            row = None
+        try:
+            reply = REPLY + call_id
+            pipe.rpush(reply, json.dumps(answer))
+            pipe.expire(reply, REPLY_TTL_SECONDS)
+            if intermediate_key is not None:
+                pipe.lrem(intermediate_key, 1, call_id)
+            pipe.execute()
+        except RedisError:
+            log.warning("endpoint call %s: the answer could not be handed back (Redis is unavailable)", call_id)
+        self.records.add(row, counts, Job.key_for(call_id))  # recorded, counted, and its job removed, just after
+
+    def close(self) -> None:
+        self.records.close()
 
 
 def release_slot(redis: Redis, call: dict[str, Any], pipe: Any = None) -> None:
     """The call's slot of its tenant goes back (webapp/fairness.py)."""
     tenant_slots(redis).release(call["tenant_id"], call["id"], pipe)
-
-
-def record_lost(row: dict[str, Any]) -> bool:
-    """Insert a lost call's row unless it exists; True if inserted. A call whose user is gone
-    keeps its row without the link; one whose script is gone has nothing to belong to."""
-    for attempt in (row, {**row, "user_id": None}):
-        try:
-            inserted = insert_ignoring_duplicates(Execution, ["id"]).values(attempt).returning(Execution.id)
-            found = db.session.execute(inserted).all()
-            db.session.commit()
-            return bool(found)
-        except IntegrityError:
-            db.session.rollback()
-    return False
 
 
 def execution_row(call: dict[str, Any], http_status: int, response_bytes: int | None = None, **fields: Any) -> dict:
@@ -196,6 +224,204 @@ def execution_row(call: dict[str, Any], http_status: int, response_bytes: int | 
         "runtime_info": fields.get("runtime_info"),
         "user_id": call["user_id"],
     }
+
+
+# -- the web process waits for the answer, or gives up -----------------------------------
+
+
+def wait_for_answer(call: dict[str, Any], script: ServedScript) -> dict[str, Any]:
+    """The worker's answer to the call, or an answer saying why there is none (`lost`).
+
+    A call no worker took within QUEUE_WAIT_SECONDS is taken back from the queue (so it never
+    runs) and answered 503; a call taken by a worker gets its wall-time limit plus a margin.
+    """
+    defaults = current_app.config["SETTINGS"].limits
+    wall_seconds = math.ceil(effective_limits(defaults, {"wall_seconds": script.wall_seconds}).wall_seconds)
+    if db.session().in_transaction():
+        db.session.commit()  # no database connection is held while we block
+    blocking, reply = get_blocking_redis(), REPLY + call["id"]
+    try:
+        answer = blocking.blpop([reply], timeout=QUEUE_WAIT_SECONDS)
+        if answer is None:
+            redis = get_redis()
+            if redis.lrem(Queue(ENDPOINT_QUEUE, connection=redis).key, 1, call["id"]):
+                redis.delete(Job.key_for(call["id"]))
+                return _give_up(call, 503, f"no worker took the call within {QUEUE_WAIT_SECONDS} s")
+            answer = blocking.blpop([reply], timeout=wall_seconds + ANSWER_MARGIN_SECONDS)
+        if answer is None:
+            # No worker answered in time (docs/endpoints.md): it may have run the script in part.
+            message = f"the worker stopped without answering (none within {wall_seconds:g} s of taking the call)"
+            return _give_up(call, 503, message + "; the script may have run in part")
+        return json.loads(answer[1])
+    except RedisError as exc:
+        return _give_up(call, 503, f"Redis became unavailable during the call ({type(exc).__name__})")
+
+
+def _give_up(call: dict[str, Any], status: int, message: str) -> dict[str, Any]:
+    """Record the call as lost (unless its worker recorded it after all) and say so."""
+    row = execution_row(
+        call,
+        status="failed",
+        error_kind="lost",
+        error_message=message,
+        finished_at=utcnow(),
+        http_status=status,
+    )
+    with contextlib.suppress(RedisError):
+        release_slot(get_redis(), call)
+    with contextlib.suppress(Exception):  # the caller gets its answer even with the database down
+        record_lost(row)
+        with contextlib.suppress(RedisError):
+            redis = get_redis()
+            redis.pipeline().hdel(INFLIGHT, call["id"]).delete(Job.key_for(call["id"])).execute()
+    db.session.rollback()
+    return {"id": call["id"], "status": "failed", "error_kind": "lost", "error_message": message, "http": status}
+
+
+def record_lost(row: dict[str, Any]) -> bool:
+    """Insert a lost call's row unless it exists; True if inserted. A call whose user is gone
+    keeps its row without the link; one whose script is gone has nothing to belong to."""
+    for attempt in (row, {**row, "user_id": None}):
+        try:
+            inserted = insert_ignoring_duplicates(Execution, ["id"]).values(attempt).returning(Execution.id)
+            found = db.session.execute(inserted).all()
+            db.session.commit()
+            return bool(found)
+        except IntegrityError:
+            db.session.rollback()
+    return False
+
+
+# -- the worker records the calls it answered --------------------------------------------
+
+
+class RecordWriter:
+    """What a worker does for endpoint calls after answering them, in batches off the callers'
+    path. Every GATHER_SECONDS: the calls' metrics (summed per field) and the removal of their
+    RQ jobs go to Redis in one round trip, then their execution rows go to the database in one
+    INSERT. A row that cannot be written stays queued and is retried; the call stays in
+    INFLIGHT until its row is in, so even a worker that dies with rows in hand leaves them for
+    the reaper to record as lost. Such a worker loses the last GATHER_SECONDS of counts."""
+
+    def __init__(self, app: Flask, redis: Redis):
+        self.app, self.redis = app, redis
+        self._rows: list[dict[str, Any]] = []
+        self._counts = RunCounts()
+        self._done_jobs: list[str] = []
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._write_batches, name="records", daemon=True)
+        self._thread.start()
+
+    def add(self, row: dict[str, Any] | None, counts: RunCounts | None = None, job_key: str | None = None) -> None:
+        """An answered call: its row to record (None if recorded already or not to be), its
+        metrics, and its RQ job's key to delete."""
+        with self._lock:
+            if row is not None:
+                self._rows.append(row)
+            if counts:
+                self._counts.ints.update(counts.ints)
+                self._counts.sums.update(counts.sums)
+            if job_key is not None:
+                self._done_jobs.append(job_key)
+        self._wake.set()
+
+    def write_now(self, row: dict[str, Any]) -> None:
+        """Write one row before going on (a failed call: its caller may look the id up at once)."""
+        try:
+            self._write([row])
+        except Exception:
+            log.exception("execution %s not recorded yet; retrying in the background", row["id"])
+            self.add(row)
+
+    def close(self) -> None:
+        self._closed.set()
+        self._wake.set()
+        self._thread.join(timeout=10)
+        self._flush_redis()
+        while self._rows and self.flush():
+            pass
+
+    def flush(self) -> bool:
+        """Write what has collected; False if it must be retried."""
+        with self._lock:
+            rows, self._rows = self._rows[:BATCH_ROWS], self._rows[BATCH_ROWS:]
+        if not rows:
+            return True
+        try:
+            self._write(rows)
+            return True
+        except Exception:
+            log.exception("%d execution(s) not recorded yet; retrying", len(rows))
+            with self._lock:
+                self._rows[:0] = rows
+            return False
+
+    def _write_batches(self) -> None:
+        while not self._closed.is_set():
+            self._wake.wait()
+            self._closed.wait(GATHER_SECONDS)
+            self._wake.clear()
+            self._flush_redis()
+            while self._rows and not self._closed.is_set():
+                if not self.flush():  # the database is away: try again in a second, calls or not
+                    self._closed.wait(RETRY_SECONDS)
+                    self._flush_redis()  # metrics and job removals need no database
+                elif len(self._rows) < BATCH_ROWS:
+                    break  # rows added during the write gather for the next one (tiny batches cost)
+
+    def _flush_redis(self) -> None:
+        with self._lock:
+            counts, self._counts = self._counts, RunCounts()
+            done_jobs, self._done_jobs = self._done_jobs, []
+        if not counts and not done_jobs:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        counts.write(pipe)
+        if done_jobs:
+            pipe.unlink(*done_jobs)
+        try:
+            pipe.execute()
+        except RedisError:  # written again, some counts could count twice: they are dropped
+            log.warning("metrics of %d call(s) not recorded: Redis is unavailable", len(done_jobs))
+
+    def _write(self, rows: list[dict[str, Any]]) -> None:
+        with self.app.app_context():
+            try:
+                # A plain INSERT of the table: SQLAlchemy caches its compiled form (not so with
+                # ON CONFLICT), and skips the ORM's bulk machinery.
+                # Counted first: what each row keeps is charged to its tenant's storage quota.
+                db.session.execute(insert(Execution.__table__), quotas.count_outcomes(rows))
+                db.session.commit()
+            except IntegrityError:  # rare: a caller gave up and recorded one, or a script went
+                db.session.rollback()
+                self._write_one_by_one(rows)
+            finally:
+                db.session.remove()
+        with contextlib.suppress(RedisError):
+            self.redis.hdel(INFLIGHT, *[str(row["id"]) for row in rows])
+
+    def _write_one_by_one(self, rows: list[dict[str, Any]]) -> None:
+        """A batch failed on a constraint. A row its caller recorded already (it gave up
+        waiting) is kept as the caller saw it; a call of a script deleted meanwhile has nothing
+        left to belong to; the others are written."""
+        for row in rows:
+            for attempt in (row, {**row, "user_id": None}):  # a deleted user only loses the link
+                try:
+                    stmt = insert_ignoring_duplicates(Execution, ["id"]).values(quotas.count_outcomes([attempt])[0])
+                    if db.session.execute(stmt.returning(Execution.id)).first() is None:
+                        db.session.rollback()  # recorded already: its counting is undone
+                    else:
+                        db.session.commit()
+                    break
+                except IntegrityError:
+                    db.session.rollback()
+            else:
+                log.warning("execution %s not recorded: its script was deleted", row["id"])
+
+
+# -- the reaper: calls whose worker and caller both died ----------------------------------
 
 
 def reap_unrecorded_calls(redis: Redis, older_than_seconds: float) -> int:

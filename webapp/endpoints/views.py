@@ -1,11 +1,10 @@
-"""The wildcard blueprint: every /api/scripts/<path> call, every method (SPEC §7).
+"""The wildcard blueprint: every /api/scripts/<path> call, every method (docs/endpoints.md).
 
 Caller (session with its current tenant, not from another site; or API token) → permission →
-route → request event → run on the `endpoints` queue and wait (bounded) → the script's
-{status, headers, body}.
+route → request event → run on the `endpoints` queue and wait, bounded (webapp/endpoints/calls.py)
+→ the script's {status, headers, body}.
 """
 
-import math
 from typing import Any
 
 from flask import Blueprint, current_app, request
@@ -17,7 +16,7 @@ from webapp.auth.roles import role_allows
 from webapp.auth.tokens import AUTH_VERSION_KEY
 from webapp.endpoints import calls
 from webapp.endpoints.http import STATUS_FOR_ERROR, build_response, error, request_event
-from webapp.endpoints.router import VERSION_KEY, ServedScript, get_router
+from webapp.endpoints.router import VERSION_KEY, get_router
 from webapp.executions.service import QueueUnavailable
 from webapp.extensions import csrf
 from webapp.redis_client import get_redis
@@ -73,7 +72,7 @@ def serve(path: str):
         return error(429, "too_many_requests", str(exc), None, **{"Retry-After": str(exc.refusal.retry_after)})
     except QueueUnavailable as exc:
         return error(503, "unavailable", str(exc), None, **{"Retry-After": "5"})
-    return _respond(calls.wait_for_answer(call, _wall_seconds(script)))
+    return _respond(calls.wait_for_answer(call, script))
 
 
 def _cross_site_session() -> bool:
@@ -103,8 +102,3 @@ def _respond(answer: dict[str, Any]):
     code = {502: "bad_response", 504: "timeout", 503: "unavailable"}.get(status, "script_error")
     headers = {"Retry-After": "5"} if status == 503 else {}
     return error(status, code, answer.get("error_message") or kind, answer["id"], **headers)
-
-
-def _wall_seconds(script: ServedScript) -> float:
-    default = current_app.config["SETTINGS"].limits.wall_seconds
-    return math.ceil(min(script.wall_seconds or default, default))

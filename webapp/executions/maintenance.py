@@ -20,7 +20,6 @@ log = logging.getLogger(__name__)
 ALIVE_KEY = "sr:worker-alive:{}"
 ALIVE_TTL_SECONDS = 20
 QUEUED_GRACE = timedelta(seconds=60)
-STUCK_MARGIN_SECONDS = 120
 
 
 def mark_alive(redis: Redis, worker_name: str) -> None:
@@ -38,7 +37,7 @@ def reap_lost(redis: Redis) -> int:
     ).all()
     # No run may take longer than the wall-time limit: one still `running` well past it is
     # stuck (its worker is alive but lost track of it), whatever its worker says.
-    stuck_before = now - timedelta(seconds=current_app.config["SETTINGS"].limits.wall_seconds + STUCK_MARGIN_SECONDS)
+    stuck_before = now - timedelta(seconds=current_app.config["SETTINGS"].limits.overdue_after)
     for execution_id, tenant_id, worker, started_at in running:
         if started_at < stuck_before:
             message = "the run did not finish within its wall-time limit (stuck)"

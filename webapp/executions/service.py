@@ -68,14 +68,13 @@ def _new_execution(
 
 
 def _job_data(execution_id: uuid.UUID, tenant_id: int) -> Any:
-    limits = current_app.config["SETTINGS"].limits
     return Queue.prepare_data(
         JOB_FUNCTION,
         args=(str(execution_id),),
         job_id=str(execution_id),
         meta={"tenant_id": tenant_id},  # its worker takes a slot of the tenant (webapp/fairness.py)
         description=f"execution {execution_id}",  # RQ logs this: never the arguments (request bodies)
-        timeout=limits.wall_seconds + 60,  # a backstop: the worker enforces wall time itself
+        timeout=current_app.config["SETTINGS"].limits.job_timeout,  # a backstop (webapp/limits.py)
         result_ttl=300,
         failure_ttl=24 * 3600,
     )

@@ -5,9 +5,9 @@ from typing import Any
 
 from werkzeug.datastructures import MultiDict
 
+from webapp.limits import LIMIT_KEYS
 from webapp.models import Script
 from webapp.scripts.fields import SCRIPT_FIELDS
-from webapp.scripts.validation import LIMIT_KEYS
 
 FORM_FIELDS = tuple(field for field in SCRIPT_FIELDS if field.form)
 DEFAULT_SOURCE = """async function main(event) {

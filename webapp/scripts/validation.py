@@ -1,6 +1,5 @@
 """Validation of script fields: one function for the HTML form and the REST API alike."""
 
-import math
 import re
 import uuid
 from collections.abc import Mapping
@@ -9,8 +8,8 @@ from typing import Any
 from sqlalchemy import select
 
 from webapp import cron
-from webapp.config import ScriptLimits
 from webapp.extensions import db
+from webapp.limits import DefaultLimits, own_limits
 from webapp.models import Script
 from webapp.scripts.fields import (
     EDITABLE_FIELDS,
@@ -23,7 +22,6 @@ from webapp.scripts.fields import (
 from worker.runtime.source import check_syntax, defines_main
 
 _MAX_LENGTH = {field.name: field.max_length for field in SCRIPT_FIELDS if field.max_length}
-LIMIT_KEYS = ("cpu_seconds", "wall_seconds", "memory_mb")
 _SEGMENT = re.compile(r"^(?:[A-Za-z0-9._~-]+|\{[A-Za-z_][A-Za-z0-9_]*\})$")
 _PARAM = re.compile(r"\{[A-Za-z_][A-Za-z0-9_]*\}")
 
@@ -42,7 +40,7 @@ def current_values(script: Script) -> dict[str, Any]:
 
 
 def validate(
-    data: Mapping[str, Any], tenant_id: int, limits: ScriptLimits, existing: Script | None = None
+    data: Mapping[str, Any], tenant_id: int, limits: DefaultLimits, existing: Script | None = None
 ) -> dict[str, Any]:
     """Merge `data` over the existing script's values and return the cleaned values."""
     unknown = sorted(set(data) - set(EDITABLE_FIELDS))
@@ -88,7 +86,9 @@ def validate(
         _validate_cron(merged, out, errors)
     elif out["type"] == "endpoint":
         _validate_endpoint(merged, out, errors)
-    out["limits"] = _limits(merged.get("limits"), limits, errors)
+    out["limits"], problem = own_limits(merged.get("limits"), limits)
+    if problem:
+        errors["limits"] = problem
     if errors:
         raise ValidationFailed(errors)
     _check_unique(out, tenant_id, existing.id if existing else None)
@@ -178,33 +178,6 @@ def path_problem(path: str) -> str | None:
 def route_key(path: str) -> str:
     """The path with parameter names blanked: /orders/{id} and /orders/{oid} are one route."""
     return _PARAM.sub("{}", path)
-
-
-def _limits(value: Any, defaults: ScriptLimits, errors: dict[str, str]) -> dict[str, float] | None:
-    if value in (None, {}, ""):
-        return None
-    if not isinstance(value, Mapping):
-        errors["limits"] = 'must be an object like {"cpu_seconds": 2}'
-        return None
-    out: dict[str, float] = {}
-    for key, raw in value.items():
-        if key not in LIMIT_KEYS:
-            errors["limits"] = f"unknown limit {key!r} (allowed: {', '.join(LIMIT_KEYS)})"
-            return None
-        if raw in (None, ""):
-            continue
-        if isinstance(raw, bool) or not isinstance(raw, int | float) or not math.isfinite(raw):
-            errors["limits"] = f"{key} must be a number"
-            return None
-        ceiling = getattr(defaults, key)
-        if raw <= 0:
-            errors["limits"] = f"{key} must be greater than 0"
-            return None
-        if raw > ceiling:
-            errors["limits"] = f"{key} may not exceed the platform default of {ceiling}"
-            return None
-        out[key] = raw
-    return out or None
 
 
 def _check_unique(out: dict[str, Any], tenant_id: int, own_id: uuid.UUID | None) -> None:

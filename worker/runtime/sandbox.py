@@ -12,10 +12,10 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from webapp.config import PROJECT_ROOT
+from webapp.limits import EffectiveLimits
 from worker.runtime import protocol
 
 log = logging.getLogger(__name__)
@@ -24,23 +24,6 @@ _PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 _POLL_SECONDS = 0.2
 CPU_GRACE_SECONDS = 1.0  # the engine's own interrupt normally ends a run first
 MEMORY_GRACE_BYTES = 64 * 1024 * 1024  # likewise the engine's memory limit, for the RSS backstop
-
-
-@dataclass(frozen=True)
-class Limits:
-    cpu_seconds: float
-    wall_seconds: float
-    memory_bytes: int
-    log_bytes: int
-    result_bytes: int
-
-    def for_engine(self) -> dict[str, Any]:
-        return {
-            "cpu_seconds": self.cpu_seconds,
-            "memory_bytes": self.memory_bytes,
-            "log_bytes": self.log_bytes,
-            "result_bytes": self.result_bytes,
-        }
 
 
 HostHandler = Callable[[list[dict]], list[dict]]
@@ -98,7 +81,7 @@ class Sandbox:
         return self.proc.pid if self.proc else None
 
     # -- one run --------------------------------------------------------------------------
-    def run(self, request: dict[str, Any], limits: Limits, host: HostHandler) -> dict[str, Any]:
+    def run(self, request: dict[str, Any], limits: EffectiveLimits, host: HostHandler) -> dict[str, Any]:
         if self.proc is None or self.proc.poll() is not None:
             self.kill()
             self.start()
@@ -156,7 +139,7 @@ class Sandbox:
         except (OSError, IndexError, ValueError):
             return 0.0, 0
 
-    def _killed(self, limits: Limits, started: float, watch: "_ProcessWatch") -> dict[str, Any]:
+    def _killed(self, limits: EffectiveLimits, started: float, watch: "_ProcessWatch") -> dict[str, Any]:
         cpu = watch.used()
         wall = time.monotonic() - started
         self.kill()
