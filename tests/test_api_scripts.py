@@ -1,4 +1,4 @@
-"""The REST API for scripts, versions and cron validation (SPEC §8)."""
+"""The REST API for scripts, versions and cron validation (docs/api.md)."""
 
 from tests.conftest import SOURCE, bearer
 

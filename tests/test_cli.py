@@ -1,4 +1,4 @@
-"""Every SPEC §2 CLI command, through Flask's CLI runner."""
+"""Every CLI command of README.md's "Administration", through Flask's CLI runner."""
 
 import pytest
 

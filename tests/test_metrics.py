@@ -28,7 +28,7 @@ OK = "function main() { return 1 }"
 THROWS = "function main() { throw new Error('no') }"
 SLOW_CRON = "function main() { const t = Date.now(); while (Date.now() - t < 1300) {} return 1 }"
 EVERY_SECOND = "*/1 * * * * *"
-ALLOWED_LINT = {"active_scripts_gauge", "active_vms_gauge"}  # SPEC §9: the seed's names
+ALLOWED_LINT = {"active_scripts_gauge", "active_vms_gauge"}  # docs/monitoring.md: names kept from the seed
 
 
 @pytest.fixture

@@ -3,8 +3,8 @@ wrong, for the form and the REST API alike (docs/api.md). No HTTP, no worker."""
 
 import pytest
 
-from webapp.limits import DefaultLimits
 from webapp.extensions import db
+from webapp.limits import DefaultLimits
 from webapp.models import Tenant
 from webapp.scripts.validation import ValidationFailed, path_problem, route_key, validate
 

@@ -1,4 +1,4 @@
-"""`flask --app wsgi …` commands (SPEC §2)."""
+"""`flask --app wsgi …` commands (README.md, "Administration")."""
 
 import re
 import secrets

@@ -1,4 +1,4 @@
-"""Database models. Field names follow SPEC §3–5."""
+"""Database models. Field names are the REST API's (docs/api.md)."""
 
 import uuid
 from datetime import UTC, datetime

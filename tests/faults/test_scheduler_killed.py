@@ -98,7 +98,7 @@ def _settled(app, script_ids) -> list[Execution]:
 
 def _assert_each_fire_ran_once(rows: list[Execution]) -> int:
     """No fire recorded twice, and each one ran, unless it came while another run of its
-    script was still queued or running (SPEC §6: then it is recorded `skipped`). Returns how
+    script was still queued or running (docs/cron.md: then it is recorded `skipped`). Returns how
     many were skipped so."""
     fires = [e.scheduled_at for e in rows]
     assert len(fires) == len(set(fires)), f"a fire ran twice: {fires}"

@@ -1,4 +1,4 @@
-"""Who may do what: every rule of the URL map for every role (SPEC §3), through the UI and
+"""Who may do what: every rule of the URL map for every role (docs/members.md), through the UI and
 the REST API, and tenant isolation."""
 
 import re

@@ -25,7 +25,7 @@ LOGGED_IN_ONLY = {
     "auth.switch_tenant",  # checks the membership itself
     "auth.choose_tenant",  # lists the caller's own memberships, whatever their roles
     "api.validate_cron",  # any authenticated caller: a pure function of its input
-    "endpoints.serve",  # checks endpoints:call itself, to answer with SPEC §7's JSON errors
+    "endpoints.serve",  # checks endpoints:call itself, to answer with its JSON errors (docs/endpoints.md)
 }
 
 

@@ -13,10 +13,6 @@ class Principal:
     role: str
     token: ApiToken | None = None
 
-    @property
-    def via_token(self) -> bool:
-        return self.token is not None
-
 
 @dataclass(frozen=True)
 class TenantRef:

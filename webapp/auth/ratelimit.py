@@ -1,4 +1,4 @@
-"""Login throttling (SPEC §3): 10 failed attempts for one account or one address within
+"""Login throttling: 10 failed attempts for one account or one address within
 15 minutes lock further attempts for 15 minutes. Counters live in Redis so that every web
 process agrees. The address is the client's, as forwarded by a trusted proxy
 (webapp/client_address.py), so users behind one proxy do not share a lock.

@@ -1,5 +1,5 @@
 """The one mapping between HTTP and scripts: a request becomes the event, a script's return
-value becomes the response (SPEC §4). The worker uses `response_problem` to fail a run with
+value becomes the response (docs/endpoints.md). The worker uses `response_problem` to fail a run with
 `bad_response`; the web process uses `build_response` (or `error`) to answer the caller."""
 
 import json
@@ -28,7 +28,7 @@ HOP_BY_HOP = frozenset(
     }
 )
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
-# How a failed endpoint run answers the caller (SPEC §7).
+# How a failed endpoint run answers the caller (docs/endpoints.md, "Errors").
 STATUS_FOR_ERROR = {"bad_response": 502, "timeout": 504, "lost": 503}  # anything else: 500
 
 
@@ -104,7 +104,7 @@ def build_response(result: Any) -> Response:
     else:
         response.mimetype = "text/plain" if isinstance(body, str) else "application/json"
     for name, value in (result.get("headers") or {}).items():
-        if _allowed_header(name, str(value)):
+        if _allowed_header(name):
             response.headers[name] = str(value)
     response.headers["Content-Security-Policy"] = ENDPOINT_CSP  # replaces any the script set
     response.headers["X-Content-Type-Options"] = "nosniff"
@@ -121,7 +121,7 @@ def error(status: int, code: str, message: str, execution_id: Any = None, **head
     return response
 
 
-def _allowed_header(name: str, value: str) -> bool:
+def _allowed_header(name: str) -> bool:
     lower = name.lower()
     if lower in HOP_BY_HOP:
         return False

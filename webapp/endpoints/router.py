@@ -80,10 +80,6 @@ class Route:
                 return None
         return dict(zip(self.names, values, strict=True))
 
-    @property
-    def literal_count(self) -> int:
-        return sum(1 for s in self.segments if s is not None)
-
 
 @dataclass(frozen=True)
 class Match:
@@ -120,14 +116,8 @@ class EndpointRouter:
             self._loaded_at = self._checked_database_at = time.monotonic()
             self._fingerprint = fingerprint
 
-    def add_or_update(self, script: Script, redis: Redis | None = None) -> None:
-        """A script was saved: reload this process's table and tell the others."""
-        with self._lock:
-            self.load_endpoints()
-            self._bump(redis)
-
-    def remove(self, script: Script, redis: Redis | None = None, script_id: object = None) -> None:
-        """A script was deleted: reload this process's table and tell the others."""
+    def changed(self, redis: Redis | None = None) -> None:
+        """An endpoint script was saved or deleted: reload this process's table and tell the others."""
         with self._lock:
             self.load_endpoints()
             self._bump(redis)
@@ -215,11 +205,11 @@ def get_router() -> EndpointRouter:
 def _on_saved(script: Script, **_: object) -> None:
     router = get_router()
     if script.type == "endpoint" or any(r.script_id == script.id for rs in router._routes.values() for r in rs):
-        router.add_or_update(script, get_redis())  # includes a script that stopped being an endpoint
+        router.changed(get_redis())  # includes a script that stopped being an endpoint
 
 
-def _on_deleted(script: Script, script_id: object = None, **_: object) -> None:
-    get_router().remove(script, get_redis(), script_id=script_id)
+def _on_deleted(script: Script, **_: object) -> None:
+    get_router().changed(get_redis())
 
 
 def init_app(app: Flask) -> None:

@@ -199,7 +199,7 @@ def queue_recorded_runs(execution_ids: list[uuid.UUID], redis: Redis | None = No
 def run_context(
     execution_id: object, trigger: str, script: Script, tenant: Tenant, user: User | None, script_type: str
 ) -> dict[str, Any]:
-    """The `context` a script sees (SPEC §4): who runs what, in which tenant."""
+    """The `context` a script sees (docs/scripting.md): who runs what, in which tenant."""
     return {
         "tenant": {"id": tenant.id, "name": tenant.name},
         "user": {"id": user.id, "email": user.email} if user else None,

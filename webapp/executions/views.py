@@ -28,7 +28,6 @@ bp = Blueprint("executions", __name__)
 PER_PAGE = 20
 RUN_WAIT_SECONDS = 5  # POST /scripts/<id>/run answers within this when the run is quick (config RUN_WAIT_SECONDS)
 LONG_POLL_SECONDS = 10  # the most one long-poll request blocks
-BACKOFF = "2s"  # next poll's delay when a wait returned early without an outcome
 
 
 def _is_htmx() -> bool:

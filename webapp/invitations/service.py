@@ -87,14 +87,7 @@ def invite(tenant: Tenant, inviter: User, email: str, role: str) -> tuple[Invita
     )
     db.session.add(invitation)
     db.session.commit()
-    deliver(invitation, plaintext)
     return invitation, plaintext, bool(replaced)
-
-
-def deliver(invitation: Invitation, plaintext: str) -> bool:
-    """Send the link to the invited address. No mail transport exists yet (it comes with
-    notifications): the admin hands the link on. Returns whether it was sent."""
-    return False
 
 
 def find_pending(plaintext: str) -> Invitation | None:

@@ -1,7 +1,7 @@
 """Script lifecycle: create, update, enable/disable, delete, rollback, each versioned.
 
-Later subsystems (the cron scheduler, the endpoint router) subscribe to the signals below
-instead of being called from views.
+The cron registry and the endpoint router subscribe to the signals below, so that saving a
+script reaches them without the views knowing of either.
 """
 
 from collections.abc import Mapping
