@@ -32,7 +32,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     # Before Flask sees the request: every hook and view reads the client's address.
     app.wsgi_app = ClientAddressMiddleware(app.wsgi_app, TrustedProxies(settings.forwarded_allow_ips))
 
-    from webapp import database, errors, http_metrics, redis_client, request_guard, scheduling, security_headers
+    from webapp import cron_registry, database, errors, http_metrics, redis_client, request_guard, security_headers
     from webapp.extensions import csrf, db, login_manager, migrate
 
     http_metrics.init_app(app)  # first: its timer then spans every other request hook
@@ -76,7 +76,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     ):
         app.register_blueprint(blueprint)
     register_cli(app)
-    scheduling.init_app(app)
+    cron_registry.init_app(app)
     endpoint_router.init_app(app)
     from webapp import templating
 

@@ -13,13 +13,13 @@ from sqlalchemy import func
 
 from webapp import quotas
 from webapp.auth.identity import current_principal, must_choose_tenant
+from webapp.cron_registry import CronRegistry
 from webapp.dashboard import charts, stats
 from webapp.executions.service import QUEUES
 from webapp.extensions import db
 from webapp.models import Script, utcnow
 from webapp.permissions import can, require
 from webapp.redis_client import get_redis
-from webapp.scheduling import CronScheduler
 from webapp.scripts.queries import executions_stmt
 from webapp.tenancy import current_tenant, scoped
 
@@ -54,7 +54,7 @@ def _dashboard():
         "failures": stats.recent_failures(tenant_id),
         "counts": {(t, s): n for t, s, n in db.session.execute(counts_stmt)},
         "recent": list(db.session.scalars(executions_stmt().limit(10))),
-        "scheduler": CronScheduler(get_redis()).health(),
+        "scheduler": CronRegistry(get_redis()).health(),
         "workers": _workers(),
     }
     if request.headers.get("HX-Request") == "true" and request.headers.get("HX-Target") == LIVE_TARGET:
