@@ -11,7 +11,7 @@ from redis.exceptions import RedisError
 from rq import Queue, Worker
 from sqlalchemy import func
 
-from webapp import quotas
+from webapp import htmx, quotas
 from webapp.auth.identity import current_principal, must_choose_tenant
 from webapp.cron_registry import CronRegistry
 from webapp.dashboard import charts, stats
@@ -57,7 +57,7 @@ def _dashboard():
         "scheduler": CronRegistry(get_redis()).health(),
         "workers": _workers(),
     }
-    if request.headers.get("HX-Request") == "true" and request.headers.get("HX-Target") == LIVE_TARGET:
+    if htmx.target() == LIVE_TARGET:
         return render_template("dashboard/_live.html", **context)
     # Admins see a tenant near its quotas here first (webapp/quotas.py).
     usage_warnings = quotas.report(tenant_id, count_executions=False).warnings if can("usage:read") else []

@@ -5,6 +5,7 @@ from typing import Any
 
 from flask import Blueprint, abort, redirect, render_template, request, url_for
 
+from webapp import htmx
 from webapp.auth.identity import current_principal
 from webapp.models import HTTP_METHODS, SCRIPT_STATUSES, SCRIPT_TYPES, VERSIONED_FIELDS, Script
 from webapp.permissions import require
@@ -17,10 +18,6 @@ from webapp.tenancy import get_or_404
 
 bp = Blueprint("scripts", __name__)
 PER_PAGE = 20
-
-
-def _is_htmx() -> bool:
-    return request.headers.get("HX-Request") == "true"
 
 
 @bp.get("/scripts")
@@ -36,11 +33,7 @@ def index():
     result = paginate(scripts_stmt(type_, status, search), page, PER_PAGE)
     filters = {"type": type_ or "", "status": status or "", "q": search}
     schedules = cron_status(result.items)
-    template = (
-        "scripts/_table.html"
-        if _is_htmx() and request.headers.get("HX-Target") == "script-table"
-        else "scripts/index.html"
-    )
+    template = "scripts/_table.html" if htmx.target() == "script-table" else "scripts/index.html"
     return render_template(template, page=result, filters=filters, schedules=schedules)
 
 
@@ -116,7 +109,7 @@ def set_status(script_id: str):
     if status not in SCRIPT_STATUSES:
         abort(400, f"status must be one of {', '.join(SCRIPT_STATUSES)}")
     service.set_status(script, current_principal().user, status)
-    if _is_htmx():
+    if htmx.is_htmx():
         return render_template("scripts/_status.html", script=script)
     return redirect(url_for("scripts.detail", script_id=script.id), 303)
 
@@ -130,8 +123,8 @@ def delete(script_id: str):
     if request.form.get("confirm_name", "").strip() != script.name:
         return render_template("scripts/delete.html", script=script, error="Type the script's name to confirm."), 422
     service.delete_script(script)
-    if _is_htmx():
-        return "", 200, {"HX-Redirect": url_for("scripts.index")}
+    if htmx.is_htmx():
+        return htmx.redirect(url_for("scripts.index"))
     return redirect(url_for("scripts.index"), 303)
 
 
