@@ -8,7 +8,7 @@ from typing import Any
 from redis.exceptions import RedisError
 from sqlalchemy import func, select
 
-from webapp.api.cron import describe
+from webapp.cron import describe
 from webapp.cron_registry import CronRegistry
 from webapp.extensions import db
 from webapp.models import Execution, Script, ScriptVersion

@@ -1,11 +1,13 @@
-"""Script pages: list, create, edit, detail, enable/disable, delete, versions and rollback."""
+"""Script pages: list, create, edit (with its cron preview), detail, enable/disable, delete, versions
+and rollback."""
 
 import difflib
+from collections.abc import Mapping
 from typing import Any
 
 from flask import Blueprint, abort, redirect, render_template, request, url_for
 
-from webapp import htmx
+from webapp import cron, htmx
 from webapp.auth.identity import current_principal
 from webapp.models import HTTP_METHODS, SCRIPT_STATUSES, SCRIPT_TYPES, VERSIONED_FIELDS, Script
 from webapp.permissions import require
@@ -46,6 +48,7 @@ def _form_page(script: Script | None, values: dict[str, Any], errors: dict[str, 
             errors=errors,
             types=SCRIPT_TYPES,
             methods=HTTP_METHODS,
+            **_cron_preview(values),
         ),
         status,
     )
@@ -91,7 +94,24 @@ def edit(script_id: str):
 def trigger_fields():
     """htmx: the cron or endpoint fields for the type chosen in the form."""
     values = {**initial_values(None), **form_data(request.args)}
-    return render_template("scripts/_trigger_fields.html", values=values, errors={}, methods=HTTP_METHODS)
+    return render_template(
+        "scripts/_trigger_fields.html", values=values, errors={}, methods=HTTP_METHODS, **_cron_preview(values)
+    )
+
+
+@bp.get("/scripts/cron-preview")
+@require("scripts:read")
+def cron_preview():
+    """htmx: the form's preview of the cron expression and timezone typed."""
+    return render_template("scripts/_cron_preview.html", **_cron_preview(request.args))
+
+
+def _cron_preview(values: Mapping[str, Any]) -> dict[str, Any]:
+    """scripts/_cron_preview.html's context: what the expression means and when it fires next
+    in the timezone (UTC when none is given); no preview before an expression is typed."""
+    expression = str(values.get("cron_expression") or "").strip()
+    timezone = str(values.get("timezone") or "").strip() or "UTC"
+    return {"preview": cron.describe(expression, timezone) if expression else None, "timezone": timezone}
 
 
 @bp.get("/scripts/<script_id>")
