@@ -26,11 +26,11 @@ import requests
 from redis import Redis
 
 from tests.services import eventually
+from webapp.cron_registry import DUE_KEY, from_ms
 from webapp.endpoints.calls import INFLIGHT
 from webapp.executions.service import QUEUES
 from webapp.extensions import db
 from webapp.models import Execution, utcnow
-from webapp.scheduling import DUE_KEY, from_ms
 
 if TYPE_CHECKING:
     from flask import Flask

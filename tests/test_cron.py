@@ -330,7 +330,7 @@ def _latest_by_stepping(schedule, first: datetime, now: datetime) -> datetime:
     ],
 )
 def test_the_latest_missed_fire_is_the_one_stepping_finds(expression: str, timezone: str, gap: timedelta) -> None:
-    from webapp.scheduling import latest_fire_at_or_before
+    from worker.scheduler import latest_fire_at_or_before
 
     start = datetime(2026, 3, 10, 12, 0, 0, 300_000, tzinfo=UTC)
     schedule = parse(expression, timezone, anchor=start)
@@ -341,7 +341,7 @@ def test_the_latest_missed_fire_is_the_one_stepping_finds(expression: str, timez
 
 def test_the_latest_missed_fire_after_a_month_down_with_an_every_second_script() -> None:
     """2.6 million missed fires: more than the scheduler would ever step through one by one."""
-    from webapp.scheduling import latest_fire_at_or_before
+    from worker.scheduler import latest_fire_at_or_before
 
     schedule = parse("* * * * * *", "UTC")
     first = datetime(2026, 1, 1, tzinfo=UTC)

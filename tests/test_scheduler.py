@@ -206,15 +206,15 @@ def test_a_fire_whose_recording_fails_is_tried_again(app, client, editor, monkey
     import worker.scheduler as scheduler_module
 
     scheduler, script = _scheduler_with_a_due_fire(app, redis_url, lambda: _cron(client, editor, "*/1 * * * * *"))
-    real = scheduler_module.fire_cron
+    real = scheduler_module.record_fires
 
     def broken(fires):
         raise RuntimeError("database is down")
 
-    monkeypatch.setattr(scheduler_module, "fire_cron", broken)
+    monkeypatch.setattr(scheduler_module, "record_fires", broken)
     with app.app_context(), pytest.raises(RuntimeError):
         scheduler.fire_due()
-    monkeypatch.setattr(scheduler_module, "fire_cron", real)
+    monkeypatch.setattr(scheduler_module, "record_fires", real)
     with app.app_context():
         assert scheduler.fire_due() >= 1
     assert len(_executions(app, script["id"])) >= 1
@@ -230,15 +230,15 @@ def test_a_tick_the_database_refused_loses_no_fire_even_under_skip(app, client, 
     scheduler, script = _scheduler_with_a_due_fire(
         app, redis_url, lambda: _cron(client, editor, "*/1 * * * * *", misfire_policy="skip")
     )
-    put_back = datetime.fromtimestamp(scheduler.cron.earliest_due_ms() / 1000, UTC)
-    real = scheduler_module.fire_cron
+    put_back = datetime.fromtimestamp(scheduler.registry.earliest_due_ms() / 1000, UTC)
+    real = scheduler_module.record_fires
 
     def refused(fires):
         raise OperationalError("INSERT INTO executions", {}, Exception("database is down"))
 
-    monkeypatch.setattr(scheduler_module, "fire_cron", refused)
+    monkeypatch.setattr(scheduler_module, "record_fires", refused)
     scheduler.tick()
-    monkeypatch.setattr(scheduler_module, "fire_cron", real)
+    monkeypatch.setattr(scheduler_module, "record_fires", real)
     time.sleep(1.2)  # the outage lasts past the next fire time: that one is missed (skip)
     until = time.time() + 2.5
     while time.time() < until:  # the scheduler's own loop, for a few fires
@@ -256,19 +256,19 @@ def test_a_fire_recorded_but_not_queued_is_queued_by_the_next_pass(app, client, 
     from redis.exceptions import ConnectionError as RedisConnectionError
     from rq import Queue
 
-    import webapp.executions.service as service
+    import worker.scheduler as scheduler_module
 
     scheduler, script = _scheduler_with_a_due_fire(app, redis_url, lambda: _cron(client, editor, "*/1 * * * * *"))
-    real = service.queue_recorded_runs
+    real = scheduler_module.queue_recorded_runs
 
     def redis_gone(ids, redis=None):
         raise RedisConnectionError("Redis went away")
 
-    monkeypatch.setattr(service, "queue_recorded_runs", redis_gone)
+    monkeypatch.setattr(scheduler_module, "queue_recorded_runs", redis_gone)
     scheduler.tick()
     [stranded] = _executions(app, script["id"])
     assert stranded.status == "queued"
-    monkeypatch.setattr(service, "queue_recorded_runs", real)
+    monkeypatch.setattr(scheduler_module, "queue_recorded_runs", real)
     scheduler.tick()
     assert str(stranded.id) in " ".join(Queue("default", connection=Redis.from_url(redis_url)).job_ids)
     same_fire = [e for e in _executions(app, script["id"]) if e.scheduled_at == stranded.scheduled_at]
@@ -286,6 +286,6 @@ def _scheduler_with_a_due_fire(app, redis_url: str, make_script):
     scheduler = ScriptScheduler(Redis.from_url(redis_url), app)
     script = make_script()
     with app.app_context():
-        scheduler.cron.start()
-    eventually(lambda: scheduler.cron.earliest_due_ms() <= time.time() * 1000, 3, step=0.02)
+        scheduler.registry.reconcile()
+    eventually(lambda: scheduler.registry.earliest_due_ms() <= time.time() * 1000, 3, step=0.02)
     return scheduler, script

@@ -3,12 +3,12 @@
 from flask import Flask
 
 from webapp import (
+    cron_registry,
     database,
     errors,
     http_metrics,
     redis_client,
     request_guard,
-    scheduling,
     security_headers,
     templating,
 )
@@ -81,7 +81,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     ):
         app.register_blueprint(blueprint)
     register_cli(app)
-    scheduling.init_app(app)
+    cron_registry.init_app(app)
     endpoint_router.init_app(app)
     templating.init_app(app)
     return app

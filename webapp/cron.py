@@ -143,6 +143,20 @@ class Schedule:
         return fires
 
 
+def describe(expression: object, timezone: object, anchor: datetime | None = None) -> dict:
+    """What an expression means and when it fires next, in the answer's shape of
+    ``POST /api/v1/cron/validate`` (fires as ISO instants in UTC); ``anchor`` is when the
+    schedule was saved (for @every). Never raises: an invalid one comes back with its error."""
+    if not isinstance(expression, str) or not isinstance(timezone, str | None):
+        return {"valid": False, "description": None, "next": [], "error": "expression and timezone must be strings"}
+    try:
+        schedule = parse(expression, timezone or "UTC", anchor=anchor)
+    except CronError as exc:
+        return {"valid": False, "description": None, "next": [], "error": str(exc)}
+    fires = schedule.next_fires(datetime.now(UTC), 5)
+    return {"valid": True, "description": schedule.description, "next": [f.isoformat() for f in fires], "error": None}
+
+
 def check_timezone(name: str) -> str:
     """Return ``name`` (stripped) if it is an IANA timezone, else raise CronError."""
     try:

@@ -9,6 +9,7 @@ from flask_wtf.csrf import CSRFError
 from sqlalchemy.exc import InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException
 
+from webapp import htmx
 from webapp.auth.identity import must_choose_tenant
 from webapp.endpoints.http import error as endpoint_error
 from webapp.extensions import db, login_manager
@@ -64,8 +65,8 @@ def json_error(status: int, message: str, fields: dict[str, str] | None = None, 
 
 
 def _redirect(location: str):
-    if request.headers.get("HX-Request"):  # a fragment request: send the whole page there
-        return "", 200, {"HX-Redirect": location}
+    if htmx.is_htmx():  # a fragment request: send the whole page there
+        return htmx.redirect(location)
     return redirect(location)
 
 

@@ -27,6 +27,7 @@ from rq import Queue, Worker
 from sqlalchemy import func, select
 
 from webapp import http_metrics
+from webapp.cron_registry import CronRegistry
 from webapp.extensions import db
 from webapp.models import Script
 from webapp.redis_client import get_redis
@@ -165,9 +166,7 @@ class ScriptMetrics(Collector):
             depth.add_metric([name], float(Queue(name, connection=self.redis).count))
         yield depth
         yield GaugeMetricFamily("script_workers", "Worker processes alive.", value=Worker.count(connection=self.redis))
-        from webapp.scheduling import CronScheduler
-
-        health = CronScheduler(self.redis).health()
+        health = CronRegistry(self.redis).health()
         yield GaugeMetricFamily("script_schedulers", "Scheduler processes alive.", value=health["schedulers"])
         yield GaugeMetricFamily(
             "script_scheduler_lag_seconds", "How late the oldest due cron fire is.", value=health["lag_seconds"] or 0.0

@@ -3,6 +3,8 @@
 from flask import Flask, Response, request
 from flask.sessions import SecureCookieSessionInterface
 
+from webapp import htmx
+
 _CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'; frame-ancestors 'none'; base-uri 'self'; form-action 'self'; object-src 'none'"
@@ -30,7 +32,7 @@ def init_app(app: Flask) -> None:
             response.vary.add("HX-Request")
         else:
             response.headers.add("Vary", "HX-Request")
-        if request.headers.get("HX-Request"):
+        if htmx.is_htmx():
             response.headers["Cache-Control"] = "no-store"
         return response
 

@@ -2,12 +2,18 @@
 
     python -m worker.scheduler
 
-Built on rq-scheduler's Scheduler (its registration, heartbeat, lock and signal handling,
-and it still moves rq-scheduler's own delayed jobs), extended where it falls short for us:
-its loop wakes at a fixed interval (fires land up to a second late and drift), its cron
-parser has neither seconds-first 6-field expressions nor our DST rules, and it keeps no
-record per fire. Here the loop sleeps until the next due fire or until a schedule change is
-published; each fire is recorded under the database's unique (script, scheduled time) key.
+A pass takes the registry's due entries (webapp/cron_registry.py), claims each by moving it to
+its next time with a compare-and-set, records the fire under the database's unique (script,
+scheduled time) key and queues it for the workers. A claimed fire stays listed (CLAIMED_KEY)
+until it is recorded and queued, so a scheduler killed in between leaves it to another once
+its lease lapses. Fires due while no scheduler was firing collapse by misfire policy.
+docs/cron.md says what users see; docs/architecture.md, "A cron fire", the protocol.
+
+Built on rq-scheduler's Scheduler (its registration: birth, heartbeat, death), extended where it
+falls short for us: its loop wakes at a fixed interval (fires land up to a second late and
+drift), its cron parser has neither seconds-first 6-field expressions nor our DST rules, and it
+keeps no record per fire. Here the loop sleeps until the next due fire or until a registry
+change is published.
 """
 
 import contextlib
@@ -17,35 +23,121 @@ import signal
 import socket
 import time
 import uuid
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from redis import Redis
 from redis.exceptions import RedisError
 from rq.job import Job
 from rq_scheduler import Scheduler
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from webapp import cron
+from webapp import cron, metrics
 from webapp.app import create_app
+from webapp.cron_registry import CHANGED_CHANNEL, DUE_KEY, HEARTBEAT_KEY, CronRegistry, Entry, from_ms, to_ms
 from webapp.executions.maintenance import reap_lost
-from webapp.executions.service import fire_cron, queue_recorded_runs
+from webapp.executions.service import insert_ignoring_duplicates, queue_recorded_runs
 from webapp.extensions import db
 from webapp.models import Execution, Script, utcnow
-from webapp.scheduling import (
-    CHANGED_CHANNEL,
-    MISFIRE_GRACE_SECONDS,
-    ClaimedFire,
-    CronScheduler,
-    Entry,
-    from_ms,
-    latest_fire_at_or_before,
-    to_ms,
-)
+from webapp.redis_client import get_redis
 
 log = logging.getLogger(__name__)
+CLAIMED_KEY = "sr:cron:claimed"  # sorted set: claimed fire (ClaimedFire.member) -> when its claim lapses (ms)
+STARTED_KEY = "sr:scheduler:started"  # hash: scheduler name -> when it started (epoch seconds)
 RECONCILE_SECONDS = 30
 MAX_SLEEP_SECONDS = 1.0
+MISFIRE_GRACE_SECONDS = 5  # a fire this late was missed (no scheduler ran), not merely slow
+# A claimed fire still unrecorded this long after its claim (recording takes milliseconds) is
+# taken over by whichever scheduler sees it first; too early costs only a redundant insert (the
+# database's unique key keeps one record per fire). Mid-way between whole seconds, such a late
+# run does not meet the next run of an every-second script (it would be `skipped`).
+CLAIM_LEASE_SECONDS = 1.5
+MAX_CATCH_UP_STEPS = 1_000_000
+
+# Move each due entry (id, due, next) to its next time only if no other scheduler did it
+# first, and list the fire it stands for (if any) as claimed until ARGV[1]; returns 1/0 per
+# entry. One round trip for a whole pass.
+_CLAIM = """
+local won = {}
+for i = 2, #ARGV, 4 do
+  local score = redis.call('ZSCORE', KEYS[1], ARGV[i])
+  if score and tonumber(score) == tonumber(ARGV[i + 1]) then
+    redis.call('ZADD', KEYS[1], ARGV[i + 2], ARGV[i])
+    if ARGV[i + 3] ~= '' then
+      redis.call('ZADD', KEYS[2], ARGV[1], ARGV[i + 3])
+    end
+    won[#won + 1] = 1
+  else
+    won[#won + 1] = 0
+  end
+end
+return won
+"""
+
+# Claims whose lease lapsed by ARGV[1], leased again (until ARGV[2]) to the caller alone.
+_TAKE_LAPSED = """
+local taken = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
+for _, member in ipairs(taken) do
+  redis.call('ZADD', KEYS[1], ARGV[2], member)
+end
+return taken
+"""
+
+
+@dataclass(frozen=True)
+class ClaimedFire:
+    """A fire a scheduler won (moving its script's entry from due_ms to next_ms) and has yet
+    to record in the database."""
+
+    script_id: str
+    version: int
+    fire_at: datetime
+    due_ms: int
+    next_ms: int
+
+    @property
+    def member(self) -> str:
+        return f"{self.script_id}|{self.version}|{self.fire_at.isoformat()}|{self.due_ms}|{self.next_ms}"
+
+    @classmethod
+    def parse(cls, member: str) -> "ClaimedFire":
+        script_id, version, fire_at, due_ms, next_ms = member.split("|")
+        return cls(script_id, int(version), datetime.fromisoformat(fire_at), int(due_ms), int(next_ms))
+
+
+class Claims:
+    """Due entries won by compare-and-set, and the fires they stand for, leased until recorded."""
+
+    def __init__(self, redis: Redis):
+        self.redis = redis
+        self._claim = redis.register_script(_CLAIM)
+        self._take_lapsed = redis.register_script(_TAKE_LAPSED)
+
+    def claim(self, moves: list[tuple[str, int, int]], fires: list[ClaimedFire | None] | None = None) -> list[bool]:
+        """Move each (script id, due ms, next ms); True where this scheduler won the fire.
+        The fire a won move stands for (fires[i], None for none) stays listed as claimed
+        until `release`."""
+        if not moves:
+            return []
+        fires = fires or [None] * len(moves)
+        lapse_ms = int((time.time() + CLAIM_LEASE_SECONDS) * 1000)
+        args: list[object] = [lapse_ms]
+        for move, fire in zip(moves, fires, strict=True):
+            args += [*move, fire.member if fire else ""]
+        return [bool(w) for w in self._claim(keys=[DUE_KEY, CLAIMED_KEY], args=args)]
+
+    def release(self, fires: list[ClaimedFire]) -> None:
+        """The claimed fires are recorded in the database (or given back)."""
+        if fires:
+            self.redis.zrem(CLAIMED_KEY, *[fire.member for fire in fires])
+
+    def take_lapsed(self, now_ms: int, limit: int = 1000) -> list[ClaimedFire]:
+        """Claimed fires still unrecorded after their lease (their scheduler died, or stalls),
+        now claimed by the caller: no other scheduler takes them before this lease lapses."""
+        lapse_ms = now_ms + int(CLAIM_LEASE_SECONDS * 1000)
+        members = self._take_lapsed(keys=[CLAIMED_KEY], args=[now_ms, lapse_ms, limit])
+        return [ClaimedFire.parse(member.decode()) for member in members]
 
 
 class ScriptScheduler(Scheduler):
@@ -53,7 +145,8 @@ class ScriptScheduler(Scheduler):
         name = kwargs.pop("name", None) or f"{socket.gethostname()}.{os.getpid()}"
         super().__init__(queue_name="default", interval=1, connection=connection, name=name, **kwargs)
         self.app = app or create_app()
-        self.cron = CronScheduler(connection)
+        self.registry = CronRegistry(connection)
+        self.claims = Claims(connection)
         self.started_at = utcnow()
         self.others_alive_at_start = False
         self._last_reconcile = 0.0
@@ -70,7 +163,7 @@ class ScriptScheduler(Scheduler):
         pubsub = self.connection.pubsub(ignore_subscribe_messages=True)
         pubsub.subscribe(CHANGED_CHANNEL)
         self.started_at = utcnow()  # fires due before now were missed, unless another scheduler ran
-        self.others_alive_at_start = self.cron.others_beating(self.name)
+        self.others_alive_at_start = self.others_beating()
         log.info("scheduler %s started", self.name)
         try:
             while not self._stopping:
@@ -79,9 +172,34 @@ class ScriptScheduler(Scheduler):
                     return
                 self._sleep(pubsub, wait)
         finally:
-            self.cron.forget(self.name)
-            self.remove_lock()
             self.register_death()
+
+    # -- rq-scheduler's registration, extended with our heartbeat -------------------------------
+    def heartbeat(self) -> None:
+        super().heartbeat()
+        pipe = self.connection.pipeline()
+        pipe.hset(HEARTBEAT_KEY, self.name, time.time())
+        pipe.hset(STARTED_KEY, self.name, self.started_at.timestamp())
+        pipe.execute()
+
+    def register_death(self) -> None:
+        self.connection.pipeline().hdel(HEARTBEAT_KEY, self.name).hdel(STARTED_KEY, self.name).execute()
+        super().register_death()
+
+    def others_beating(self, within: float = 2.5) -> bool:
+        """Whether another scheduler beat lately (each beats at least once a second).
+
+        A killed scheduler's last beat stays behind: one restarted at once would take it for a
+        live scheduler and fire what was missed one by one instead of collapsing it. Beats of
+        processes of this host that no longer exist therefore do not count (and are dropped).
+        """
+        now = time.time()
+        beats = {k.decode(): float(v) for k, v in self.connection.hgetall(HEARTBEAT_KEY).items()}
+        others = {n: t for n, t in beats.items() if n != self.name}
+        gone = [n for n in others if _gone_from_this_host(n)]
+        if gone:
+            self.connection.pipeline().hdel(HEARTBEAT_KEY, *gone).hdel(STARTED_KEY, *gone).execute()
+        return any(now - t < within for n, t in others.items() if n not in gone)
 
     def _install_signal_handlers(self) -> None:
         """SIGTERM and SIGINT end the loop after the current pass (within a second).
@@ -95,8 +213,9 @@ class ScriptScheduler(Scheduler):
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGTERM, stop)
 
+    # -- the loop -------------------------------------------------------------------------------
     def _sleep(self, pubsub, wait: float) -> None:
-        """Until the next fire is due, or until a schedule change is published."""
+        """Until the next fire is due, or until a registry change is published."""
         try:
             if pubsub.get_message(timeout=wait) is not None:
                 while pubsub.get_message(timeout=0) is not None:
@@ -113,22 +232,18 @@ class ScriptScheduler(Scheduler):
             if self._cut_off_since is not None:
                 self._resume()
             self.heartbeat()
-            self.cron.beat(self.name, self.started_at)
-            if self.acquire_lock():  # rq-scheduler's own delayed jobs, one scheduler at a time
-                super().enqueue_jobs()
-                self.remove_lock()
             with self.app.app_context():
                 try:
                     stale = time.monotonic() - self._last_reconcile >= RECONCILE_SECONDS
-                    if stale or not self.cron.intact():  # a Redis that restarted empty: at once
-                        self.cron.start()
+                    if stale or not self.registry.intact():  # a Redis that restarted empty: at once
+                        self.registry.reconcile()
                         reap_lost(self.connection)
                         self._last_reconcile = time.monotonic()
                     self.recover_claims()
                     self.fire_due()
                 finally:
                     db.session.remove()
-            earliest = self.cron.next_wake_ms()
+            earliest = self._next_wake_ms()
             self._last_good_pass = began
         except (RedisError, SQLAlchemyError, OSError):
             log.exception("scheduler pass failed; retrying in a second")
@@ -139,6 +254,14 @@ class ScriptScheduler(Scheduler):
             return MAX_SLEEP_SECONDS
         return min(max(earliest / 1000 - time.time(), 0.0), MAX_SLEEP_SECONDS)
 
+    def _next_wake_ms(self) -> int | None:
+        """When there is work next: a fire falls due, or a claim lapses."""
+        pipe = self.connection.pipeline(transaction=False)
+        pipe.zrange(DUE_KEY, 0, 0, withscores=True)
+        pipe.zrange(CLAIMED_KEY, 0, 0, withscores=True)
+        times = [int(first[0][1]) for first in pipe.execute() if first]
+        return min(times) if times else None
+
     def _resume(self) -> None:
         """Back after Redis or the database failed us. Fires that fell due since the last good
         pass were missed when no other scheduler is alive (none could fire them): they collapse
@@ -146,27 +269,28 @@ class ScriptScheduler(Scheduler):
         them, then the database refused them) are not missed: they run now, late."""
         assert self._cut_off_since is not None
         # Another scheduler beating now fired (or put back) what fell due meanwhile: no gap.
-        alone = not self.cron.others_beating(self.name)
+        alone = not self.others_beating()
         self._gap = (self._cut_off_since, utcnow()) if alone else None
         self._cut_off_since = None
         log.info("scheduler %s resumed; fires missed meanwhile collapse by misfire policy", self.name)
 
+    # -- firing ---------------------------------------------------------------------------------
     def fire_due(self) -> int:
         now = utcnow()
-        due = self.cron.due(to_ms(now))
+        due = self.registry.due(to_ms(now))
         if not due:
             return 0
         ids = [sid for sid, _ in due]
-        entries = self.cron.entries(ids)
+        entries = self.registry.entries(ids)
         scripts = self._scripts(ids)
         moves, planned = [], []
         for script_id, due_ms in due:
             entry, script = entries[script_id], scripts.get(script_id)
             if entry is None or not _runs(script):
-                self.cron.remove_job(script_id)
+                self.registry.remove(script_id)
                 continue
             if entry.version != script.version:
-                self.cron.add_job(script)  # changed while its web process could not tell us
+                self.registry.put(script)  # changed while its web process could not tell us
                 continue
             schedule = self._schedule(entry)
             due_at = from_ms(due_ms)
@@ -175,25 +299,25 @@ class ScriptScheduler(Scheduler):
             if boundary is not None:  # missed while no scheduler was firing: collapse by policy
                 latest = latest_fire_at_or_before(schedule, due_at, boundary)
                 fire_at = latest if entry.misfire_policy == "run_once" else None
-                next_at = schedule.next_after(boundary)  # later fires run normally
+                next_at = schedule.next_after(boundary)  # the fires after the gap run normally
             else:
                 fire_at, next_at = due_at, schedule.next_after(due_at)
             next_ms = to_ms(next_at)
             moves.append((script_id, due_ms, next_ms))
             claim = ClaimedFire(script_id, script.version, fire_at, due_ms, next_ms) if fire_at else None
             planned.append((script, claim))
-        won = self.cron.claim(moves, [c for _, c in planned])
+        won = self.claims.claim(moves, [c for _, c in planned])
         claimed = [(script, c) for (script, c), ok in zip(planned, won, strict=True) if ok and c is not None]
         try:
-            recorded = fire_cron([(script, c.fire_at) for script, c in claimed])
+            recorded = record_fires([(script, c.fire_at) for script, c in claimed])
         except Exception:
             # Recording failed (database down?): put the claimed entries back, so the fires
             # are tried again (and collapse by policy if it lasts) instead of being lost.
-            self.cron.claim([(sid, new, old) for (sid, old, new), ok in zip(moves, won, strict=True) if ok])
-            self.cron.release([c for _, c in claimed])
+            self.claims.claim([(sid, new, old) for (sid, old, new), ok in zip(moves, won, strict=True) if ok])
+            self.claims.release([c for _, c in claimed])
             self._put_back.update((sid, old) for (sid, old, _), ok in zip(moves, won, strict=True) if ok)
             raise
-        self.cron.release([c for _, c in claimed])
+        self.claims.release([c for _, c in claimed])
         return len(recorded)
 
     def recover_claims(self) -> int:
@@ -206,13 +330,13 @@ class ScriptScheduler(Scheduler):
         script since, it is recorded now, late, unless it counts as missed. Had its scheduler
         merely stalled and records it too, the database's unique key keeps one record."""
         now = utcnow()
-        orphans = self.cron.take_lapsed_claims(to_ms(now))
+        orphans = self.claims.take_lapsed(to_ms(now))
         if not orphans:
             return 0
         recorded = self._recorded(orphans)
         queued = self._queue_again([eid for eid, status in recorded.values() if status == "queued"])
         unrecorded = [o for o in orphans if (o.script_id, o.fire_at) not in recorded]
-        put_back = self.cron.claim([(o.script_id, o.next_ms, o.due_ms) for o in unrecorded])
+        put_back = self.claims.claim([(o.script_id, o.next_ms, o.due_ms) for o in unrecorded])
         moved_on = [o for o, back in zip(unrecorded, put_back, strict=True) if not back]
         scripts = self._scripts([o.script_id for o in moved_on])
         fires = []
@@ -220,8 +344,8 @@ class ScriptScheduler(Scheduler):
             script = scripts.get(orphan.script_id)
             if _runs(script) and script.version == orphan.version and self._missed_until(orphan.fire_at, now) is None:
                 fires.append((script, orphan.fire_at))
-        late = fire_cron(fires)
-        self.cron.release(orphans)
+        late = record_fires(fires)
+        self.claims.release(orphans)
         log.warning(
             "took over %d fire(s) of a scheduler that stopped: %d queued again, %d put back, %d recorded late",
             len(orphans),
@@ -279,9 +403,109 @@ class ScriptScheduler(Scheduler):
         return schedule
 
 
+def record_fires(fires: list[tuple[Script, datetime]]) -> list[uuid.UUID]:
+    """Record and queue the cron fires of one pass; returns the recorded ids.
+
+    Each (script, scheduled time) is recorded once whatever the number of schedulers: the
+    database's unique key on it decides (the insert skips rows that exist). A fire while the
+    script's previous run is still queued or running is recorded as `skipped`.
+    """
+    if not fires:
+        return []
+    fired_at = utcnow()
+    busy = set(
+        db.session.scalars(
+            select(Execution.script_id).where(
+                Execution.script_id.in_([s.id for s, _ in fires]), Execution.status.in_(("queued", "running"))
+            )
+        )
+    )
+    rows = []
+    for script, scheduled_at in fires:
+        skipped = script.id in busy
+        rows.append(
+            {
+                "id": uuid.uuid4(),
+                "tenant_id": script.tenant_id,
+                "script_id": script.id,
+                "script_version": script.version,
+                "trigger": "cron",
+                "scheduled_at": scheduled_at,
+                "params": {"type": "cron", "scheduled_at": scheduled_at.isoformat(), "fired_at": fired_at.isoformat()},
+                "status": "skipped" if skipped else "queued",
+                "error_message": "skipped: the previous run of this script was still in progress" if skipped else None,
+                "queued_at": fired_at,
+                "finished_at": fired_at if skipped else None,
+            }
+        )
+    stmt = insert_ignoring_duplicates(Execution, ["script_id", "scheduled_at"])
+    recorded = set(db.session.scalars(stmt.returning(Execution.id), rows))
+    db.session.commit()
+    queued = [row["id"] for row in rows if row["id"] in recorded and row["status"] == "queued"]
+    existing = [(row["script_id"], row["scheduled_at"]) for row in rows if row["id"] not in recorded]
+    queued += _recorded_earlier_unrun(existing)
+    skipped = sum(1 for row in rows if row["id"] in recorded and row["status"] == "skipped")
+    with contextlib.suppress(RedisError):
+        pipe = get_redis().pipeline(transaction=False)
+        pipe.hincrby(metrics.EVENTS, "cron_fires", len(recorded))
+        pipe.hincrby(metrics.EVENTS, "cron_skips", skipped)
+        pipe.execute()
+    queue_recorded_runs(queued)
+    return [row["id"] for row in rows if row["id"] in recorded]
+
+
+def _recorded_earlier_unrun(fires: list[tuple[uuid.UUID, datetime]]) -> list[uuid.UUID]:
+    """Fires recorded by an earlier pass that could not queue them (Redis failed after the
+    commit) and that no worker has taken: they are queued again (a run queued twice still runs
+    once), or they would wait for the reaper, and the script's next fires be skipped."""
+    if not fires:
+        return []
+    same_fire = or_(*(and_(Execution.script_id == sid, Execution.scheduled_at == at) for sid, at in fires))
+    return list(db.session.scalars(select(Execution.id).where(same_fire, Execution.status == "queued")))
+
+
+def latest_fire_at_or_before(schedule: cron.Schedule, first: datetime, now: datetime) -> datetime:
+    """The last fire time <= now, starting from a fire time `first` <= now.
+
+    After a long outage there may be millions of fires in between (an every-second script
+    down for a month): look back from `now` in doubling windows for the nearest fire, then
+    step forward from it, instead of stepping through them all.
+    """
+    window = timedelta(seconds=1)
+    while now - window > first:
+        candidate = schedule.next_after(now - window)
+        if candidate <= now:
+            return _last_up_to(schedule, candidate, now)
+        window *= 2
+    return _last_up_to(schedule, first, now)
+
+
+def _last_up_to(schedule: cron.Schedule, fire: datetime, now: datetime) -> datetime:
+    for _ in range(MAX_CATCH_UP_STEPS):
+        following = schedule.next_after(fire)
+        if following > now:
+            return fire
+        fire = following
+    return fire
+
+
 def _runs(script: Script | None) -> bool:
     """Whether a script is (still) one the scheduler fires."""
     return script is not None and script.status == "active" and script.type == "cron"
+
+
+def _gone_from_this_host(name: str) -> bool:
+    """Whether a scheduler name (`hostname.pid`) is a process of this host that has ended."""
+    host, _, pid = name.rpartition(".")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False  # another host's: only its heartbeat can tell
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
 
 
 def main() -> None:

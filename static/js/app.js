@@ -41,57 +41,6 @@
     }
   });
 
-  // Live cron preview: description and next fires from POST /api/v1/cron/validate.
-  var timer = null;
-  var lastAsked = null;
-  function previewCron() {
-    var input = document.querySelector("[data-cron-preview]");
-    var out = document.getElementById("cron-preview");
-    if (!input || !out) return;
-    var tz = document.getElementById("timezone");
-    var body = JSON.stringify({ expression: input.value, timezone: tz ? tz.value : "UTC" });
-    if (body === lastAsked) return;
-    lastAsked = body;
-    if (!input.value.trim()) { out.textContent = ""; return; }
-    fetch("/api/v1/cron/validate", {
-      method: "POST",
-      credentials: "same-origin",
-      headers: { "Content-Type": "application/json", "X-CSRFToken": csrfToken() },
-      body: body
-    }).then(function (r) { return r.json(); }).then(function (data) {
-      if (body !== lastAsked) return;
-      out.textContent = "";
-      out.className = "cron-preview " + (data.valid ? "valid" : "invalid");
-      var p = document.createElement("p");
-      var zone = tz && tz.value ? tz.value : "UTC";
-      p.textContent = data.valid ? data.description + " (" + zone + " time)" : data.error;
-      out.appendChild(p);
-      if (data.valid) {
-        var caption = document.createElement("span");
-        caption.className = "hint";
-        caption.textContent = "Next fires, in your local time:";
-        out.appendChild(caption);
-        var ul = document.createElement("ul");
-        data.next.forEach(function (iso) {
-          var li = document.createElement("li");
-          var t = document.createElement("time");
-          t.setAttribute("datetime", iso);
-          t.textContent = iso;
-          li.appendChild(t);
-          ul.appendChild(li);
-        });
-        out.appendChild(ul);
-        localizeTimes(out);
-      }
-    }).catch(function () { out.textContent = "Could not check the expression right now."; });
-  }
-  document.addEventListener("input", function (ev) {
-    if (ev.target.matches("[data-cron-preview], #timezone")) {
-      clearTimeout(timer);
-      timer = setTimeout(previewCron, 200);
-    }
-  });
-
   // "Try it" on an endpoint script's page: a real request with the session and CSRF token.
   document.addEventListener("submit", function (ev) {
     var form = ev.target.closest("form[data-try-endpoint]");
@@ -127,11 +76,6 @@
     }).catch(function (err) { out.textContent = "The request failed: " + err; });
   });
 
-  function init(root) {
-    localizeTimes(root);
-    lastAsked = null;
-    previewCron();
-  }
-  document.addEventListener("DOMContentLoaded", function () { init(document); });
-  document.addEventListener("htmx:afterSwap", function (ev) { init(ev.target); });
+  document.addEventListener("DOMContentLoaded", function () { localizeTimes(document); });
+  document.addEventListener("htmx:afterSwap", function (ev) { localizeTimes(ev.target); });
 })();

@@ -79,9 +79,9 @@ def test_create_cron_script_through_the_form(page: Page, live_server: str, make_
     choose_type(page, "Cron")
     expect_cron_fields(page)
 
-    # Live preview, filled from POST /api/v1/cron/validate.
+    # Live preview: htmx swaps in the partial of GET /scripts/cron-preview.
     cron_field = page.get_by_label("Cron expression")
-    with page.expect_response("**/api/v1/cron/validate") as checked:
+    with page.expect_response(re.compile(r"/scripts/cron-preview\?")) as checked:
         cron_field.fill(FIVE_MINUTES)
     assert checked.value.status == 200
     expect_valid_preview(page, "Every 5 minutes")
@@ -160,6 +160,11 @@ def test_edit_page_shows_preview_for_saved_schedule(
     expect(page.get_by_label("Timezone")).to_have_value("Europe/Berlin")
     expect_valid_preview(page, "At 02:00 AM", "Europe/Berlin")
     expect(page.locator(".CodeMirror-code")).to_contain_text("return 1;")
+    # Another timezone: the preview follows it (02:00 in Tokyo is 17:00 UTC).
+    with page.expect_response(re.compile(r"/scripts/cron-preview\?.*timezone=Asia%2FTokyo")):
+        page.get_by_label("Timezone").fill("Asia/Tokyo")
+    expect_valid_preview(page, "At 02:00 AM", "Asia/Tokyo")
+    expect(page.locator("#cron-preview li time").first).to_have_attribute("datetime", re.compile(r"T17:00:00\+00:00$"))
 
 
 def test_viewer_cannot_create_scripts(page: Page, live_server: str, make_user, log_in: Callable) -> None:

@@ -30,6 +30,7 @@ MINIMUM_ROLE = {
     "scripts.detail": "viewer",
     "scripts.versions": "viewer",
     "scripts.version": "viewer",
+    "scripts.cron_preview": "viewer",
     "executions.index": "viewer",
     "executions.detail": "viewer",
     "executions.result": "viewer",

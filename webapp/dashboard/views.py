@@ -11,15 +11,15 @@ from redis.exceptions import RedisError
 from rq import Queue, Worker
 from sqlalchemy import func
 
-from webapp import quotas
+from webapp import htmx, quotas
 from webapp.auth.identity import current_principal, must_choose_tenant
+from webapp.cron_registry import CronRegistry
 from webapp.dashboard import charts, stats
 from webapp.executions.service import QUEUES
 from webapp.extensions import db
 from webapp.models import Script, utcnow
 from webapp.permissions import can, require
 from webapp.redis_client import get_redis
-from webapp.scheduling import CronScheduler
 from webapp.scripts.queries import executions_stmt
 from webapp.tenancy import current_tenant, scoped
 
@@ -54,10 +54,10 @@ def _dashboard():
         "failures": stats.recent_failures(tenant_id),
         "counts": {(t, s): n for t, s, n in db.session.execute(counts_stmt)},
         "recent": list(db.session.scalars(executions_stmt().limit(10))),
-        "scheduler": CronScheduler(get_redis()).health(),
+        "scheduler": CronRegistry(get_redis()).health(),
         "workers": _workers(),
     }
-    if request.headers.get("HX-Request") == "true" and request.headers.get("HX-Target") == LIVE_TARGET:
+    if htmx.target() == LIVE_TARGET:
         return render_template("dashboard/_live.html", **context)
     # Admins see a tenant near its quotas here first (webapp/quotas.py).
     usage_warnings = quotas.report(tenant_id, count_executions=False).warnings if can("usage:read") else []

@@ -18,11 +18,10 @@ from redis.exceptions import RedisError
 from rq import Queue
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
-from sqlalchemy import and_, or_, select
+from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from webapp import metrics
 from webapp.extensions import db
 from webapp.models import Execution, Script, Tenant, User, utcnow
 from webapp.redis_client import get_blocking_redis, get_redis
@@ -118,67 +117,6 @@ def wait_for(execution: Execution, seconds: float) -> Execution:
 
 def is_finished(execution: Execution) -> bool:
     return execution.status in FINISHED
-
-
-def fire_cron(fires: list[tuple[Script, datetime]]) -> list[uuid.UUID]:
-    """Record and queue the cron fires of one scheduler tick; returns the recorded ids.
-
-    Each (script, scheduled time) is recorded once whatever the number of schedulers: the
-    database's unique key on it decides (the insert skips rows that exist). A fire while the
-    script's previous run is still queued or running is recorded as `skipped`.
-    """
-    if not fires:
-        return []
-    fired_at = utcnow()
-    busy = set(
-        db.session.scalars(
-            select(Execution.script_id).where(
-                Execution.script_id.in_([s.id for s, _ in fires]), Execution.status.in_(("queued", "running"))
-            )
-        )
-    )
-    rows = []
-    for script, scheduled_at in fires:
-        skipped = script.id in busy
-        rows.append(
-            {
-                "id": uuid.uuid4(),
-                "tenant_id": script.tenant_id,
-                "script_id": script.id,
-                "script_version": script.version,
-                "trigger": "cron",
-                "scheduled_at": scheduled_at,
-                "params": {"type": "cron", "scheduled_at": scheduled_at.isoformat(), "fired_at": fired_at.isoformat()},
-                "status": "skipped" if skipped else "queued",
-                "error_message": "skipped: the previous run of this script was still in progress" if skipped else None,
-                "queued_at": fired_at,
-                "finished_at": fired_at if skipped else None,
-            }
-        )
-    stmt = insert_ignoring_duplicates(Execution, ["script_id", "scheduled_at"])
-    recorded = set(db.session.scalars(stmt.returning(Execution.id), rows))
-    db.session.commit()
-    queued = [row["id"] for row in rows if row["id"] in recorded and row["status"] == "queued"]
-    existing = [(row["script_id"], row["scheduled_at"]) for row in rows if row["id"] not in recorded]
-    queued += _recorded_earlier_unrun(existing)
-    skipped = sum(1 for row in rows if row["id"] in recorded and row["status"] == "skipped")
-    with contextlib.suppress(RedisError):
-        pipe = get_redis().pipeline(transaction=False)
-        pipe.hincrby(metrics.EVENTS, "cron_fires", len(recorded))
-        pipe.hincrby(metrics.EVENTS, "cron_skips", skipped)
-        pipe.execute()
-    queue_recorded_runs(queued)
-    return [row["id"] for row in rows if row["id"] in recorded]
-
-
-def _recorded_earlier_unrun(fires: list[tuple[uuid.UUID, datetime]]) -> list[uuid.UUID]:
-    """Fires recorded by an earlier pass that could not queue them (Redis failed after the
-    commit) and that no worker has taken: they are queued again (a run queued twice still runs
-    once), or they would wait for the reaper, and the script's next fires be skipped."""
-    if not fires:
-        return []
-    same_fire = or_(*(and_(Execution.script_id == sid, Execution.scheduled_at == at) for sid, at in fires))
-    return list(db.session.scalars(select(Execution.id).where(same_fire, Execution.status == "queued")))
 
 
 def queue_recorded_runs(execution_ids: list[uuid.UUID], redis: Redis | None = None) -> None:

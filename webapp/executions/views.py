@@ -15,6 +15,7 @@ from typing import Any
 from flask import Blueprint, current_app, redirect, render_template, request, url_for
 from sqlalchemy.orm import selectinload
 
+from webapp import htmx
 from webapp.auth.identity import current_principal
 from webapp.executions.service import QueueUnavailable, is_finished, params_problem, start_run, wait_for
 from webapp.extensions import db
@@ -28,14 +29,6 @@ bp = Blueprint("executions", __name__)
 PER_PAGE = 20
 RUN_WAIT_SECONDS = 5  # POST /scripts/<id>/run answers within this when the run is quick (config RUN_WAIT_SECONDS)
 LONG_POLL_SECONDS = 10  # the most one long-poll request blocks
-
-
-def _is_htmx() -> bool:
-    return request.headers.get("HX-Request") == "true"
-
-
-def _htmx_target() -> str | None:
-    return request.headers.get("HX-Target") if _is_htmx() else None
 
 
 # --- template helpers -------------------------------------------------------------------------
@@ -132,7 +125,7 @@ def run(script_id: str):
         message = f"{reason[:1].upper()}{reason[1:]}. Nothing ran; try again in a moment."
         return _run_refused(script, typed, {}, message, 503)
     wait_for(execution, current_app.config.get("RUN_WAIT_SECONDS", RUN_WAIT_SECONDS))
-    if _is_htmx():  # the outcome, and the form again without any earlier error (out of band)
+    if htmx.is_htmx():  # the outcome, and the form again without any earlier error (out of band)
         form = render_template(
             "executions/_run_form.html", script=script, run={"params": typed, "errors": {}}, form_oob=True
         )
@@ -147,7 +140,7 @@ def _run_refused(script: Script, typed: str, errors: dict[str, str], message: st
     a 200 that retargets the form; without JavaScript it is the whole script page with `status`.
     """
     run = {"params": typed, "errors": errors, "message": message}
-    if _is_htmx():
+    if htmx.is_htmx():
         body = render_template("executions/_run_form.html", script=script, run=run, clear_result=True)
         return body, 200, {"HX-Retarget": "#run-form", "HX-Reswap": "outerHTML"}
     page = render_template("scripts/detail.html", script=script, run=run, **script_page(script))
@@ -205,7 +198,7 @@ def index():
         stmt = stmt.where(Execution.script_id == script_id)
     result_page = paginate(stmt, page, PER_PAGE)
     filters = {"status": status or "", "trigger": trigger or "", "script": str(script_id) if script_id else ""}
-    if _htmx_target() == "execution-table":
+    if htmx.target() == "execution-table":
         return render_template("executions/_table.html", page=result_page, filters=filters)
     scripts = list(db.session.scalars(scripts_stmt().limit(1000)))
     return render_template(
@@ -230,7 +223,7 @@ def _uuid_or_none(value: str) -> uuid.UUID | None:
 def detail(execution_id: str):
     execution = get_or_404(Execution, execution_id)
     run_by = db.session.get(User, execution.user_id) if execution.user_id else None
-    if _htmx_target() == "execution-body":  # an unfinished run's page long-polls itself
+    if htmx.target() == "execution-body":  # an unfinished run's page long-polls itself
         backoff = _wait_bounded(execution)
         return render_template("executions/_detail_body.html", execution=execution, run_by=run_by, backoff=backoff)
     return render_template("executions/detail.html", execution=execution, run_by=run_by, backoff=False)

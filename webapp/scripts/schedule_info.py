@@ -8,11 +8,11 @@ from typing import Any
 from redis.exceptions import RedisError
 from sqlalchemy import func, select
 
-from webapp.api.cron import describe
+from webapp.cron import describe
+from webapp.cron_registry import CronRegistry
 from webapp.extensions import db
 from webapp.models import Execution, Script, ScriptVersion
 from webapp.redis_client import get_redis
-from webapp.scheduling import CronScheduler
 from webapp.scripts.queries import executions_stmt, paginate
 
 
@@ -28,7 +28,7 @@ def cron_status(scripts: list[Script]) -> dict[uuid.UUID, CronStatus]:
     if not crons:
         return {}
     try:
-        nexts = CronScheduler(get_redis()).next_fires([str(s.id) for s in crons])
+        nexts = CronRegistry(get_redis()).next_fires([str(s.id) for s in crons])
         known = True
     except RedisError:
         nexts, known = {}, False

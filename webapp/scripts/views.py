@@ -1,10 +1,13 @@
-"""Script pages: list, create, edit, detail, enable/disable, delete, versions and rollback."""
+"""Script pages: list, create, edit (with its cron preview), detail, enable/disable, delete, versions
+and rollback."""
 
 import difflib
+from collections.abc import Mapping
 from typing import Any
 
 from flask import Blueprint, abort, redirect, render_template, request, url_for
 
+from webapp import cron, htmx
 from webapp.auth.identity import current_principal
 from webapp.models import Script
 from webapp.permissions import require
@@ -20,10 +23,6 @@ bp = Blueprint("scripts", __name__)
 PER_PAGE = 20
 
 
-def _is_htmx() -> bool:
-    return request.headers.get("HX-Request") == "true"
-
-
 @bp.get("/scripts")
 @require("scripts:read")
 def index():
@@ -37,11 +36,7 @@ def index():
     result = paginate(scripts_stmt(type_, status, search), page, PER_PAGE)
     filters = {"type": type_ or "", "status": status or "", "q": search}
     schedules = cron_status(result.items)
-    template = (
-        "scripts/_table.html"
-        if _is_htmx() and request.headers.get("HX-Target") == "script-table"
-        else "scripts/index.html"
-    )
+    template = "scripts/_table.html" if htmx.target() == "script-table" else "scripts/index.html"
     return render_template(template, page=result, filters=filters, schedules=schedules)
 
 
@@ -54,6 +49,7 @@ def _form_page(script: Script | None, values: dict[str, Any], errors: dict[str, 
             errors=errors,
             types=SCRIPT_TYPES,
             methods=HTTP_METHODS,
+            **_cron_preview(values),
         ),
         status,
     )
@@ -99,7 +95,24 @@ def edit(script_id: str):
 def trigger_fields():
     """htmx: the cron or endpoint fields for the type chosen in the form."""
     values = {**initial_values(None), **form_data(request.args)}
-    return render_template("scripts/_trigger_fields.html", values=values, errors={}, methods=HTTP_METHODS)
+    return render_template(
+        "scripts/_trigger_fields.html", values=values, errors={}, methods=HTTP_METHODS, **_cron_preview(values)
+    )
+
+
+@bp.get("/scripts/cron-preview")
+@require("scripts:read")
+def cron_preview():
+    """htmx: the form's preview of the cron expression and timezone typed."""
+    return render_template("scripts/_cron_preview.html", **_cron_preview(request.args))
+
+
+def _cron_preview(values: Mapping[str, Any]) -> dict[str, Any]:
+    """scripts/_cron_preview.html's context: what the expression means and when it fires next
+    in the timezone (UTC when none is given); no preview before an expression is typed."""
+    expression = str(values.get("cron_expression") or "").strip()
+    timezone = str(values.get("timezone") or "").strip() or "UTC"
+    return {"preview": cron.describe(expression, timezone) if expression else None, "timezone": timezone}
 
 
 @bp.get("/scripts/<script_id>")
@@ -117,7 +130,7 @@ def set_status(script_id: str):
     if status not in SCRIPT_STATUSES:
         abort(400, f"status must be one of {', '.join(SCRIPT_STATUSES)}")
     service.set_status(script, current_principal().user, status)
-    if _is_htmx():
+    if htmx.is_htmx():
         return render_template("scripts/_status.html", script=script)
     return redirect(url_for("scripts.detail", script_id=script.id), 303)
 
@@ -131,8 +144,8 @@ def delete(script_id: str):
     if request.form.get("confirm_name", "").strip() != script.name:
         return render_template("scripts/delete.html", script=script, error="Type the script's name to confirm."), 422
     service.delete_script(script)
-    if _is_htmx():
-        return "", 200, {"HX-Redirect": url_for("scripts.index")}
+    if htmx.is_htmx():
+        return htmx.redirect(url_for("scripts.index"))
     return redirect(url_for("scripts.index"), 303)
 
 
