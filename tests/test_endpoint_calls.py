@@ -4,22 +4,14 @@ import json
 import uuid
 from datetime import timedelta
 
-import pytest
 import requests
 from redis import Redis
 
-from tests.conftest import bearer
 from tests.services import eventually
 from tests.test_endpoints import _endpoint
 from webapp.endpoints.calls import INFLIGHT, reap_unrecorded_calls
 from webapp.extensions import db
 from webapp.models import Execution, Script, utcnow
-
-
-@pytest.fixture
-def editor(make_user, make_token) -> dict[str, str]:
-    make_user("ed@acme.io", "acme", "editor")
-    return bearer(make_token("ed@acme.io"))
 
 
 def _executions(client, headers, script_id: str) -> list[dict]:

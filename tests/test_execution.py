@@ -2,14 +2,6 @@
 
 import pytest
 
-from tests.conftest import bearer
-
-
-@pytest.fixture
-def editor(make_user, make_token) -> dict[str, str]:
-    make_user("ed@acme.io", "acme", "editor")
-    return bearer(make_token("ed@acme.io"))
-
 
 def test_manual_run_with_params_async_main_and_logs(editor, start_worker, run_script):
     start_worker()

@@ -17,7 +17,6 @@ import requests
 from flask import Flask
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import bearer
 from tests.services import SINGLE_TENANT_LOAD, eventually
 from webapp.app import create_app
 from webapp.extensions import db
@@ -29,12 +28,6 @@ THROWS = "function main() { throw new Error('no') }"
 SLOW_CRON = "function main() { const t = Date.now(); while (Date.now() - t < 1300) {} return 1 }"
 EVERY_SECOND = "*/1 * * * * *"
 ALLOWED_LINT = {"active_scripts_gauge", "active_vms_gauge"}  # docs/monitoring.md: names kept from the seed
-
-
-@pytest.fixture
-def editor(make_user, make_token) -> dict[str, str]:
-    make_user("ed@acme.io", "acme", "editor")
-    return bearer(make_token("ed@acme.io"))
 
 
 def parse(text: str) -> Samples:

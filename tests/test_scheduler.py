@@ -6,18 +6,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tests.conftest import bearer
 from tests.services import eventually
 from webapp.extensions import db
 from webapp.models import Execution
 
 QUICK = "async function main(event) { return event.scheduled_at }"
-
-
-@pytest.fixture
-def editor(make_user, make_token) -> dict[str, str]:
-    make_user("ed@acme.io", "acme", "editor")
-    return bearer(make_token("ed@acme.io"))
 
 
 def _cron(client, headers, expression: str, source: str = QUICK, **fields) -> dict:

@@ -4,19 +4,11 @@ import subprocess
 import sys
 import time
 
-import pytest
 from redis import Redis
 from rq import Queue
 
-from tests.conftest import bearer
 from webapp.extensions import db
 from webapp.models import Execution
-
-
-@pytest.fixture
-def editor(make_user, make_token) -> dict[str, str]:
-    make_user("ed@acme.io", "acme", "editor")
-    return bearer(make_token("ed@acme.io"))
 
 
 def _create(client, headers, source: str, name: str) -> str:
