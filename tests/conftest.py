@@ -12,11 +12,13 @@ from dataclasses import replace
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from jinja2 import BytecodeCache
+from jinja2.bccache import Bucket
 from redis import Redis
+from werkzeug.security import generate_password_hash
 
 from tests.services import postgres_server, redis_server
 from webapp.app import create_app
-from webapp.auth.passwords import hash_password
 from webapp.auth.tokens import create_token
 from webapp.config import Settings
 from webapp.extensions import db
@@ -24,6 +26,9 @@ from webapp.models import Membership, Tenant, User
 
 BACKENDS = [b for b in os.environ.get("TEST_DATABASES", "sqlite,postgresql").split(",") if b]
 PASSWORD = "correct-horse-1"
+# Test users get a cheap scrypt (N=2^10): logging in still checks a real scrypt hash, at a
+# fraction of the cost. Accounts made through the app keep the default (tests/test_cli.py).
+PASSWORD_HASH = generate_password_hash(PASSWORD, method="scrypt:1024:8:1")
 # A test that takes one of these starts processes (worker, scheduler, gunicorn, sandbox,
 # Chromium, a Redis to kill): it is `slow`, and `make test-fast` leaves it out.
 PROCESS_FIXTURES = {"start_worker", "start_scheduler", "start_web", "browser", "redis_process", "sandbox"}
@@ -60,10 +65,28 @@ def settings(database_url: str, redis_url: str) -> Settings:
     return replace(base, database_url=database_url, redis_url=redis_url, secret_key="test-secret", metrics_token=None)
 
 
+class _TemplateCache(BytecodeCache):
+    """Compiled templates shared by every test's app (keyed by name and source checksum)."""
+
+    def __init__(self) -> None:
+        self.compiled: dict[str, bytes] = {}
+
+    def load_bytecode(self, bucket: Bucket) -> None:
+        if bucket.key in self.compiled:
+            bucket.bytecode_from_string(self.compiled[bucket.key])
+
+    def dump_bytecode(self, bucket: Bucket) -> None:
+        self.compiled[bucket.key] = bucket.bytecode_to_string()
+
+
+TEMPLATE_CACHE = _TemplateCache()
+
+
 @pytest.fixture
 def app(settings: Settings) -> Iterator[Flask]:
     app = create_app(settings)
     app.config.update(TESTING=True)
+    app.jinja_env.bytecode_cache = TEMPLATE_CACHE
     with app.app_context():
         db.drop_all()
         db.create_all()
@@ -89,7 +112,7 @@ def make_user(app: Flask):
             t = db.session.scalar(db.select(Tenant).where(Tenant.name == tenant)) or Tenant(name=tenant)
             user = db.session.scalar(db.select(User).where(User.email == email))
             if user is None:
-                user = User(email=email, password_hash=hash_password(PASSWORD))
+                user = User(email=email, password_hash=PASSWORD_HASH)
             db.session.add(Membership(user=user, tenant=t, role=role))
             db.session.commit()
             return user.id

@@ -57,6 +57,7 @@ def test_users_create_and_add_membership(cli, app):
         roles = {m.tenant.name: m.role for m in user.memberships}
         assert roles == {"acme": "editor", "globex": "viewer"}
         assert "pw-123456" not in user.password_hash
+        assert user.password_hash.startswith("scrypt:32768:8:1$")  # the full cost (test users get less)
 
 
 def test_users_create_refuses_a_password_for_an_existing_user(cli, app, client):
