@@ -4,6 +4,7 @@ A call to a path no script serves is answered 404 after its caller was checked (
 401 once the caller is refused: no worker is needed to see which.
 """
 
+import pytest
 from redis import Redis
 from sqlalchemy import update
 
@@ -51,6 +52,7 @@ def test_the_last_used_stamp_changes_no_ones_access(app, client, make_user, make
     assert Redis.from_url(redis_url).get(AUTH_VERSION_KEY) == version  # so no cache was emptied
 
 
+@pytest.mark.slow  # waits out the cache's lifetime
 def test_a_cached_caller_outlives_a_lost_announcement_by_seconds_only(app, client, make_user, make_token, redis_url):
     make_user("ed@acme.io", "acme", "editor")
     plaintext = make_token("ed@acme.io")

@@ -175,6 +175,7 @@ def test_failures_map_to_statuses(live_server, client, tenant_a, start_worker):
     assert ok.status_code == 200 and ok.json() == 1000
 
 
+@pytest.mark.slow  # waits out QUEUE_WAIT_SECONDS
 def test_no_worker_is_503_with_retry_after(live_server, client, tenant_a):
     _endpoint(client, tenant_a, "GET", "/hello", "function main() { return { body: 'hi' } }")
     response = requests.get(f"{live_server}/api/scripts/hello", headers=tenant_a, timeout=30)

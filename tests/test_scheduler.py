@@ -213,6 +213,7 @@ def test_a_fire_whose_recording_fails_is_tried_again(app, client, editor, monkey
     assert len(_executions(app, script["id"])) >= 1
 
 
+@pytest.mark.slow  # drives a scheduler for seconds
 def test_a_tick_the_database_refused_loses_no_fire_even_under_skip(app, client, editor, monkeypatch, redis_url):
     """One failed pass is an outage of its own length: the fires it put back run on the next
     pass, late, and only fires that fell due while cut off count as missed."""

@@ -4,6 +4,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 from redis import Redis
 from rq import Queue
 
@@ -79,6 +80,7 @@ def test_a_killed_workers_run_becomes_lost_and_the_next_runs_succeed(client, edi
     assert after["status"] == "succeeded" and after["worker"] == survivor.name
 
 
+@pytest.mark.slow  # starts `rq worker-pool` processes
 def test_rq_worker_pool_runs_our_worker_class(client, editor, settings):
     """`rq worker-pool -w worker.main.ScriptWorker` works as documented."""
     import os
