@@ -101,3 +101,10 @@ def test_the_edit_form_shows_the_saved_schedules_preview_at_once(client, make_us
     page = client.get(created.headers["Location"] + "/edit").get_data(as_text=True)
     assert 'class="cron-preview valid"' in page
     assert "At 02:30 AM (Europe/Berlin time)" in page and len(_fires(page)) == 5
+
+
+def test_after_the_session_ends_the_login_leads_back_to_the_form_not_the_fragment(client):
+    headers = {**HTMX, "HX-Current-URL": "http://localhost/scripts/new?type=cron"}
+    response = client.get("/scripts/cron-preview", query_string={"cron_expression": "* * * * *"}, headers=headers)
+    assert response.status_code == 200
+    assert response.headers["HX-Redirect"] == "/login?next=/scripts/new?type%3Dcron"

@@ -93,9 +93,9 @@ def init_app(app: Flask) -> None:
         if status == 401:
             if current_user.is_authenticated:
                 if must_choose_tenant(current_user):
-                    return _redirect(url_for("auth.choose_tenant", next=request.full_path.rstrip("?")))
+                    return _redirect(url_for("auth.choose_tenant", next=htmx.page_path()))
                 return render_template("no_tenant.html"), 403  # a member of no tenant (any more)
-            return _redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
+            return _redirect(url_for("auth.login", next=htmx.page_path()))
         return render_template("error.html", status=status, message=exc.description), status
 
     @app.errorhandler(OperationalError)

@@ -3,7 +3,7 @@ database session), or the same as plain values (Caller, safe to keep across requ
 
 from dataclasses import dataclass
 
-from webapp.models import ApiToken, Tenant, User
+from webapp.models import Tenant, User
 
 
 @dataclass(frozen=True)
@@ -11,7 +11,6 @@ class Principal:
     user: User
     tenant: Tenant
     role: str
-    token: ApiToken | None = None
 
 
 @dataclass(frozen=True)

@@ -85,7 +85,7 @@ def authenticate(plaintext: str) -> Principal | None:
     if token.last_used_at is None or now - token.last_used_at > _LAST_USED_RESOLUTION:
         token.last_used_at = now
         db.session.commit()
-    return Principal(user=user, tenant=tenant, role=lower_role(token.role, member_role), token=token)
+    return Principal(user=user, tenant=tenant, role=lower_role(token.role, member_role))
 
 
 def revoke(token: ApiToken) -> None:

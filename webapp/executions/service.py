@@ -1,4 +1,5 @@
-"""Starting runs and waiting for them: the one way any trigger puts a script on a queue.
+"""Starting manual and API runs and waiting for them; queueing runs recorded elsewhere (cron
+fires, recorded by worker/scheduler.py). Endpoint calls take their own path (endpoints/calls.py).
 
 The execution row is written first (`queued`), then the RQ job (id = execution id) is
 enqueued; a worker records `running` and the outcome. Waiting uses RQ's blocking result read

@@ -52,10 +52,8 @@ def _number(raw: str) -> Any:
 def initial_values(script: Script | None) -> dict[str, Any]:
     if script is None:
         return {
+            **{field.name: field.default for field in SCRIPT_FIELDS if field.form and field.default is not None},
             "type": "manual",
-            "status": "active",
-            "timezone": "UTC",
-            "misfire_policy": "run_once",
             "endpoint_method": "GET",
             "source": DEFAULT_SOURCE,
             "limits": None,

@@ -13,6 +13,7 @@ from webapp.limits import DefaultLimits, own_limits
 from webapp.models import Script
 from webapp.scripts.fields import (
     EDITABLE_FIELDS,
+    FIELDS,
     HTTP_METHODS,
     MISFIRE_POLICIES,
     SCRIPT_FIELDS,
@@ -21,6 +22,7 @@ from webapp.scripts.fields import (
 )
 from worker.runtime.source import check_syntax, defines_main
 
+_UTC = FIELDS["timezone"].default
 _MAX_LENGTH = {field.name: field.max_length for field in SCRIPT_FIELDS if field.max_length}
 _SEGMENT = re.compile(r"^(?:[A-Za-z0-9._~-]+|\{[A-Za-z_][A-Za-z0-9_]*\})$")
 _PARAM = re.compile(r"\{[A-Za-z_][A-Za-z0-9_]*\}")
@@ -69,12 +71,12 @@ def validate(
         errors["name"] = "is required"
     out["description"] = text("description")
     out["type"] = _choice(merged, "type", SCRIPT_TYPES, errors, default=None)
-    out["status"] = _choice(merged, "status", SCRIPT_STATUSES, errors, default="active")
+    out["status"] = _choice(merged, "status", SCRIPT_STATUSES, errors, default=FIELDS["status"].default)
     source = text("source") or ""
     out["source"] = source
     if "source" not in errors:
         errors.update(_source_errors(source))
-    out["timezone"] = text("timezone", default="UTC") or "UTC"
+    out["timezone"] = text("timezone", default=_UTC) or _UTC
     if "timezone" not in errors:
         try:
             cron.check_timezone(out["timezone"])
@@ -124,12 +126,14 @@ def _validate_cron(merged: Mapping[str, Any], out: dict[str, Any], errors: dict[
         errors["cron_expression"] = f"must be at most {_MAX_LENGTH['cron_expression']} characters"
     else:
         out["cron_expression"] = expression.strip()
-        timezone = "UTC" if "timezone" in errors else out["timezone"]
+        timezone = _UTC if "timezone" in errors else out["timezone"]
         try:
             cron.parse(out["cron_expression"], timezone)
         except cron.CronError as exc:
             errors["cron_expression"] = str(exc)
-    out["misfire_policy"] = _choice(merged, "misfire_policy", MISFIRE_POLICIES, errors, default="run_once")
+    out["misfire_policy"] = _choice(
+        merged, "misfire_policy", MISFIRE_POLICIES, errors, default=FIELDS["misfire_policy"].default
+    )
 
 
 def _validate_endpoint(merged: Mapping[str, Any], out: dict[str, Any], errors: dict[str, str]) -> None:
