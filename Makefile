@@ -46,12 +46,16 @@ lint: venv-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# Most of the suite waits on processes and clocks, not on the CPU: three pytest workers
+# (pytest-xdist) keep two cores busy. TEST_WORKERS=0 runs it in one process.
+TEST_WORKERS ?= 3
+
 test: venv-dev system-test lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS)
 
 # The in-process tier: no worker, scheduler, web server, sandbox or browser; SQLite only.
 test-fast: venv-dev system-test
-	TEST_DATABASES=sqlite $(BIN)/python -m pytest -m "not slow" -q
+	TEST_DATABASES=sqlite $(BIN)/python -m pytest -m "not slow" -q -n 2
 
 bench: venv-dev system-test
 	@command -v wrk >/dev/null || { $(APT) update -qq && $(APT) install -y -qq wrk; }
