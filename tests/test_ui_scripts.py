@@ -1,8 +1,10 @@
 """Script pages without a browser: forms, validation beside fields, partials, versions."""
 
+import html
 import re
 
 from tests.conftest import SOURCE
+from webapp.scripts.starters import STARTERS
 
 
 def _form(csrf: str, **fields) -> dict:
@@ -101,22 +103,64 @@ def test_endpoint_clash_through_the_form_is_reported_beside_the_path(client, edi
 
 
 def test_type_toggle_partial_and_the_no_javascript_path(client, editor_session):
-    cron = client.get("/scripts/trigger-fields?type=cron").get_data(as_text=True)
+    def fields(type_: str) -> str:
+        return client.post("/scripts/trigger-fields", data={"csrf_token": editor_session, "type": type_}).get_data(
+            as_text=True
+        )
+
+    cron = fields("cron")
     assert 'name="cron_expression"' in cron and 'name="timezone"' in cron and 'name="misfire_policy"' in cron
     assert "endpoint_path" not in cron
-    endpoint = client.get("/scripts/trigger-fields?type=endpoint").get_data(as_text=True)
+    endpoint = fields("endpoint")
     assert 'name="endpoint_path"' in endpoint and "<option selected>GET</option>" in endpoint
     assert "cron_expression" not in endpoint
-    assert (
-        client.get("/scripts/trigger-fields?type=manual").get_data(as_text=True).strip()
-        == '<div id="trigger-fields">\n\n</div>'
-    )
+    assert "<fieldset" not in fields("manual") and "data-starter-source" not in fields("manual")
     # Without JavaScript the form's "Show fields" button redraws it for the chosen type, saving nothing.
     page = client.post("/scripts/new", data=_form(editor_session, type="endpoint", action="refresh"))
     assert page.status_code == 200
     assert 'name="endpoint_path"' in page.get_data(as_text=True)
     assert client.get("/api/v1/scripts").get_json()["total"] == 0
     assert "<noscript>" in client.get("/scripts/new").get_data(as_text=True)
+
+
+def _source_in(page: str) -> str:
+    found = re.search(r'<textarea id="source"[^>]*>(.*?)</textarea>', page, re.S)
+    assert found, page
+    return html.unescape(found[1])
+
+
+def _starter_in(partial: str) -> str | None:
+    found = re.search(r"<template data-starter-source>(.*?)</template>", partial, re.S)
+    return html.unescape(found[1]) if found else None
+
+
+def test_a_type_switch_replaces_an_untouched_starter_only(client, editor_session):
+    """Each type starts with a source that works for it; switching the type swaps the starter
+    in while nobody has edited it (htmx partial and the no-JavaScript redraw alike)."""
+    assert _source_in(client.get("/scripts/new").get_data(as_text=True)) == STARTERS["manual"]
+    assert _source_in(client.get("/scripts/new?type=endpoint").get_data(as_text=True)) == STARTERS["endpoint"]
+    assert _source_in(client.get("/scripts/new?type=cron").get_data(as_text=True)) == STARTERS["cron"]
+
+    def switch(type_: str, source: str) -> str | None:
+        data = {"csrf_token": editor_session, "type": type_, "source": source}
+        response = client.post("/scripts/trigger-fields", data=data)
+        assert response.status_code == 200
+        return _starter_in(response.get_data(as_text=True))
+
+    assert switch("endpoint", STARTERS["manual"]) == STARTERS["endpoint"]
+    assert switch("cron", STARTERS["endpoint"].replace("\n", "\r\n")) == STARTERS["cron"]  # as a textarea sends it
+    assert switch("manual", "") == STARTERS["manual"]
+    assert switch("endpoint", STARTERS["endpoint"]) is None  # already the one
+    edited = STARTERS["manual"].replace("hello from", "hi from")
+    assert switch("endpoint", edited) is None
+
+    def redraw(type_: str, source: str) -> str:
+        response = client.post("/scripts/new", data=_form(editor_session, type=type_, source=source, action="refresh"))
+        assert response.status_code == 200
+        return _source_in(response.get_data(as_text=True))
+
+    assert redraw("cron", STARTERS["manual"]) == STARTERS["cron"]
+    assert redraw("cron", edited) == edited
 
 
 def test_list_filters_search_paging_and_partial(client, editor_session):

@@ -76,6 +76,19 @@
     }).catch(function (err) { out.textContent = "The request failed: " + err; });
   });
 
+  // A type switch on the script form may bring the new type's starter source
+  // (scripts/_trigger_fields.html); CodeMirror's wrapper follows the textarea it replaced.
+  function applyStarter() {
+    var starter = document.querySelector("template[data-starter-source]");
+    var source = document.getElementById("source");
+    if (!starter || !source) return;
+    var text = starter.content.textContent;
+    starter.remove();
+    source.value = text;
+    var editor = source.nextElementSibling && source.nextElementSibling.CodeMirror;
+    if (editor) editor.setValue(text);
+  }
+
   document.addEventListener("DOMContentLoaded", function () { localizeTimes(document); });
-  document.addEventListener("htmx:afterSwap", function (ev) { localizeTimes(ev.target); });
+  document.addEventListener("htmx:afterSwap", function (ev) { localizeTimes(ev.target); applyStarter(); });
 })();

@@ -9,6 +9,9 @@ from pathlib import Path
 from playwright.sync_api import Page, expect
 
 from tests.browser.conftest import PHONE
+from tests.services import eventually
+from webapp.extensions import db
+from webapp.models import Execution, Script
 
 EDITOR = "ed@acme.io"
 SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "screenshots" / "edit-page.png"
@@ -20,7 +23,7 @@ BAD_MINUTE_MESSAGE = "minute: 61 is out of range 0-59"
 
 def choose_type(page: Page, label: str) -> None:
     """Pick a type and wait for htmx to swap in the matching #trigger-fields."""
-    with page.expect_response(re.compile(r"/scripts/trigger-fields\?")) as swap:
+    with page.expect_response(re.compile(r"/scripts/trigger-fields$")) as swap:
         page.get_by_label("Type").select_option(label=label)
     assert swap.value.status == 200
 
@@ -146,6 +149,97 @@ def test_create_cron_script_through_the_form(page: Page, live_server: str, make_
     assert page.url == url
     page.reload()
     expect(page.locator("#script-status .badge")).to_have_text("disabled")
+
+
+def _editor_text(page: Page) -> str:
+    return page.evaluate("() => document.querySelector('.CodeMirror').CodeMirror.getValue()")
+
+
+def _create(page: Page) -> None:
+    with page.expect_navigation() as nav:
+        page.get_by_role("button", name="Create script").click()
+    assert nav.value is not None and nav.value.status == 200, nav.value and nav.value.status
+
+
+def test_switching_to_endpoint_gives_a_starter_that_answers_200(
+    page: Page, live_server: str, make_user, log_in: Callable, start_worker
+) -> None:
+    start_worker()
+    make_user(EDITOR, "acme", "editor")
+    log_in(page, EDITOR)
+    page.goto(f"{live_server}/scripts/new")
+    expect(page.locator(".CodeMirror-code")).to_contain_text("return { ok: true, event };")
+
+    choose_type(page, "Endpoint")
+    code = page.locator(".CodeMirror-code")
+    expect(code).to_contain_text("req.params.name")
+    expect(code).to_contain_text("return { status: 200, body: { hello: name } };")
+    page.get_by_label("Name").fill("greeter")
+    page.get_by_label("Path under /api/scripts").fill("/greet/{name}")
+    _create(page)
+    expect(page.get_by_role("heading", name="greeter")).to_be_visible()
+
+    # The first call, as saved: 200 with the parameter read back (the manual starter gave 502).
+    answer = page.request.get(f"{live_server}/api/scripts/greet/Ann")
+    assert answer.status == 200, answer.text()
+    assert answer.json() == {"hello": "Ann"}
+
+
+def test_a_type_switch_keeps_an_edited_source(page: Page, live_server: str, make_user, log_in: Callable) -> None:
+    make_user(EDITOR, "acme", "editor")
+    log_in(page, EDITOR)
+    page.goto(f"{live_server}/scripts/new")
+    # Untouched, the starter follows the type, and back.
+    choose_type(page, "Cron")
+    expect(page.locator(".CodeMirror-code")).to_contain_text("event.scheduled_at")
+    choose_type(page, "Manual")
+    expect(page.locator(".CodeMirror-code")).to_contain_text("return { ok: true, event };")
+
+    # One key typed into the editor: the source is the user's now, and no switch replaces it.
+    page.locator(".CodeMirror-code").get_by_text("return { ok: true, event };").click()
+    page.keyboard.press("End")
+    page.keyboard.type(" // mine")
+    expect(page.locator(".CodeMirror-code")).to_contain_text("// mine")
+    edited = _editor_text(page)
+    for label in ("Endpoint", "Cron", "Manual"):
+        choose_type(page, label)
+        expect(page.locator("#trigger-fields")).to_be_attached()
+        assert _editor_text(page) == edited
+    # What is submitted is what the editor shows.
+    assert page.locator("textarea#source").input_value() == edited
+
+
+def test_the_cron_starter_logs_its_scheduled_time(
+    page: Page, app, live_server: str, make_user, log_in: Callable, start_worker, start_scheduler
+) -> None:
+    start_worker()
+    start_scheduler()
+    make_user(EDITOR, "acme", "editor")
+    log_in(page, EDITOR)
+    page.goto(f"{live_server}/scripts/new?type=cron")
+    expect(page.get_by_label("Type")).to_have_value("cron")
+    expect(page.locator(".CodeMirror-code")).to_contain_text("event.scheduled_at")
+    page.get_by_label("Name").fill("ticker")
+    page.get_by_label("Cron expression").fill("*/1 * * * * *")
+    _create(page)
+
+    def first_fire() -> Execution | None:
+        with app.app_context():
+            fire = db.session.scalar(
+                db.select(Execution)
+                .join(Script, Script.id == Execution.script_id)
+                .where(Script.name == "ticker", Execution.status == "succeeded")
+                .order_by(Execution.scheduled_at)
+            )
+            if fire is not None:
+                db.session.expunge(fire)
+            return fire
+
+    fire = eventually(first_fire, 10, "a succeeded fire of the cron starter")
+    page.goto(f"{live_server}/executions/{fire.id}")
+    logs = page.locator("ol.logs .log-message")
+    expect(logs).to_have_count(1)
+    expect(logs.first).to_contain_text(f"scheduled for {fire.scheduled_at.isoformat()} fired at ")
 
 
 def test_edit_page_shows_preview_for_saved_schedule(

@@ -8,13 +8,9 @@ from werkzeug.datastructures import MultiDict
 from webapp.limits import LIMIT_KEYS
 from webapp.models import Script
 from webapp.scripts.fields import SCRIPT_FIELDS
+from webapp.scripts.starters import starter
 
 FORM_FIELDS = tuple(field for field in SCRIPT_FIELDS if field.form)
-DEFAULT_SOURCE = """async function main(event) {
-  console.log("hello from", context.script.name);
-  return { ok: true, event };
-}
-"""
 
 
 def form_data(form: MultiDict) -> dict[str, Any]:
@@ -49,13 +45,13 @@ def _number(raw: str) -> Any:
     return int(value) if value.is_integer() else value
 
 
-def initial_values(script: Script | None) -> dict[str, Any]:
+def initial_values(script: Script | None, type_: str = "manual") -> dict[str, Any]:
     if script is None:
         return {
             **{field.name: field.default for field in SCRIPT_FIELDS if field.form and field.default is not None},
-            "type": "manual",
+            "type": type_,
             "endpoint_method": "GET",
-            "source": DEFAULT_SOURCE,
+            "source": starter(type_),
             "limits": None,
         }
     return {field.name: getattr(script, field.name) for field in FORM_FIELDS}

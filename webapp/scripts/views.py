@@ -16,6 +16,7 @@ from webapp.scripts.fields import HTTP_METHODS, SCRIPT_STATUSES, SCRIPT_TYPES, V
 from webapp.scripts.forms import form_data, initial_values
 from webapp.scripts.queries import BadPaging, paginate, paging_args, scripts_stmt, versions_stmt
 from webapp.scripts.schedule_info import cron_status, script_page
+from webapp.scripts.starters import after_type_switch
 from webapp.scripts.validation import ValidationFailed
 from webapp.tenancy import get_or_404
 
@@ -58,7 +59,9 @@ def _form_page(script: Script | None, values: dict[str, Any], errors: dict[str, 
 def _save(script: Script | None):
     data = form_data(request.form)
     if request.form.get("action") == "refresh":  # no-JS path: redraw the fields for the chosen type
-        return _form_page(script, {**initial_values(script), **data}, {})
+        values = {**initial_values(script), **data}
+        values["source"] = after_type_switch(values.get("source"), values.get("type"))
+        return _form_page(script, values, {})
     user = current_principal().user
     try:
         if script is None:
@@ -75,10 +78,8 @@ def _save(script: Script | None):
 def new():
     if request.method == "POST":
         return _save(None)
-    values = initial_values(None)
-    if request.args.get("type") in SCRIPT_TYPES:
-        values["type"] = request.args["type"]
-    return _form_page(None, values, {})
+    type_ = request.args.get("type")
+    return _form_page(None, initial_values(None, type_ if type_ in SCRIPT_TYPES else "manual"), {})
 
 
 @bp.route("/scripts/<script_id>/edit", methods=["GET", "POST"])
@@ -90,13 +91,22 @@ def edit(script_id: str):
     return _form_page(script, initial_values(script), {})
 
 
-@bp.get("/scripts/trigger-fields")
+@bp.post("/scripts/trigger-fields")
 @require("scripts:write")
 def trigger_fields():
-    """htmx: the cron or endpoint fields for the type chosen in the form."""
-    values = {**initial_values(None), **form_data(request.args)}
+    """htmx: the cron or endpoint fields for the type chosen in the form, and that type's
+    starter source while the form's source is still an untouched starter. A POST, as the
+    form's source may be longer than a URL may be."""
+    values = {**initial_values(None), **form_data(request.form)}
+    sent = values["source"] if "source" in request.form else None
+    switched = after_type_switch(sent, values.get("type")) if sent is not None else None
     return render_template(
-        "scripts/_trigger_fields.html", values=values, errors={}, methods=HTTP_METHODS, **_cron_preview(values)
+        "scripts/_trigger_fields.html",
+        values=values,
+        errors={},
+        methods=HTTP_METHODS,
+        starter_source=switched if switched != sent else None,
+        **_cron_preview(values),
     )
 
 
