@@ -48,9 +48,12 @@
     ev.preventDefault();
     var out = document.getElementById("try-output");
     var method = form.getAttribute("data-method");
-    var path = form.elements.path.value.trim();
+    // Each {parameter} of the route takes the value typed in its own field.
+    var path = form.getAttribute("data-path").replace(/\{(\w+)\}/g, function (_, name) {
+      return encodeURIComponent(form.querySelector('[data-param="' + name + '"]').value.trim());
+    });
     var query = form.elements.query.value.trim().replace(/^\?/, "");
-    var url = "/api/scripts" + (path.charAt(0) === "/" ? path : "/" + path) + (query ? "?" + query : "");
+    var url = "/api/scripts" + path + (query ? "?" + query : "");
     var options = { method: method, credentials: "same-origin", headers: { "X-CSRFToken": csrfToken() } };
     if (form.elements.body && form.elements.body.value.trim()) {
       options.headers["Content-Type"] = "application/json";

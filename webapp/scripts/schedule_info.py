@@ -14,6 +14,7 @@ from webapp.extensions import db
 from webapp.models import Execution, Script, ScriptVersion
 from webapp.redis_client import get_redis
 from webapp.scripts.queries import executions_stmt, paginate
+from webapp.scripts.validation import path_params
 
 
 @dataclass
@@ -52,6 +53,8 @@ def cron_status(scripts: list[Script]) -> dict[uuid.UUID, CronStatus]:
 def script_page(script: Script) -> dict[str, Any]:
     """Everything the script page template needs besides the script itself."""
     context: dict[str, Any] = {"executions": paginate(executions_stmt(script), 1, 20), "cron_info": None}
+    if script.type == "endpoint":
+        context["path_params"] = path_params(script.endpoint_path or "")
     if script.type == "cron":
         anchor = db.session.scalar(
             select(ScriptVersion.created_at).where(

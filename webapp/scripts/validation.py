@@ -179,6 +179,11 @@ def path_problem(path: str) -> str | None:
     return None
 
 
+def path_params(path: str) -> list[str]:
+    """The names of a path's {parameters}, in order: /orders/{id}/items/{item} -> id, item."""
+    return [match[1:-1] for match in _PARAM.findall(path)]
+
+
 def route_key(path: str) -> str:
     """The path with parameter names blanked: /orders/{id} and /orders/{oid} are one route."""
     return _PARAM.sub("{}", path)
