@@ -208,6 +208,9 @@ def test_runs_chart_scales_and_labels_other_windows():
     six = charts.runs_chart(_periods({}, stats.WINDOWS["6h"]), stats.WINDOWS["6h"])
     assert [t.label for t in six.x_ticks] == ["−6 h", "−4.5 h", "−3 h", "−1.5 h", "now"]
     assert six.peak == 0 and [t.label for t in six.y_ticks] == ["0", "1"]
+    busy = charts.runs_chart(_periods({3: {"succeeded": 4200}}, day), day)  # short labels fit a phone
+    assert [t.label for t in busy.y_ticks] == ["0", "2.5k", "5k"]
+    assert [c.total for c in busy.columns if c.total] == [4200]
 
 
 def test_share():

@@ -1,5 +1,7 @@
 // Turns the source textarea into a CodeMirror editor (JS highlighting, line numbers).
 // Without JavaScript the plain textarea is submitted as is.
+// Keyboard: Tab and Shift+Tab move between fields as everywhere else; Ctrl+] and Ctrl+[
+// (Cmd on a Mac) indent and outdent, CodeMirror's own keys (docs/scripting.md).
 document.addEventListener("DOMContentLoaded", function () {
   "use strict";
   document.querySelectorAll("textarea[data-code-editor]").forEach(function (textarea) {
@@ -15,5 +17,30 @@ document.addEventListener("DOMContentLoaded", function () {
     });
     editor.on("change", function () { editor.save(); });
     textarea.form.addEventListener("submit", function () { editor.save(); });
+    labelEditor(editor, textarea);
   });
+
+  // The textarea is hidden now: its label, error and key hint go to the element that takes
+  // focus, and clicking the label focuses the editor.
+  function labelEditor(editor, textarea) {
+    var input = editor.getInputField();
+    var label = textarea.labels && textarea.labels[0];
+    if (label) {
+      label.id = label.id || textarea.id + "-label";
+      input.setAttribute("aria-labelledby", label.id);
+      label.addEventListener("click", function () { editor.focus(); });
+    }
+    var described = (textarea.getAttribute("aria-describedby") || "").split(" ").filter(Boolean);
+    var keys = document.getElementById(textarea.id + "-keys");
+    if (keys) {
+      keys.hidden = false;
+      described.push(keys.id);
+    }
+    if (described.length) input.setAttribute("aria-describedby", described.join(" "));
+    if (textarea.getAttribute("aria-invalid")) input.setAttribute("aria-invalid", "true");
+    if (input.tagName !== "TEXTAREA") { // the contenteditable input of touch devices
+      input.setAttribute("role", "textbox");
+      input.setAttribute("aria-multiline", "true");
+    }
+  }
 });

@@ -53,8 +53,8 @@ def browser() -> Iterator[Browser]:
         browser.close()
 
 
-def _new_page(browser: Browser, viewport: dict[str, int]) -> Iterator[Page]:
-    context = browser.new_context(viewport=viewport)
+def _new_page(browser: Browser, viewport: dict[str, int], **options: Any) -> Iterator[Page]:
+    context = browser.new_context(viewport=viewport, **options)
     context.set_default_timeout(TIMEOUT_MS)
     context.set_default_navigation_timeout(TIMEOUT_MS)
     page = context.new_page()
@@ -72,6 +72,12 @@ def page(browser: Browser) -> Iterator[Page]:
 @pytest.fixture
 def phone_page(browser: Browser) -> Iterator[Page]:
     yield from _new_page(browser, PHONE)
+
+
+@pytest.fixture
+def touch_phone_page(browser: Browser) -> Iterator[Page]:
+    """390 px with a touch screen and no mouse: CSS `(hover: none)` matches."""
+    yield from _new_page(browser, PHONE, has_touch=True)
 
 
 @pytest.fixture

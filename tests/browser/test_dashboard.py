@@ -153,3 +153,72 @@ def test_chart_fits_a_phone(phone_page: Page, live_server: str, make_user, make_
     assert 300 < chart.bounding_box()["width"] <= PHONE["width"]
     _no_horizontal_scroll(phone_page)
     assert problems == []
+
+
+# Each axis label's size on screen (its font size in the chart's units, scaled as the chart
+# is) and its box relative to the chart's.
+AXIS_LABELS = """(svg) => {
+  const box = svg.getBoundingClientRect();
+  const scale = box.width / svg.viewBox.baseVal.width;
+  return [...svg.querySelectorAll("text.axis")].map((text) => {
+    const r = text.getBoundingClientRect();
+    return {text: text.textContent, px: parseFloat(getComputedStyle(text).fontSize) * scale,
+            left: r.left - box.left, right: r.right - box.left, top: r.top - box.top, bottom: r.bottom - box.top,
+            width: box.width, height: box.height};
+  });
+}"""
+
+
+def _unreadable_labels(page: Page) -> list[str]:
+    """Axis labels under 11 px, cut off by the chart's edge, or overlapping another label."""
+    labels = page.locator("svg.chart").evaluate(AXIS_LABELS)
+    assert len(labels) >= 6
+    problems = [f"{a['text']!r} is {a['px']:.1f} px" for a in labels if a["px"] < 11]
+    problems += [
+        f"{a['text']!r} is cut off"
+        for a in labels
+        if a["left"] < 0 or a["top"] < 0 or a["right"] > a["width"] + 0.5 or a["bottom"] > a["height"] + 0.5
+    ]
+    problems += [
+        f"{a['text']!r} overlaps {b['text']!r}"
+        for i, a in enumerate(labels)
+        for b in labels[i + 1 :]
+        if a["left"] < b["right"] and b["left"] < a["right"] and a["top"] < b["bottom"] and b["top"] < a["bottom"]
+    ]
+    return problems
+
+
+def test_chart_reads_on_a_touch_phone(
+    page: Page, touch_phone_page: Page, live_server: str, make_user, make_script, add_run, log_in: Callable
+) -> None:
+    make_user(EDITOR, "acme", "editor")
+    script = make_script(EDITOR, name="Sync orders")
+    for _ in range(14):
+        add_run(script, "succeeded", 30, 0.5)
+    for minute in range(7, 50, 7):
+        add_run(script, "succeeded", 30, minute + 0.5)
+    add_run(script, "failed", 30, 24.5)
+    for current in (page, touch_phone_page):
+        log_in(current, EDITOR)
+    touch_phone_page.goto(live_server + "/")
+    expect(touch_phone_page.get_by_role("img", name="Runs per minute, last hour, by status")).to_be_visible()
+    assert _unreadable_labels(touch_phone_page) == []
+
+    # No "hover" on a screen without a pointer; each period's numbers are in a list instead.
+    chart_card = touch_phone_page.locator("section", has=touch_phone_page.get_by_role("heading", name="Runs per"))
+    hint = chart_card.locator("p.hint")
+    assert "hover" not in hint.inner_text().lower()
+    expect(hint).to_contain_text("Each minute's numbers (UTC) are in the list below.")
+    chart_card.get_by_text("Runs per minute, as a list").click()
+    items = chart_card.get_by_role("listitem")
+    expect(items.filter(has_text=re.compile(r"^\d\d:\d\d UTC: 1 run \(1 failed\)$"))).to_be_visible()
+    expect(items.filter(has_text="0 runs")).to_have_count(0)  # only the periods that had runs
+
+    touch_phone_page.get_by_label("Window", exact=True).select_option("24h")
+    expect(touch_phone_page.get_by_role("img", name="Runs per 15 minutes, last 24 hours, by status")).to_be_visible()
+    assert _unreadable_labels(touch_phone_page) == []
+
+    # With a mouse, the hint still says hovering works.
+    page.goto(live_server + "/")
+    assert "Hover a bar for its minute (UTC)" in page.locator("p.hint").filter(has_text="queued").inner_text()
+    assert _unreadable_labels(page) == []

@@ -354,3 +354,43 @@ def test_screenshot_edit_page(page: Page, live_server: str, make_user, make_scri
     page.screenshot(path=str(target), full_page=True)
     assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert SCREENSHOT.stat().st_size > 10_000
+
+
+def test_editor_by_keyboard(page: Page, live_server: str, make_user, log_in: Callable) -> None:
+    """Tab reaches the editor, which says what it is and shows a focus ring; Tab leaves it
+    again; Ctrl+] and Ctrl+[ (the documented keys) indent and outdent."""
+    make_user(EDITOR, "acme", "editor")
+    log_in(page, EDITOR)
+    page.goto(f"{live_server}/scripts/new")
+    wrapper = page.locator(".CodeMirror")
+    expect(wrapper).to_be_visible()
+    ring = "el => getComputedStyle(el).outlineStyle + ' ' + getComputedStyle(el).outlineWidth"
+    assert wrapper.evaluate(ring).startswith("none")
+
+    page.get_by_label("Description").focus()
+    page.keyboard.press("Tab")
+    editor = page.get_by_role("textbox", name="Source", exact=True)
+    expect(editor).to_be_focused()
+    expect(editor).to_have_accessible_description(re.compile(r"Ctrl\+\] indents the selected lines"))
+    style, width = wrapper.evaluate(ring).split()
+    assert style != "none" and float(width.removesuffix("px")) >= 2, (style, width)
+    expect(page.get_by_text("indents the selected lines")).to_be_visible()
+
+    page.keyboard.press("Control+A")
+    page.keyboard.type("return 1;")
+    page.keyboard.press("Control+BracketRight")
+    expect(page.locator("#source")).to_have_value("  return 1;")
+    page.keyboard.press("Control+BracketLeft")
+    expect(page.locator("#source")).to_have_value("return 1;")
+
+    page.keyboard.press("Tab")
+    expect(page.locator("summary", has_text="Limits")).to_be_focused()
+    expect(page.locator("#source")).to_have_value("return 1;")  # no tab typed into the source
+    assert wrapper.evaluate(ring).startswith("none")
+    page.keyboard.press("Shift+Tab")
+    expect(editor).to_be_focused()
+
+    # Clicking the visible label focuses the editor too.
+    page.get_by_label("Description").focus()
+    page.get_by_text("Source", exact=True).click()
+    expect(editor).to_be_focused()

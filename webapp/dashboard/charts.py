@@ -10,7 +10,9 @@ from dataclasses import dataclass
 from webapp.dashboard.stats import SERIES, Period, Window
 
 WIDTH, HEIGHT = 720, 200
-LEFT, RIGHT, TOP, BOTTOM = 40, 8, 10, 24  # margins for the axis labels
+# Margins for the axis labels, wide enough for the larger type that keeps them readable when
+# the chart is scaled down to a phone's width (static/css/app.css, .chart .axis).
+LEFT, RIGHT, TOP, BOTTOM = 50, 8, 18, 34
 BAR_FILL = 0.8  # share of a period's slot its bar takes
 
 
@@ -29,6 +31,7 @@ class Column:
     x: float  # the period's slot, for a hover area over the whole height
     width: float
     title: str
+    total: int  # runs in the period
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,14 @@ def nice_ceiling(value: float) -> int:
     raise AssertionError("unreachable")
 
 
+def _count(value: int) -> str:
+    """An axis count in at most four characters: 500, 5k, 2.5M."""
+    for size, suffix in ((1_000_000, "M"), (1_000, "k")):
+        if value >= size:
+            return f"{value / size:g}{suffix}"
+    return str(value)
+
+
 def _ago(seconds: int, in_hours: bool) -> str:
     return f"−{seconds / 3600:g} h" if in_hours else f"−{seconds / 60:g} min"
 
@@ -88,9 +99,9 @@ def runs_chart(periods: list[Period], window: Window) -> BarChart:
         parts = ", ".join(f"{period.counts[s]} {s}" for s in SERIES if period.counts[s])
         when = period.start.strftime("%H:%M UTC")
         title = f"{when}: {period.total} run{'s' if period.total != 1 else ''}" + (f" ({parts})" if parts else "")
-        columns.append(Column(rects, round(x, 2), round(slot, 2), title))
+        columns.append(Column(rects, round(x, 2), round(slot, 2), title, period.total))
     values = [0, top_value // 2, top_value] if top_value % 2 == 0 else [0, top_value]
-    y_ticks = [Tick(round(HEIGHT - BOTTOM - v * scale, 2), str(v)) for v in values]
+    y_ticks = [Tick(round(HEIGHT - BOTTOM - v * scale, 2), _count(v)) for v in values]
     step = max(len(periods) // 4, 1)
     in_hours = len(periods) * window.seconds >= 2 * 3600
     x_ticks = [

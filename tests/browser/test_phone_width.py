@@ -1,0 +1,171 @@
+"""Every page at phone width (390 px), as an admin with a tenant full of realistic data: none is
+wider than the screen, so no button (Revoke, Remove, Save) sits off to the side. The pages come
+from the URL map, so a new page has to be listed here (or among the partials) to pass."""
+
+import uuid
+from collections.abc import Callable
+from datetime import timedelta
+
+from flask import Flask
+from playwright.sync_api import Page, expect
+
+from webapp.auth.tokens import create_token
+from webapp.extensions import db
+from webapp.invitations import service as invitations
+from webapp.models import Execution, Tenant, User, utcnow
+from webapp.scripts import service
+
+ADMIN = "operations.lead@acme-industries.example"
+MEMBERS = ("ci.deployer@acme-industries.example", "night.shift.support@acme-industries.example")
+# htmx fragments, seen inside the pages that load them; not pages of their own.
+PARTIALS = {"scripts.trigger_fields", "scripts.cron_preview", "executions.result"}
+# Not HTML pages for people.
+NOT_PAGES = {"static", "health.healthz", "metrics.metrics", "endpoints.serve"}
+SOURCE = """async function main(event) {
+  const orders = await storage.get("orders-awaiting-the-nightly-reconciliation-report") || [];
+  console.log("reconciling", orders.length, "orders for", event.params && event.params.region);
+  return { reconciled: orders.length, region: "eu-west-1-frankfurt-availability-zone-b" };
+}
+"""
+LONG_RESULT = {"reconciled": 1284, "note": "x" * 160, "regions": ["eu-west-1", "us-east-2"] * 8}
+
+
+def _execution(script_id: uuid.UUID, tenant_id: int, status: str, **fields) -> str:
+    now = utcnow()
+    execution = Execution(
+        id=uuid.uuid4(),
+        tenant_id=tenant_id,
+        script_id=script_id,
+        script_version=1,
+        trigger="manual",
+        status=status,
+        params={"region": "eu-west-1", "dry_run": False, "batch": "2024-06-01T00:00:00Z/" + "p" * 60},
+        queued_at=now - timedelta(minutes=3),
+        started_at=now - timedelta(minutes=3),
+        finished_at=now - timedelta(minutes=3) + timedelta(milliseconds=420),
+        duration_ms=420.0,
+        logs=[{"level": "log", "message": "reconciling " + "order-" * 30, "time": None}],
+        **fields,
+    )
+    db.session.add(execution)
+    db.session.commit()
+    return str(execution.id)
+
+
+def _fill_tenant(app: Flask, make_user) -> dict[str, str]:
+    """Scripts of each type (one with two versions), runs, tokens, members and an invitation."""
+    make_user(ADMIN, "acme", "admin")
+    make_user(ADMIN, "globex-logistics-holdings", "viewer")  # so the tenant chooser lists two
+    for email in MEMBERS:
+        make_user(email, "acme", "editor")
+    with app.app_context():
+        tenant = db.session.scalar(db.select(Tenant).where(Tenant.name == "acme"))
+        admin = db.session.scalar(db.select(User).where(User.email == ADMIN))
+        long_name = "Nightly reconciliation of the orders that failed to sync"
+        manual = service.create_script(tenant, admin, {"name": long_name, "type": "manual", "source": SOURCE})
+        service.update_script(manual, admin, {"source": SOURCE.replace("1284", "1285") + "// v2\n"})
+        cron = service.create_script(
+            tenant,
+            admin,
+            {"name": "Hourly stock report", "type": "cron", "source": SOURCE, "cron_expression": "15 */2 * * 1-5"},
+        )
+        endpoint = service.create_script(
+            tenant,
+            admin,
+            {
+                "name": "Refund webhook",
+                "type": "endpoint",
+                "source": SOURCE,
+                "endpoint_path": "/orders/{order_id}/refunds/{refund_id}",
+                "endpoint_method": "POST",
+            },
+        )
+        succeeded = _execution(manual.id, tenant.id, "succeeded", result=LONG_RESULT)
+        failed = _execution(
+            cron.id,
+            tenant.id,
+            "failed",
+            error_kind="exception",
+            error_message="TypeError: cannot read property 'reconciliationIdentifier' of undefined" * 2,
+        )
+        for email, label in ((ADMIN, "CI deploys from the main branch"), (MEMBERS[0], "Grafana dashboards")):
+            user = db.session.scalar(db.select(User).where(User.email == email))
+            create_token(tenant, user, label)
+        _, invitation_token, _ = invitations.invite(tenant, admin, "new.colleague@acme-industries.example", "viewer")
+        return {
+            "manual": str(manual.id),
+            "cron": str(cron.id),
+            "endpoint": str(endpoint.id),
+            "succeeded": succeeded,
+            "failed": failed,
+            "invitation": invitation_token,
+        }
+
+
+# The page's width, and the controls that end beyond the screen's right edge (say, in a table
+# that scrolls sideways inside its box): a user would have to find them.
+MEASURE = """() => {
+  const root = document.documentElement;
+  const hidden = [...document.querySelectorAll("main a, main button, main select, main input:not([type=hidden])")]
+    .filter((el) => el.getClientRects().length && !el.closest(".CodeMirror"))
+    .filter((el) => el.getBoundingClientRect().right > root.clientWidth + 0.5)
+    .map((el) => (el.textContent.trim() || el.getAttribute("name") || el.tagName).slice(0, 30));
+  return {scroll: root.scrollWidth, client: root.clientWidth, hidden};
+}"""
+
+
+def _overflow(page: Page) -> dict | None:
+    sizes = page.evaluate(MEASURE)
+    return sizes if sizes["scroll"] > sizes["client"] or sizes["hidden"] else None
+
+
+def test_no_page_is_wider_than_a_phone(
+    app: Flask, phone_page: Page, live_server: str, make_user, log_in: Callable
+) -> None:
+    ids = _fill_tenant(app, make_user)
+    script, run = "/scripts/{}", "/executions/{}"
+    logged_out = {"login page": "/login", "invitation (logged out)": f"/invitations/{ids['invitation']}"}
+    logged_in = {
+        "dashboard": "/",
+        "dashboard, last 24 hours": "/?window=24h",
+        "scripts list": "/scripts",
+        "new script": "/scripts/new",
+        **{f"{kind} script page": script.format(ids[kind]) for kind in ("manual", "cron", "endpoint")},
+        **{f"{kind} script edit page": script.format(ids[kind]) + "/edit" for kind in ("manual", "cron", "endpoint")},
+        "versions list": script.format(ids["manual"]) + "/versions",
+        "version diff": script.format(ids["manual"]) + "/versions/2",
+        "delete confirmation": script.format(ids["manual"]) + "/delete",
+        "executions list": "/executions",
+        "succeeded execution": run.format(ids["succeeded"]),
+        "failed execution": run.format(ids["failed"]),
+        "tokens": "/tokens",
+        "members": "/members",
+        "usage": "/usage",
+        "tenant chooser": "/tenant",
+        "invitation for another address": f"/invitations/{ids['invitation']}",
+        "not found page": "/scripts/no-such-script",
+    }
+    adapter = app.url_map.bind("localhost")
+    pages = {
+        rule.endpoint
+        for rule in app.url_map.iter_rules()
+        if "GET" in rule.methods and not rule.rule.startswith("/api/") and rule.endpoint not in NOT_PAGES | PARTIALS
+    }
+    paths = [*logged_out.values(), *logged_in.values()]
+    visited = {adapter.match(path.split("?")[0], method="GET")[0] for path in paths}
+    assert pages - visited == set(), "pages this test does not visit yet"
+
+    wide = []
+    for name, path in logged_out.items():
+        phone_page.goto(live_server + path)
+        if sizes := _overflow(phone_page):
+            wide.append(f"{name} ({path}): {sizes}")
+    log_in(phone_page, ADMIN)
+    expect(phone_page.get_by_role("heading", name="Choose a tenant")).to_be_visible()
+    phone_page.get_by_role("button", name="acme").click()
+    for name, path in logged_in.items():
+        phone_page.goto(live_server + path)
+        expect(phone_page.locator(".user-email")).to_have_text(ADMIN)
+        if sizes := _overflow(phone_page):
+            wide.append(f"{name} ({path}): {sizes}")
+    assert wide == [], "wider than a 390 px screen: " + "; ".join(wide)
