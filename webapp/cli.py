@@ -132,14 +132,19 @@ def set_password(email: str) -> None:
 @click.option("--email", required=True)
 @click.option("--name", "label", default="", help="A label for the token.")
 @click.option("--role", type=click.Choice(ROLES), help="Defaults to the user's role.")
-def create_token(tenant_name: str, email: str, label: str, role: str | None) -> None:
+@click.option(
+    "--expires-in-days",
+    type=click.IntRange(1, token_service.MAX_EXPIRES_IN_DAYS),
+    help="The token stops working after this many days. Default: never.",
+)
+def create_token(tenant_name: str, email: str, label: str, role: str | None, expires_in_days: int | None) -> None:
     """Create an API token; prints the token alone (shown once, stored hashed)."""
     tenant = _tenant(tenant_name)
     user = db.session.scalar(select(User).where(User.email == email.strip().lower()))
     if user is None:
         raise click.ClickException(f"no user {email!r}")
     try:
-        _, plaintext = token_service.create_token(tenant, user, label, role)
+        _, plaintext = token_service.create_token(tenant, user, label, role, expires_in_days)
     except token_service.TokenError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(plaintext)
@@ -148,14 +153,14 @@ def create_token(tenant_name: str, email: str, label: str, role: str | None) -> 
 @tokens_cli.command("list")
 @click.option("--tenant", "tenant_name", required=True)
 def list_tokens(tenant_name: str) -> None:
-    """List the tenant's tokens: id, label, user, role, created, last used."""
+    """List the tenant's tokens: id, label, user, role, created, last used, revoked, expires."""
     tenant = _tenant(tenant_name)
     rows = db.session.scalars(select(ApiToken).where(ApiToken.tenant_id == tenant.id).order_by(ApiToken.id))
-    click.echo("id\tlabel\tuser\trole\tcreated\tlast_used\trevoked")
+    click.echo("id\tlabel\tuser\trole\tcreated\tlast_used\trevoked\texpires")
     for t in rows:
         click.echo(
             f"{t.id}\t{t.name or '-'}\t{t.user.email}\t{t.role}\t{iso(t.created_at)}\t"
-            f"{iso(t.last_used_at) or 'never'}\t{iso(t.revoked_at) or 'no'}"
+            f"{iso(t.last_used_at) or 'never'}\t{iso(t.revoked_at) or 'no'}\t{iso(t.expires_at) or 'never'}"
         )
 
 
