@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 
 from webapp import devtools
 from webapp.auth import tokens as token_service
-from webapp.auth.passwords import MIN_LENGTH, hash_password
+from webapp.auth.passwords import MIN_LENGTH, hash_password, set_password
 from webapp.auth.roles import ROLES
 from webapp.extensions import db
 from webapp.models import ApiToken, Membership, Tenant, User
@@ -110,7 +110,7 @@ def create_user(email: str, tenant_name: str, role: str, password: str | None) -
 
 @users_cli.command("set-password")
 @click.argument("email")
-def set_password(email: str) -> None:
+def set_user_password(email: str) -> None:
     """Set user EMAIL's password, read from stdin, and end all of the user's sessions."""
     user = db.session.scalar(select(User).where(User.email == email.strip().lower()))
     if user is None:
@@ -121,8 +121,7 @@ def set_password(email: str) -> None:
         password = sys.stdin.readline().rstrip("\r\n")
     if len(password) < MIN_LENGTH:
         raise click.ClickException(f"password must be at least {MIN_LENGTH} characters")
-    user.password_hash = hash_password(password)
-    user.session_version += 1  # every session of the account ends (webapp/models.py)
+    set_password(user, password)
     db.session.commit()
     click.echo(f"password set for {user.email}; their sessions were ended")
 

@@ -62,6 +62,10 @@ class User(UserMixin, db.Model):
     def get_id(self) -> str:
         return f"{self.id}:{self.session_version}"
 
+    def end_sessions(self) -> None:
+        """Every session of the user ends at the next commit, copied cookies included."""
+        self.session_version += 1
+
 
 class Membership(db.Model):
     __tablename__ = "memberships"
