@@ -4,6 +4,8 @@ A call to a path no script serves is answered 404 after its caller was checked (
 401 once the caller is refused: no worker is needed to see which.
 """
 
+from datetime import timedelta
+
 import pytest
 from redis import Redis
 from sqlalchemy import update
@@ -13,7 +15,7 @@ from tests.services import eventually
 from webapp.auth import tokens
 from webapp.auth.tokens import AUTH_VERSION_KEY, digest
 from webapp.extensions import db
-from webapp.models import ApiToken, Membership, utcnow
+from webapp.models import ApiToken, Membership, Tenant, User, utcnow
 
 NOWHERE = "/api/scripts/nowhere"
 
@@ -66,3 +68,15 @@ def test_a_cached_caller_outlives_a_lost_announcement_by_seconds_only(app, clien
     redis.set(AUTH_VERSION_KEY, version) if version is not None else redis.delete(AUTH_VERSION_KEY)
     assert client.get(NOWHERE, headers=bearer(plaintext)).status_code == 404  # still cached
     eventually(lambda: client.get(NOWHERE, headers=bearer(plaintext)).status_code == 401, tokens.CACHE_SECONDS + 1)
+
+
+def test_a_cached_token_is_refused_once_it_expires(app, client, make_user, monkeypatch):
+    """Expiry is a matter of time, not of a commit: nothing announces it, the cache checks it."""
+    make_user("ed@acme.io", "acme", "editor")
+    with app.app_context():
+        tenant, user = db.session.scalar(db.select(Tenant)), db.session.scalar(db.select(User))
+        _, plaintext = tokens.create_token(tenant, user, "weekly", expires_in_days=7)
+    _cached(client, bearer(plaintext))
+    later = utcnow() + timedelta(days=7, seconds=1)
+    monkeypatch.setattr(tokens, "utcnow", lambda: later)
+    assert client.get(NOWHERE, headers=bearer(plaintext)).status_code == 401

@@ -1,10 +1,14 @@
 """Every CLI command of README.md's "Administration", through Flask's CLI runner."""
 
+from datetime import timedelta
+
 import pytest
 
+from tests.conftest import bearer
 from webapp.auth.tokens import digest
 from webapp.extensions import db
-from webapp.models import ApiToken, Membership, Tenant, User
+from webapp.models import ApiToken, Membership, Tenant, User, utcnow
+from webapp.serializers import iso
 
 
 @pytest.fixture
@@ -153,6 +157,22 @@ def test_tokens_role_never_above_the_user(cli):
     result = cli("tokens", "create", "--tenant", "acme", "--email", "v@example.com", "--role", "admin")
     assert result.exit_code != 0
     assert "higher than the user's role viewer" in result.output
+
+
+def test_tokens_create_with_an_expiry(cli, app, client):
+    cli("tenants", "create", "acme")
+    cli("users", "create", "ann@example.com", "--tenant", "acme", "--role", "editor", "--password", "pw-123456")
+    refused = cli("tokens", "create", "--tenant", "acme", "--email", "ann@example.com", "--expires-in-days", "0")
+    assert refused.exit_code != 0 and "--expires-in-days" in refused.output
+    before = utcnow()
+    result = cli("tokens", "create", "--tenant", "acme", "--email", "ann@example.com", "--expires-in-days", "7")
+    assert result.exit_code == 0, result.output
+    with app.app_context():
+        expires_at = db.session.scalar(db.select(ApiToken.expires_at))
+    assert before + timedelta(days=7) <= expires_at <= utcnow() + timedelta(days=7)
+    listing = cli("tokens", "list", "--tenant", "acme").output.splitlines()
+    assert listing[0].split("\t")[-1] == "expires" and listing[1].split("\t")[-1] == iso(expires_at)
+    assert client.get("/api/v1/scripts", headers=bearer(result.output.strip())).status_code == 200
 
 
 def test_tokens_revoke_unknown(cli):

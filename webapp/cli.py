@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 
 from webapp import devtools
 from webapp.auth import tokens as token_service
-from webapp.auth.passwords import MIN_LENGTH, hash_password
+from webapp.auth.passwords import MIN_LENGTH, hash_password, set_password
 from webapp.auth.roles import ROLES
 from webapp.extensions import db
 from webapp.models import ApiToken, Membership, Tenant, User
@@ -110,7 +110,7 @@ def create_user(email: str, tenant_name: str, role: str, password: str | None) -
 
 @users_cli.command("set-password")
 @click.argument("email")
-def set_password(email: str) -> None:
+def set_user_password(email: str) -> None:
     """Set user EMAIL's password, read from stdin, and end all of the user's sessions."""
     user = db.session.scalar(select(User).where(User.email == email.strip().lower()))
     if user is None:
@@ -121,8 +121,7 @@ def set_password(email: str) -> None:
         password = sys.stdin.readline().rstrip("\r\n")
     if len(password) < MIN_LENGTH:
         raise click.ClickException(f"password must be at least {MIN_LENGTH} characters")
-    user.password_hash = hash_password(password)
-    user.session_version += 1  # every session of the account ends (webapp/models.py)
+    set_password(user, password)
     db.session.commit()
     click.echo(f"password set for {user.email}; their sessions were ended")
 
@@ -132,14 +131,19 @@ def set_password(email: str) -> None:
 @click.option("--email", required=True)
 @click.option("--name", "label", default="", help="A label for the token.")
 @click.option("--role", type=click.Choice(ROLES), help="Defaults to the user's role.")
-def create_token(tenant_name: str, email: str, label: str, role: str | None) -> None:
+@click.option(
+    "--expires-in-days",
+    type=click.IntRange(1, token_service.MAX_EXPIRES_IN_DAYS),
+    help="The token stops working after this many days. Default: never.",
+)
+def create_token(tenant_name: str, email: str, label: str, role: str | None, expires_in_days: int | None) -> None:
     """Create an API token; prints the token alone (shown once, stored hashed)."""
     tenant = _tenant(tenant_name)
     user = db.session.scalar(select(User).where(User.email == email.strip().lower()))
     if user is None:
         raise click.ClickException(f"no user {email!r}")
     try:
-        _, plaintext = token_service.create_token(tenant, user, label, role)
+        _, plaintext = token_service.create_token(tenant, user, label, role, expires_in_days)
     except token_service.TokenError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(plaintext)
@@ -148,14 +152,14 @@ def create_token(tenant_name: str, email: str, label: str, role: str | None) -> 
 @tokens_cli.command("list")
 @click.option("--tenant", "tenant_name", required=True)
 def list_tokens(tenant_name: str) -> None:
-    """List the tenant's tokens: id, label, user, role, created, last used."""
+    """List the tenant's tokens: id, label, user, role, created, last used, revoked, expires."""
     tenant = _tenant(tenant_name)
     rows = db.session.scalars(select(ApiToken).where(ApiToken.tenant_id == tenant.id).order_by(ApiToken.id))
-    click.echo("id\tlabel\tuser\trole\tcreated\tlast_used\trevoked")
+    click.echo("id\tlabel\tuser\trole\tcreated\tlast_used\trevoked\texpires")
     for t in rows:
         click.echo(
             f"{t.id}\t{t.name or '-'}\t{t.user.email}\t{t.role}\t{iso(t.created_at)}\t"
-            f"{iso(t.last_used_at) or 'never'}\t{iso(t.revoked_at) or 'no'}"
+            f"{iso(t.last_used_at) or 'never'}\t{iso(t.revoked_at) or 'no'}\t{iso(t.expires_at) or 'never'}"
         )
 
 

@@ -62,6 +62,10 @@ class User(UserMixin, db.Model):
     def get_id(self) -> str:
         return f"{self.id}:{self.session_version}"
 
+    def end_sessions(self) -> None:
+        """Every session of the user ends at the next commit, copied cookies included."""
+        self.session_version += 1
+
 
 class Membership(db.Model):
     __tablename__ = "memberships"
@@ -86,8 +90,12 @@ class ApiToken(db.Model):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # None: never
     user: Mapped[User] = relationship()
     tenant: Mapped[Tenant] = relationship()
+
+    def expired(self, now: datetime) -> bool:
+        return self.expires_at is not None and self.expires_at <= now
 
 
 class Invitation(db.Model):

@@ -139,6 +139,7 @@ def test_no_page_is_wider_than_a_phone(
         "succeeded execution": run.format(ids["succeeded"]),
         "failed execution": run.format(ids["failed"]),
         "tokens": "/tokens",
+        "account": "/account",
         "members": "/members",
         "usage": "/usage",
         "tenant chooser": "/tenant",

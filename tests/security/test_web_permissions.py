@@ -26,6 +26,8 @@ MINIMUM_ROLE = {
     "dashboard.index": "viewer",
     "auth.switch_tenant": "viewer",
     "auth.choose_tenant": "viewer",
+    "auth.account": "viewer",
+    "auth.change_password": "viewer",
     "scripts.index": "viewer",
     "scripts.detail": "viewer",
     "scripts.versions": "viewer",

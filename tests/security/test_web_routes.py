@@ -24,6 +24,8 @@ LOGGED_IN_ONLY = {
     "dashboard.index",  # shows "no tenant" to a user without one; the data part needs scripts:read
     "auth.switch_tenant",  # checks the membership itself
     "auth.choose_tenant",  # lists the caller's own memberships, whatever their roles
+    "auth.account",  # one's own account, whatever one's roles (or none)
+    "auth.change_password",  # one's own password: the current one is required
     "api.validate_cron",  # any authenticated caller: a pure function of its input
     "endpoints.serve",  # checks endpoints:call itself, to answer with its JSON errors (docs/endpoints.md)
 }

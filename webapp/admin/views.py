@@ -4,7 +4,7 @@ Admins never add an account directly, nor set anyone's password: they invite an 
 (webapp/invitations), and only the platform CLI sets passwords for others.
 """
 
-from flask import Blueprint, redirect, render_template, request, url_for
+from flask import Blueprint, redirect, render_template, request, session, url_for
 from sqlalchemy import func
 
 from webapp import quotas
@@ -20,31 +20,49 @@ from webapp.tenancy import current_tenant, get_or_404, scoped
 bp = Blueprint("admin", __name__)
 
 
-def _tokens_page(new_token: str | None = None, errors: dict[str, str] | None = None, status: int = 200):
+# The plaintext of a token just made, kept in the session for the one page that shows it.
+SHOWN_ONCE_KEY = "new_token"
+NEW_TOKENS_ROLE = "viewer"  # the least a new token can do (docs/api.md)
+
+
+def _tokens_page(
+    new_token: str | None = None, errors: dict[str, str] | None = None, form: dict | None = None, status: int = 200
+):
     tokens = db.session.scalars(scoped(ApiToken).order_by(ApiToken.revoked_at.is_not(None), ApiToken.created_at.desc()))
-    return render_template(
-        "admin/tokens.html", tokens=list(tokens), new_token=new_token, errors=errors or {}, roles=ROLES
-    ), status
+    page = render_template(
+        "admin/tokens.html",
+        tokens=list(tokens),
+        new_token=new_token,
+        errors=errors or {},
+        form=form or {"role": NEW_TOKENS_ROLE},
+        roles=ROLES,
+        now=utcnow(),
+        max_expires_in_days=token_service.MAX_EXPIRES_IN_DAYS,
+    )
+    return page, status, {"Cache-Control": "no-store"}  # a new token is shown once: never cached
 
 
 @bp.get("/tokens")
 @require("tokens:manage")
 def tokens():
-    return _tokens_page()
+    return _tokens_page(new_token=session.pop(SHOWN_ONCE_KEY, None))
 
 
 @bp.post("/tokens")
 @require("tokens:manage")
 def create_token():
+    """Post/redirect/get: reloading the page that shows the new token makes no second one."""
     principal = current_principal()
+    form = {key: request.form.get(key, "").strip() for key in ("name", "role", "expires_in_days")}
     try:
+        days = token_service.parse_expires_in_days(form["expires_in_days"])
         _, plaintext = token_service.create_token(
-            principal.tenant, principal.user, request.form.get("name", ""), request.form.get("role") or None
+            principal.tenant, principal.user, form["name"], form["role"] or NEW_TOKENS_ROLE, days
         )
     except token_service.TokenError as exc:
-        return _tokens_page(errors={"role": str(exc)}, status=422)
-    page, status = _tokens_page(new_token=plaintext, status=201)
-    return page, status, {"Cache-Control": "no-store"}  # the token is shown once: never cached
+        return _tokens_page(errors={exc.field: str(exc)}, form=form, status=422)
+    session[SHOWN_ONCE_KEY] = plaintext
+    return redirect(url_for("admin.tokens"), 303)
 
 
 @bp.post("/tokens/<int:token_id>/revoke")

@@ -2,6 +2,7 @@
 database session), or the same as plain values (Caller, safe to keep across requests)."""
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from webapp.models import Tenant, User
 
@@ -11,6 +12,7 @@ class Principal:
     user: User
     tenant: Tenant
     role: str
+    expires_at: datetime | None = None  # an API token's expiry; None for sessions and lasting tokens
 
 
 @dataclass(frozen=True)
@@ -33,8 +35,13 @@ class Caller:
     tenant: TenantRef
     user: UserRef
     role: str
+    expires_at: datetime | None = None
 
     @classmethod
     def of(cls, principal: Principal) -> "Caller":
         tenant, user = principal.tenant, principal.user
-        return cls(TenantRef(tenant.id, tenant.name), UserRef(user.id, user.email), principal.role)
+        refs = TenantRef(tenant.id, tenant.name), UserRef(user.id, user.email)
+        return cls(*refs, principal.role, principal.expires_at)
+
+    def expired(self, now: datetime) -> bool:
+        return self.expires_at is not None and self.expires_at <= now

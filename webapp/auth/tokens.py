@@ -34,17 +34,32 @@ AUTH_VERSION_KEY = "sr:auth:version"
 CACHE_SECONDS = 5.0  # the longest a cached caller lives should an announcement be lost
 CACHE_MAX_ENTRIES = 10_000
 STALE_SECONDS = 60.0  # how long past its time a caller may serve while the database is unreachable
+MAX_EXPIRES_IN_DAYS = 3650
 
 
 class TokenError(ValueError):
-    pass
+    def __init__(self, message: str, field: str = "role") -> None:
+        super().__init__(message)
+        self.field = field  # the form field or request member at fault
 
 
 def digest(plaintext: str) -> str:
     return hashlib.sha256(plaintext.encode()).hexdigest()
 
 
-def create_token(tenant: Tenant, user: User, name: str = "", role: str | None = None) -> tuple[ApiToken, str]:
+def parse_expires_in_days(raw: str | None) -> int | None:
+    """A form's or the CLI's `expires_in_days`: blank means the token never expires."""
+    if raw is None or not raw.strip():
+        return None
+    try:
+        return int(raw.strip())
+    except ValueError:
+        raise TokenError("must be a whole number of days, or empty for never", "expires_in_days") from None
+
+
+def create_token(
+    tenant: Tenant, user: User, name: str = "", role: str | None = None, expires_in_days: int | None = None
+) -> tuple[ApiToken, str]:
     membership = db.session.scalar(
         select(Membership).where(Membership.tenant_id == tenant.id, Membership.user_id == user.id)
     )
@@ -55,8 +70,18 @@ def create_token(tenant: Tenant, user: User, name: str = "", role: str | None = 
         raise TokenError(f"role must be one of {', '.join(ROLE_RANK)}, got {role!r}")
     if ROLE_RANK[role] > ROLE_RANK[membership.role]:
         raise TokenError(f"role {role} is higher than the user's role {membership.role} in {tenant.name}")
+    if expires_in_days is not None and not 1 <= expires_in_days <= MAX_EXPIRES_IN_DAYS:
+        raise TokenError(f"must be between 1 and {MAX_EXPIRES_IN_DAYS} days, or empty for never", "expires_in_days")
     plaintext = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    token = ApiToken(tenant=tenant, user=user, name=name.strip()[:100], role=role, token_hash=digest(plaintext))
+    expires_at = utcnow() + timedelta(days=expires_in_days) if expires_in_days is not None else None
+    token = ApiToken(
+        tenant=tenant,
+        user=user,
+        name=name.strip()[:100],
+        role=role,
+        token_hash=digest(plaintext),
+        expires_at=expires_at,
+    )
     db.session.add(token)
     db.session.commit()
     return token, plaintext
@@ -79,13 +104,14 @@ def authenticate(plaintext: str) -> Principal | None:
     if found is None:
         return None
     token, user, tenant, member_role = found
-    if token.revoked_at is not None or not hmac.compare_digest(token.token_hash, wanted):
-        return None
     now = utcnow()
+    if token.revoked_at is not None or token.expired(now) or not hmac.compare_digest(token.token_hash, wanted):
+        return None
     if token.last_used_at is None or now - token.last_used_at > _LAST_USED_RESOLUTION:
         token.last_used_at = now
         db.session.commit()
-    return Principal(user=user, tenant=tenant, role=lower_role(token.role, member_role))
+    role = lower_role(token.role, member_role)
+    return Principal(user=user, tenant=tenant, role=role, expires_at=token.expires_at)
 
 
 def revoke(token: ApiToken) -> None:
@@ -96,7 +122,8 @@ def revoke(token: ApiToken) -> None:
 
 class CallerCache:
     """Token digest -> its Caller, for CACHE_SECONDS, while AUTH_VERSION_KEY is unchanged.
-    A refused token is never cached: a token made a moment ago works at once."""
+    A refused token is never cached: a token made a moment ago works at once. A token's expiry
+    changes nothing in the database, so nothing announces it: every hit checks it."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -112,6 +139,8 @@ class CallerCache:
                 self._entries.clear()
                 self._version = version
             hit = self._entries.get(key)
+        if hit is not None and hit[1].expired(utcnow()):
+            return None
         if hit is not None and version is not None and hit[0] > now:
             return hit[1]
         try:

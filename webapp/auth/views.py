@@ -1,14 +1,15 @@
-"""Login, logout, and choosing the tenant to act in (docs/members.md)."""
+"""Login, logout, one's own account (password), and choosing the tenant to act in
+(docs/members.md)."""
 
 from urllib.parse import urlsplit
 
-from flask import Blueprint, abort, redirect, render_template, request, session, url_for
+from flask import Blueprint, abort, flash, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_required, login_user, logout_user
 from sqlalchemy import select
 
 from webapp.auth import ratelimit
 from webapp.auth.identity import SESSION_TENANT_KEY, session_membership, user_memberships
-from webapp.auth.passwords import DUMMY_HASH, verify_password
+from webapp.auth.passwords import DUMMY_HASH, MIN_LENGTH, new_password_errors, set_password, verify_password
 from webapp.client_address import client_address
 from webapp.extensions import db
 from webapp.models import User
@@ -34,9 +35,7 @@ def login():
     address = client_address(request) or "unknown"
     wait = ratelimit.begin_attempt(email, address)
     if wait:
-        minutes = -(-wait // 60)
-        message = f"Too many failed attempts. Try again in {minutes} minute{'s' if minutes != 1 else ''}."
-        page = render_template("auth/login.html", email=email, error=message)
+        page = render_template("auth/login.html", email=email, error=_locked_message(wait))
         return page, 429, {"Retry-After": str(wait)}
     user = db.session.scalar(select(User).where(User.email == email)) if email else None
     if not verify_password(user.password_hash if user else DUMMY_HASH, password) or user is None:
@@ -47,10 +46,54 @@ def login():
     return redirect(_safe_next(request.args.get("next")))
 
 
+def _locked_message(wait: int) -> str:
+    minutes = -(-wait // 60)
+    return f"Too many failed attempts. Try again in {minutes} minute{'s' if minutes != 1 else ''}."
+
+
+def _account_page(errors: dict[str, str] | None = None, status: int = 200, headers: dict | None = None):
+    page = render_template("auth/account.html", errors=errors or {}, min_length=MIN_LENGTH)
+    return page, status, headers or {}
+
+
+@bp.get("/account")
+@login_required
+def account():
+    return _account_page()
+
+
+@bp.post("/account")
+@login_required
+def change_password():
+    """A new password ends every other session of the account; this one stays logged in.
+    A wrong current password counts as a failed login (webapp/auth/ratelimit.py)."""
+    user, address = current_user._get_current_object(), client_address(request) or "unknown"
+    current = request.form.get("current", "")
+    new = request.form.get("password", "")
+    errors = new_password_errors(new, request.form.get("confirm", ""))
+    if not current:
+        errors["current"] = "Enter your current password."
+    else:
+        wait = ratelimit.begin_attempt(user.email, address)
+        if wait:
+            return _account_page({"current": _locked_message(wait)}, 429, {"Retry-After": str(wait)})
+        if not verify_password(user.password_hash, current):
+            errors["current"] = "That is not your current password."
+        else:
+            ratelimit.succeeded(user.email, address)
+    if errors:
+        return _account_page(errors, 422)
+    set_password(user, new)
+    db.session.commit()
+    login_user(user)  # this session carries the new session version: it alone stays
+    flash("Your password was changed. Your other sessions were logged out.")
+    return redirect(url_for("auth.account"), 303)
+
+
 @bp.post("/logout")
 def logout():
     if current_user.is_authenticated:  # every session of the account ends, copies of the cookie too
-        current_user.session_version += 1
+        current_user.end_sessions()
         db.session.commit()
     logout_user()
     session.clear()

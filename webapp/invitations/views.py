@@ -11,7 +11,7 @@ from flask import Blueprint, flash, redirect, render_template, request, session,
 from flask_login import current_user, login_user
 
 from webapp.auth.identity import SESSION_TENANT_KEY
-from webapp.auth.passwords import MIN_LENGTH
+from webapp.auth.passwords import MIN_LENGTH, new_password_errors
 from webapp.invitations import service
 from webapp.models import Invitation
 
@@ -76,11 +76,7 @@ def _accept(invitation: Invitation):
 
 def _create_account(invitation: Invitation, token: str):
     password = request.form.get("password", "")
-    errors: dict[str, str] = {}
-    if len(password) < MIN_LENGTH:
-        errors["password"] = f"The password must be at least {MIN_LENGTH} characters."
-    elif request.form.get("confirm", "") != password:
-        errors["confirm"] = "The two passwords differ."
+    errors = new_password_errors(password, request.form.get("confirm", ""))
     if errors:
         return _join_page(invitation, token, errors, 422)
     try:
