@@ -52,7 +52,9 @@ run: venv system-run
 	REDIS_URL="$$($(FLASK) local-redis --pidfile $(REDIS_PID) --env-file $(RUN_ENV))" && export REDIS_URL && \
 	$(FLASK) db upgrade && \
 	$(FLASK) demo --login-file instance/demo-login.txt >/dev/null && \
-	{ [ ! -f instance/demo-login.txt ] || { echo; echo "  Script Runner: http://127.0.0.1:$${PORT:-5000}"; echo "  $$(cat instance/demo-login.txt)"; echo; }; } && \
+	METRICS_TOKEN="$${METRICS_TOKEN:-$$($(FLASK) local-metrics-token --port $${PORT:-5000})}" && export METRICS_TOKEN && \
+	{ [ ! -f instance/demo-login.txt ] || { echo; echo "  Script Runner: http://127.0.0.1:$${PORT:-5000}"; echo "  $$(cat instance/demo-login.txt)"; \
+	  echo "  /metrics: Bearer token in instance/metrics_token, unless METRICS_TOKEN was set"; echo; }; } && \
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start -f Procfile -p $${PORT:-5000} $(PROCESSES)
 
 # An admin command (README.md, "Administration") with the environment make run used:

@@ -1,9 +1,9 @@
 """`make run` as a developer runs it (README.md, "Two commands"), in a copy of the project:
-Ctrl-C stops the redis-server it started, and the README's admin commands work as printed
-(`make flask ARGS=…`) from a shell with nothing set.
+Ctrl-C stops the redis-server it started, /metrics wants the token it generated, and the
+README's admin commands work as printed (`make flask ARGS=…`) from a shell with nothing set.
 
-`local-redis`, which `make run` calls, is checked on its own too: it leaves a Redis that
-already answers alone.
+The commands `make run` calls are checked on their own too: `local-redis` leaves a Redis that
+already answers alone, `local-metrics-token` makes the token once and shows a scrape config once.
 """
 
 import os
@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +21,7 @@ import requests
 from flask import Flask
 
 from tests.services import eventually, free_port
+from webapp import devtools
 
 ROOT = Path(__file__).resolve().parent.parent
 NOT_NEEDED = {".git", ".venv", "instance", "tests", "docs", "bench", "test-artifacts"}
@@ -103,7 +105,7 @@ def make_run(project: Path) -> Iterator[tuple[subprocess.Popen, Path, int, int]]
 
 
 @pytest.mark.slow
-def test_ctrl_c_on_make_run_stops_the_redis_server_it_started(project, make_run):
+def test_ctrl_c_on_make_run_stops_its_redis_and_metrics_want_the_generated_token(project, make_run):
     proc, log, port, redis_port = make_run
     url = f"http://127.0.0.1:{port}"
 
@@ -116,6 +118,14 @@ def test_ctrl_c_on_make_run_stops_the_redis_server_it_started(project, make_run)
 
     eventually(up, timeout=120, what="make run serving /healthz", step=0.2)
     assert _redis_servers_on(redis_port), "make run started no redis-server on the port of REDIS_URL"
+
+    token = (project / "instance" / "metrics_token").read_text().strip()
+    printed = log.read_text()
+    assert f'credentials: "{token}"' in printed and f'targets: ["127.0.0.1:{port}"]' in printed, printed
+    anonymous = requests.get(f"{url}/metrics", timeout=30)
+    assert anonymous.status_code == 401 and anonymous.headers["WWW-Authenticate"] == "Bearer"
+    scraped = requests.get(f"{url}/metrics", headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    assert scraped.status_code == 200 and "script_executions_total" in scraped.text
 
     # The README's admin commands, from a shell where nothing is set: make run's database, and
     # its Redis (on a port of its own here), where revoking a token is announced at once.
@@ -143,3 +153,22 @@ def test_local_redis_leaves_a_redis_that_answers_alone(app: Flask, tmp_path: Pat
     assert not pidfile.exists()  # so make run stops nothing when it ends
     assert f"REDIS_URL=${{REDIS_URL:-{redis_url}}}" in env_file.read_text().splitlines()
     assert env_file.stat().st_mode & 0o777 == 0o600
+
+
+def test_local_metrics_token_is_made_once_and_its_scrape_config_shown_once(
+    app: Flask, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr(devtools, "METRICS_TOKEN_FILE", tmp_path / "metrics_token")
+    runner = app.test_cli_runner()
+    first = runner.invoke(args=["local-metrics-token", "--port", "5123"])
+    assert first.exit_code == 0, first.output
+    token = first.stdout.strip()
+    assert len(token) >= 40 and token == (tmp_path / "metrics_token").read_text().strip()
+    assert (tmp_path / "metrics_token").stat().st_mode & 0o777 == 0o600
+    assert f'credentials: "{token}"' in first.stderr and 'targets: ["127.0.0.1:5123"]' in first.stderr
+    config = tmp_path / "prometheus.yml"
+    config.write_text(textwrap.dedent(first.stderr[first.stderr.index("    scrape_configs:") :]))
+    checked = subprocess.run(["promtool", "check", "config", str(config)], capture_output=True, text=True, timeout=60)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    again = runner.invoke(args=["local-metrics-token"])
+    assert again.stdout.strip() == token and again.stderr == ""

@@ -1,6 +1,7 @@
 """Commands for `make run` on a developer machine (README.md, "Two commands")."""
 
 import os
+import secrets
 import shlex
 import shutil
 import subprocess
@@ -15,6 +16,8 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from webapp.config import INSTANCE_DIR
+
+METRICS_TOKEN_FILE = INSTANCE_DIR / "metrics_token"
 
 
 def _reachable(url: str) -> bool:
@@ -97,5 +100,32 @@ def local_redis(pidfile: Path | None, env_file: Path | None) -> None:
     raise click.ClickException(f"redis-server on port {port} did not answer (see {INSTANCE_DIR / 'redis.log'})")
 
 
+SCRAPE_CONFIG = """\
+  /metrics needs a Bearer token; make run keeps it in {path}.
+  A Prometheus scrape config (shown once; docs/monitoring.md):
+
+    scrape_configs:
+      - job_name: script-runner
+        authorization:
+          type: Bearer
+          credentials: "{token}"
+        static_configs:
+          - targets: ["127.0.0.1:{port}"]
+"""
+
+
+@click.command("local-metrics-token")
+@click.option("--port", type=int, default=5000, show_default=True, help="Where `web` listens, for the scrape config.")
+def local_metrics_token(port: int) -> None:
+    """Print the METRICS_TOKEN `make run` gives its processes, kept in instance/metrics_token.
+    The first time, make it and show a Prometheus scrape config with it (on stderr)."""
+    if not METRICS_TOKEN_FILE.exists():
+        token = secrets.token_urlsafe(32)
+        _write_private(METRICS_TOKEN_FILE, token + "\n")
+        click.echo("\n" + SCRAPE_CONFIG.format(path=METRICS_TOKEN_FILE, token=token, port=port), err=True)
+    click.echo(METRICS_TOKEN_FILE.read_text().strip())
+
+
 def register(app: Flask) -> None:
     app.cli.add_command(local_redis)
+    app.cli.add_command(local_metrics_token)
