@@ -2,6 +2,7 @@
 #   make run   — set everything up and start every Procfile process; UI on http://127.0.0.1:5000
 #   make test  — the same bootstrap, then lint and the whole test suite
 #   make test-fast — the in-process tests only (under a minute), while developing
+#   make flask ARGS="tokens list --tenant demo" — an admin command, in make run's environment
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -10,7 +11,7 @@ PROCESSES := web worker scheduler
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get
 
-.PHONY: run test test-fast lint bench clean system-run system-test venv venv-dev
+.PHONY: run flask test test-fast lint bench clean system-run system-test venv venv-dev
 
 $(VENV)/.runtime: requirements.txt
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -34,13 +35,34 @@ system-test: system-run
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { $(APT) update -qq && $(APT) install -y -qq postgresql; }
 	@command -v promtool >/dev/null || { $(APT) update -qq && $(APT) install -y -qq prometheus; }
 
+# What make run decided (its REDIS_URL, a DATABASE_URL given to it), for `make flask`.
+RUN_ENV := instance/run.env
+# The redis-server make run started, if it started one: it stops with make run.
+REDIS_PID := instance/redis.pid
+
+# However make run ends (Ctrl-C, a process that exits, an error), the EXIT trap stops that
+# redis-server by its pid, after honcho has stopped the processes that use it.
+STOP_REDIS := if pid=$$(cat $(REDIS_PID) 2>/dev/null); then rm -f $(REDIS_PID); \
+  if [ "$$(ps -o comm= -p $$pid)" = redis-server ]; then kill $$pid; fi; \
+  n=0; while [ $$n -lt 50 ] && ps -o stat= -p $$pid | grep -qv ^Z; do sleep 0.1; n=$$((n+1)); done; fi
+
 run: venv system-run
 	@mkdir -p instance
-	@REDIS_URL="$$($(FLASK) local-redis)" && export REDIS_URL && \
+	@trap '$(STOP_REDIS)' EXIT; trap 'exit 130' INT TERM HUP; \
+	REDIS_URL="$$($(FLASK) local-redis --pidfile $(REDIS_PID) --env-file $(RUN_ENV))" && export REDIS_URL && \
 	$(FLASK) db upgrade && \
 	$(FLASK) demo --login-file instance/demo-login.txt >/dev/null && \
-	{ [ ! -f instance/demo-login.txt ] || { echo; echo "  Script Runner: http://127.0.0.1:$${PORT:-5000}"; echo "  $$(cat instance/demo-login.txt)"; echo; }; } && \
-	PATH="$(CURDIR)/$(BIN):$$PATH" exec $(BIN)/honcho start -f Procfile -p $${PORT:-5000} $(PROCESSES)
+	METRICS_TOKEN="$${METRICS_TOKEN:-$$($(FLASK) local-metrics-token --port $${PORT:-5000})}" && export METRICS_TOKEN && \
+	{ [ ! -f instance/demo-login.txt ] || { echo; echo "  Script Runner: http://127.0.0.1:$${PORT:-5000}"; echo "  $$(cat instance/demo-login.txt)"; \
+	  echo "  /metrics: Bearer token in instance/metrics_token, unless METRICS_TOKEN was set"; echo; }; } && \
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start -f Procfile -p $${PORT:-5000} $(PROCESSES)
+
+# An admin command (README.md, "Administration") with the environment make run used:
+#   make flask ARGS="tokens list --tenant demo"
+flask: venv
+	@[ ! -f $(RUN_ENV) ] || . ./$(RUN_ENV); export REDIS_URL DATABASE_URL; \
+	[ -n "$$DATABASE_URL" ] || unset DATABASE_URL; [ -n "$$REDIS_URL" ] || unset REDIS_URL; \
+	exec $(FLASK) $(ARGS)
 
 lint: venv-dev
 	$(BIN)/ruff check .

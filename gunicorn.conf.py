@@ -7,6 +7,9 @@ before any worker forks, and prometheus_client is imported only inside the hooks
 PROMETHEUS_MULTIPROC_DIR in the environment a private directory is made and removed at exit.
 Several web processes on one host need one directory each.
 
+Without METRICS_TOKEN the master logs a warning at start: /metrics is then open to anyone.
+`make run` always sets one; `flask run`, the CLI and in-process tests never come here.
+
 gunicorn takes every global named like one of its settings as that setting; ours start with "_".
 """
 
@@ -25,6 +28,11 @@ if TYPE_CHECKING:
 # next to them) would take it from each other. Nothing here uses gunicornc.
 control_socket_disable = True
 
+_OPEN_METRICS_WARNING = (
+    "METRICS_TOKEN is not set: GET /metrics answers anyone, and its series name every tenant's "
+    "script ids. Set METRICS_TOKEN and give Prometheus the same token (docs/monitoring.md)."
+)
+
 _made_dir: str | None = None
 if not _os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     _made_dir = _tempfile.mkdtemp(prefix="script-runner-web-metrics-")
@@ -32,7 +40,10 @@ if not _os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
 
 
 def on_starting(server: _Arbiter) -> None:
-    """Start from zero: files of an earlier run would be summed into this one's counts."""
+    """Warn when /metrics is open (docs/monitoring.md, "The endpoint"). Start the HTTP metrics
+    from zero: files of an earlier run would be summed into this one's counts."""
+    if not _os.environ.get("METRICS_TOKEN"):
+        server.log.warning(_OPEN_METRICS_WARNING)
     directory = _os.environ["PROMETHEUS_MULTIPROC_DIR"]
     _os.makedirs(directory, exist_ok=True)
     for name in _os.listdir(directory):

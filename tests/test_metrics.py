@@ -327,10 +327,21 @@ def test_http_metrics_in_one_process(client):
     assert not any(name.endswith("_created") for name, _ in samples)
 
 
+OPEN_METRICS_WARNING = "METRICS_TOKEN is not set: GET /metrics answers anyone"
+
+
+def test_a_web_process_without_metrics_token_warns_at_start(app, start_web):
+    web = start_web()
+    assert requests.get(f"{web.url}/metrics", timeout=30).status_code == 200  # Prometheus' convention
+    warnings = [line for line in web.log().splitlines() if OPEN_METRICS_WARNING in line]
+    assert len(warnings) == 1 and "[WARNING]" in warnings[0], web.log()  # once, from the master
+
+
 def test_http_metrics_sum_every_gunicorn_worker(app, start_web):
     web = start_web(METRICS_TOKEN="s3cret")
     auth = {"Authorization": "Bearer s3cret"}
     assert requests.get(f"{web.url}/metrics", timeout=30).status_code == 401
+    assert OPEN_METRICS_WARNING not in web.log()
     served_by = lambda path: {pid for pid, _, p, _ in web.served() if p == path}  # noqa: E731
 
     sent = 0
