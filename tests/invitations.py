@@ -25,7 +25,7 @@ def link_of(response) -> str:
 
 def visible_text(html: str) -> str:
     """What a reader sees: the page's text without markup, whitespace collapsed."""
-    body = html.split("<body", 1)[-1]
+    body = html.split("<body", 1)[-1].split(">", 1)[-1]  # the body tag's attributes (its CSRF header) are not seen
     text = re.sub(r"<[^>]+>", " ", body)
     return re.sub(r"\s+", " ", unescape(text)).strip()
 
