@@ -13,17 +13,25 @@ NEW_TOKEN = re.compile(r'<pre class="copyable" id="new-token">(srt_[^<]+)</pre>'
 def test_token_is_shown_once_listed_and_revocable(client, admin_session):
     response = client.post("/tokens", data={"csrf_token": admin_session, "name": "deploys", "role": "editor"})
     assert response.status_code == 303 and response.headers["Location"] == "/tokens"  # post/redirect/get
+    with client.session_transaction() as session:  # the cookie holds a reference, not the token
+        kept = dict(session)
     shown = client.get("/tokens")
     assert shown.headers["Cache-Control"] == "no-store"
     page = shown.get_data(as_text=True)
     token = NEW_TOKEN.search(page).group(1)
     assert "shown only this once" in page
+    assert token not in str(kept) and kept["new_token"]
     listing = client.get("/tokens").get_data(as_text=True)
     assert token not in listing and not NEW_TOKEN.search(listing)
     assert "deploys" in listing and "boss@acme.io" in listing
-    assert re.search(r"<td>never</td>\s*<td>never</td>", listing)  # never used, never expires
+    assert re.search(
+        r"<td data-label=\"Last used\">never</td>\s*<td data-label=\"Expires\">never</td>", listing
+    )  # never used, never expires
     assert client.get("/api/v1/scripts", headers=bearer(token)).status_code == 200
-    assert not re.search(r"<td>never</td>\s*<td>never</td>", client.get("/tokens").get_data(as_text=True))
+    assert not re.search(
+        r"<td data-label=\"Last used\">never</td>\s*<td data-label=\"Expires\">never</td>",
+        client.get("/tokens").get_data(as_text=True),
+    )
     token_id = re.search(r'action="/tokens/(\d+)/revoke"', listing).group(1)
     assert client.post(f"/tokens/{token_id}/revoke", data={"csrf_token": admin_session}).status_code == 303
     assert "revoked" in client.get("/tokens").get_data(as_text=True)
@@ -62,7 +70,7 @@ def test_an_expired_token_is_refused_like_a_revoked_one(client, admin_session, a
     response = client.get("/api/v1/scripts", headers=bearer(plaintext))
     assert response.status_code == 401 and response.get_json()["error"]["code"] == "unauthorized"
     assert client.get("/api/scripts/hello", headers=bearer(plaintext)).status_code == 401  # endpoint calls too
-    assert re.search(r"<td>expired <time", client.get("/tokens").get_data(as_text=True))
+    assert re.search(r"<td data-label=\"Expires\">expired <time", client.get("/tokens").get_data(as_text=True))
 
 
 def test_tokens_of_another_tenant_cannot_be_revoked(client, admin_session, make_user, make_token, app):

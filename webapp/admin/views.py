@@ -4,7 +4,10 @@ Admins never add an account directly, nor set anyone's password: they invite an 
 (webapp/invitations), and only the platform CLI sets passwords for others.
 """
 
+import secrets
+
 from flask import Blueprint, redirect, render_template, request, session, url_for
+from redis.exceptions import RedisError
 from sqlalchemy import func
 
 from webapp import quotas
@@ -15,13 +18,17 @@ from webapp.extensions import db
 from webapp.invitations import service as invitations
 from webapp.models import ApiToken, Invitation, Membership, User, utcnow
 from webapp.permissions import require
+from webapp.redis_client import get_redis
 from webapp.tenancy import current_tenant, get_or_404, scoped
 
 bp = Blueprint("admin", __name__)
 
 
-# The plaintext of a token just made, kept in the session for the one page that shows it.
+# A token just made is shown once, on the page its form redirects to: its plaintext waits in
+# Redis under a random reference that only this session holds (never in a cookie or a URL).
 SHOWN_ONCE_KEY = "new_token"
+SHOWN_ONCE_REDIS = "sr:token:shown-once:"  # + reference
+SHOWN_ONCE_SECONDS = 60
 NEW_TOKENS_ROLE = "viewer"  # the least a new token can do (docs/api.md)
 
 
@@ -45,7 +52,15 @@ def _tokens_page(
 @bp.get("/tokens")
 @require("tokens:manage")
 def tokens():
-    return _tokens_page(new_token=session.pop(SHOWN_ONCE_KEY, None))
+    reference = session.pop(SHOWN_ONCE_KEY, None)
+    new_token = None
+    if reference:
+        try:
+            shown = get_redis().getdel(SHOWN_ONCE_REDIS + reference)
+            new_token = shown.decode() if shown else None
+        except RedisError:
+            new_token = None  # the token exists; the admin revokes it and makes another
+    return _tokens_page(new_token=new_token)
 
 
 @bp.post("/tokens")
@@ -61,7 +76,12 @@ def create_token():
         )
     except token_service.TokenError as exc:
         return _tokens_page(errors={exc.field: str(exc)}, form=form, status=422)
-    session[SHOWN_ONCE_KEY] = plaintext
+    reference = secrets.token_urlsafe(16)
+    try:
+        get_redis().set(SHOWN_ONCE_REDIS + reference, plaintext, ex=SHOWN_ONCE_SECONDS)
+    except RedisError:
+        return _tokens_page(new_token=plaintext)  # shown at once; a reload would post again
+    session[SHOWN_ONCE_KEY] = reference
     return redirect(url_for("admin.tokens"), 303)
 
 
