@@ -259,6 +259,13 @@ def test_edit_page_shows_preview_for_saved_schedule(
         page.get_by_label("Timezone").fill("Asia/Tokyo")
     expect_valid_preview(page, "At 02:00 AM", "Asia/Tokyo")
     expect(page.locator("#cron-preview li time").first).to_have_attribute("datetime", re.compile(r"T17:00:00\+00:00$"))
+    # Typing in the expression right after the timezone: leaving the timezone field asks once
+    # more (its change), and what is typed next still reaches the preview.
+    page.get_by_label("Cron expression").fill("61 * * * *")
+    expect(page.locator("#cron-preview")).to_have_text("minute: 61 is out of range 0-59")
+    page.get_by_label("Timezone").fill("Europe/Berlin")
+    page.get_by_label("Cron expression").fill("0 9 * * MON-FRI")
+    expect_valid_preview(page, "At 09:00 AM, Monday through Friday", "Europe/Berlin")
 
 
 def test_viewer_cannot_create_scripts(page: Page, live_server: str, make_user, log_in: Callable) -> None:
