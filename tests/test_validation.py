@@ -109,6 +109,10 @@ def test_a_cron_expression_error_comes_from_the_parser(tenant_id, problems):
         ("/a/../b", "must not contain . or .. segments"),
         ("/a/{id}/{id}", "parameter {id} appears twice"),
         (
+            "/a\n/usr/bin/id",  # a newline would end the page's curl line and start a command
+            "segment 'a\\n' has characters not allowed in a path (use letters, digits, -._~ or a {name} parameter)",
+        ),
+        (
             "/a b",
             "segment 'a b' has characters not allowed in a path (use letters, digits, -._~ or a {name} parameter)",
         ),

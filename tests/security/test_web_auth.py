@@ -234,3 +234,42 @@ def test_a_revoked_token_or_a_departed_member_is_refused_at_once(app, client, ma
         db.session.execute(db.delete(Membership))
         db.session.commit()
     assert client.get("/api/v1/scripts", headers=bearer(kept)).status_code == 401
+
+
+def test_an_api_token_opens_no_page_and_no_form(app, client, make_user, make_token):
+    """A short-lived admin token must not mint a lasting one, or invite an admin, through the
+    HTML forms (whose CSRF token any anonymous visitor can get from /login)."""
+    from webapp.extensions import db
+    from webapp.models import ApiToken, Invitation
+
+    make_user("boss@acme.io", "acme", "admin")
+    token = bearer(make_token("boss@acme.io"))
+    csrf = csrf_from(client.get("/login").get_data(as_text=True))
+    assert client.get("/tokens", headers=token).status_code == 302  # to the login page
+    made = client.post("/tokens", headers=token, data={"csrf_token": csrf, "name": "backdoor", "role": "admin"})
+    invited = client.post(
+        "/members/invitations", headers=token, data={"csrf_token": csrf, "email": "m@evil.example", "role": "admin"}
+    )
+    assert (made.status_code, invited.status_code) == (302, 302)
+    assert made.headers["Location"].startswith("/login")
+    with app.app_context():
+        assert db.session.scalar(db.select(db.func.count()).select_from(ApiToken)) == 1
+        assert db.session.scalar(db.select(db.func.count()).select_from(Invitation)) == 0
+    assert client.get("/api/v1/scripts", headers=token).status_code == 200  # the API it is for
+
+
+def test_a_removed_members_tokens_stay_ended_when_they_come_back(app, client, make_user, make_token, login):
+    from webapp.extensions import db
+    from webapp.models import Membership, User
+
+    make_user("boss@acme.io", "acme", "admin")
+    make_user("ci@acme.io", "acme", "editor")
+    handed_out = bearer(make_token("ci@acme.io"))
+    assert client.get("/api/v1/scripts", headers=handed_out).status_code == 200
+    csrf = login("boss@acme.io")
+    with app.app_context():
+        membership = db.session.scalar(db.select(Membership).join(User).where(User.email == "ci@acme.io"))
+        membership_id = membership.id
+    assert client.post(f"/members/{membership_id}/remove", data={"csrf_token": csrf}).status_code == 303
+    make_user("ci@acme.io", "acme", "viewer")  # invited again later
+    assert client.get("/api/v1/scripts", headers=handed_out).status_code == 401

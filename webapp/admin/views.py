@@ -8,7 +8,7 @@ import secrets
 
 from flask import Blueprint, redirect, render_template, request, session, url_for
 from redis.exceptions import RedisError
-from sqlalchemy import func
+from sqlalchemy import func, update
 
 from webapp import quotas
 from webapp.auth import tokens as token_service
@@ -169,6 +169,17 @@ def remove_member(membership_id: int):
     membership = get_or_404(Membership, membership_id)
     if membership.role == "admin" and _admin_count() <= 1:
         return _members_page({"remove": "the tenant must keep at least one admin"}, 422)
+    # Their tokens in this tenant end with the membership: one handed to a CI system must not
+    # come back to life if the person is invited again.
+    db.session.execute(
+        update(ApiToken)
+        .where(
+            ApiToken.tenant_id == membership.tenant_id,
+            ApiToken.user_id == membership.user_id,
+            ApiToken.revoked_at.is_(None),
+        )
+        .values(revoked_at=utcnow())
+    )
     db.session.delete(membership)
     db.session.commit()
     return redirect(url_for("admin.members"), 303)

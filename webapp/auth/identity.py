@@ -13,6 +13,7 @@ from webapp.extensions import db, login_manager
 from webapp.models import Membership, Tenant, User
 
 SESSION_TENANT_KEY = "tenant_id"
+TOKEN_PATHS = ("/api/v1/", "/api/scripts")  # where a Bearer token is a caller
 
 
 def init_app(app: Flask) -> None:
@@ -57,7 +58,9 @@ def current_caller(auth_version: bytes | None) -> Caller | None:
 
 
 def _resolve() -> Principal | None:
-    token = bearer_token()
+    # A token opens the API (REST and endpoint calls) and nothing else: with one, the HTML
+    # forms (tokens, members) would let a short-lived token mint lasting access (docs/api.md).
+    token = bearer_token() if request.path.startswith(TOKEN_PATHS) else None
     if token is not None:
         return authenticate(token)
     if not current_user.is_authenticated:

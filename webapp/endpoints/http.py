@@ -27,7 +27,7 @@ HOP_BY_HOP = frozenset(
         "content-length",
     }
 )
-_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # fullmatch: "$" would let a trailing newline in
 # How a failed endpoint run answers the caller (docs/endpoints.md, "Errors").
 STATUS_FOR_ERROR = {"bad_response": 502, "timeout": 504, "lost": 503}  # anything else: 500
 
@@ -76,7 +76,7 @@ def response_problem(result: Any) -> str | None:
     for name, value in headers.items():
         if not isinstance(value, str | int | float) or isinstance(value, bool):
             return f"header {name!r} must be a string, got {_kind(value)}"
-        if not _TOKEN.match(name):
+        if not _TOKEN.fullmatch(name):
             return f"header name {name!r} is not a valid HTTP header name"
         if not all(c == "\t" or 0x20 <= ord(c) <= 0x7E or 0xA0 <= ord(c) <= 0xFF for c in str(value)):
             return f"header {name!r} has characters HTTP does not allow (control or non-Latin-1 characters)"

@@ -24,7 +24,7 @@ from worker.runtime.source import check_syntax, defines_main
 
 _UTC = FIELDS["timezone"].default
 _MAX_LENGTH = {field.name: field.max_length for field in SCRIPT_FIELDS if field.max_length}
-_SEGMENT = re.compile(r"^(?:[A-Za-z0-9._~-]+|\{[A-Za-z_][A-Za-z0-9_]*\})$")
+_SEGMENT = re.compile(r"[A-Za-z0-9._~-]+|\{[A-Za-z_][A-Za-z0-9_]*\}")  # fullmatch, as for every check here
 _PARAM = re.compile(r"\{[A-Za-z_][A-Za-z0-9_]*\}")
 
 
@@ -166,7 +166,7 @@ def path_problem(path: str) -> str | None:
             return "must not contain an empty segment (//)"
         if segment in (".", ".."):
             return "must not contain . or .. segments"
-        if not _SEGMENT.match(segment):
+        if not _SEGMENT.fullmatch(segment):
             return (
                 f"segment {segment!r} has characters not allowed in a path "
                 "(use letters, digits, -._~ or a {name} parameter)"
