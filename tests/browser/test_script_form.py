@@ -22,10 +22,12 @@ BAD_MINUTE_MESSAGE = "minute: 61 is out of range 0-59"
 
 
 def choose_type(page: Page, label: str) -> None:
-    """Pick a type and wait for htmx to swap in the matching #trigger-fields."""
+    """Pick a type and wait for htmx to swap in the matching #trigger-fields and to settle
+    them (htmx wires the new fields' triggers as it settles, some 20 ms after the swap)."""
     with page.expect_response(re.compile(r"/scripts/trigger-fields$")) as swap:
         page.get_by_label("Type").select_option(label=label)
     assert swap.value.status == 200
+    page.wait_for_function("() => !document.querySelector('.htmx-request, .htmx-swapping, .htmx-settling')")
 
 
 def expect_cron_fields(page: Page) -> None:
