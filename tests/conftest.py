@@ -126,6 +126,10 @@ def make_token(app: Flask):
         with app.app_context():
             t = db.session.scalar(db.select(Tenant).where(Tenant.name == tenant))
             u = db.session.scalar(db.select(User).where(User.email == email))
+            if role is None:  # the user's own role, unlike create_token's default (viewer)
+                role = db.session.scalar(
+                    db.select(Membership.role).where(Membership.tenant_id == t.id, Membership.user_id == u.id)
+                )
             return create_token(t, u, "test", role)[1]
 
     return make

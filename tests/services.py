@@ -247,4 +247,4 @@ def admin_token(app) -> str:
         tenant, user = Tenant(name="bench"), User(email="b@bench.io", password_hash="x")
         db.session.add_all([tenant, user, Membership(user=user, tenant=tenant, role="admin")])
         db.session.commit()
-        return create_token(tenant, user, "bench")[1]
+        return create_token(tenant, user, "bench", "admin")[1]

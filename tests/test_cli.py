@@ -129,6 +129,22 @@ def test_users_create_errors(cli):
     )
 
 
+def test_a_cli_token_is_a_viewer_unless_a_role_is_given(cli, client):
+    cli("tenants", "create", "acme")
+    cli("users", "create", "ann@example.com", "--tenant", "acme", "--role", "editor", "--password", "pw-123456")
+    script = {"name": "nightly", "type": "manual", "source": "function main() { return 1 }"}
+
+    def create_with(*role: str) -> int:
+        made = cli("tokens", "create", "--tenant", "acme", "--email", "ann@example.com", *role)
+        assert made.exit_code == 0, made.output
+        return client.post("/api/v1/scripts", json=script, headers={"Authorization": f"Bearer {made.output.strip()}"})
+
+    refused = create_with()
+    assert refused.status_code == 403, refused.get_json()
+    created = create_with("--role", "editor")
+    assert created.status_code == 201, created.get_json()
+
+
 def test_tokens_create_list_revoke(cli, app, client):
     cli("tenants", "create", "acme")
     cli("users", "create", "ann@example.com", "--tenant", "acme", "--role", "editor", "--password", "pw-123456")
@@ -139,12 +155,12 @@ def test_tokens_create_list_revoke(cli, app, client):
     with app.app_context():
         stored = db.session.scalar(db.select(ApiToken))
         assert stored.token_hash == digest(token) and token not in stored.token_hash
-        assert stored.role == "editor"
+        assert stored.role == "viewer"  # SPEC §3: new tokens default to viewer, whatever the user's role
     assert client.get("/api/v1/scripts", headers={"Authorization": f"Bearer {token}"}).status_code == 200
     listing = cli("tokens", "list", "--tenant", "acme")
     assert listing.exit_code == 0
     row = listing.output.splitlines()[1].split("\t")
-    assert row[:4] == [str(stored.id), "deploys", "ann@example.com", "editor"]
+    assert row[:4] == [str(stored.id), "deploys", "ann@example.com", "viewer"]
     assert row[5] != "never"  # last used was recorded by the call above
     revoked = cli("tokens", "revoke", str(stored.id))
     assert revoked.exit_code == 0 and f"revoked token {stored.id}" in revoked.output

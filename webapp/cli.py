@@ -130,7 +130,7 @@ def set_user_password(email: str) -> None:
 @click.option("--tenant", "tenant_name", required=True)
 @click.option("--email", required=True)
 @click.option("--name", "label", default="", help="A label for the token.")
-@click.option("--role", type=click.Choice(ROLES), help="Defaults to the user's role.")
+@click.option("--role", type=click.Choice(ROLES), help="Default: viewer. At most the user's role in the tenant.")
 @click.option(
     "--expires-in-days",
     type=click.IntRange(1, token_service.MAX_EXPIRES_IN_DAYS),

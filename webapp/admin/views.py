@@ -29,7 +29,6 @@ bp = Blueprint("admin", __name__)
 SHOWN_ONCE_KEY = "new_token"
 SHOWN_ONCE_REDIS = "sr:token:shown-once:"  # + reference
 SHOWN_ONCE_SECONDS = 60
-NEW_TOKENS_ROLE = "viewer"  # the least a new token can do (docs/api.md)
 
 
 def _tokens_page(
@@ -41,7 +40,7 @@ def _tokens_page(
         tokens=list(tokens),
         new_token=new_token,
         errors=errors or {},
-        form=form or {"role": NEW_TOKENS_ROLE},
+        form=form or {"role": token_service.DEFAULT_ROLE},
         roles=ROLES,
         now=utcnow(),
         max_expires_in_days=token_service.MAX_EXPIRES_IN_DAYS,
@@ -72,7 +71,7 @@ def create_token():
     try:
         days = token_service.parse_expires_in_days(form["expires_in_days"])
         _, plaintext = token_service.create_token(
-            principal.tenant, principal.user, form["name"], form["role"] or NEW_TOKENS_ROLE, days
+            principal.tenant, principal.user, form["name"], form["role"] or None, days
         )
     except token_service.TokenError as exc:
         return _tokens_page(errors={exc.field: str(exc)}, form=form, status=422)

@@ -57,6 +57,9 @@ def parse_expires_in_days(raw: str | None) -> int | None:
         raise TokenError("must be a whole number of days, or empty for never", "expires_in_days") from None
 
 
+DEFAULT_ROLE = "viewer"
+
+
 def create_token(
     tenant: Tenant, user: User, name: str = "", role: str | None = None, expires_in_days: int | None = None
 ) -> tuple[ApiToken, str]:
@@ -65,7 +68,7 @@ def create_token(
     )
     if membership is None:
         raise TokenError(f"{user.email} is not a member of tenant {tenant.name}")
-    role = role or membership.role
+    role = role or DEFAULT_ROLE  # SPEC §3: least privilege unless asked
     if role not in ROLE_RANK:
         raise TokenError(f"role must be one of {', '.join(ROLE_RANK)}, got {role!r}")
     if ROLE_RANK[role] > ROLE_RANK[membership.role]:
