@@ -171,3 +171,5 @@ def test_viewers_get_403_and_no_link(client, login, make_user, role):
     ]
     assert statuses == ([200, 200, 303] if allowed else [403, 403, 403])
     assert ('href="/storage"' in client.get("/").get_data(as_text=True)) == allowed
+    if role == "admin":  # the usage page leads to the keys that fill the quota
+        assert 'href="/storage">Browse and delete storage keys</a>' in client.get("/usage").get_data(as_text=True)
