@@ -52,6 +52,8 @@ def test_an_editor_lists_live_keys_by_prefix_and_page(client, login):
     second = client.get("/storage?page=2").get_data(as_text=True)
     assert _listed(second) == [f"user:{n:02}" for n in range(19, 25)]
     assert "Page 2 of 2" in second
+    past = visible_text(client.get("/storage?page=3").get_data(as_text=True))
+    assert "There is no page 3: 26 keys fit on 2. First page ." in past
 
     only = client.get("/storage?prefix=user:1").get_data(as_text=True)
     assert _listed(only) == [f"user:{n}" for n in range(10, 20)]
