@@ -28,6 +28,7 @@ from webapp.health import bp as health_bp
 from webapp.invitations.views import bp as invitations_bp
 from webapp.metrics import bp as metrics_bp
 from webapp.scripts.views import bp as scripts_bp
+from webapp.storage.views import bp as storage_bp
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -73,6 +74,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         dashboard_bp,
         scripts_bp,
         executions_bp,
+        storage_bp,
         admin_bp,
         invitations_bp,
         api_bp,

@@ -9,7 +9,7 @@ import json
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, or_, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError
@@ -17,6 +17,7 @@ from sqlalchemy.exc import DBAPIError
 from webapp import quotas
 from webapp.extensions import db
 from webapp.models import StorageItem, utcnow
+from webapp.storage import service as storage
 
 MAX_KEY_CHARS = 200
 MAX_VALUE_BYTES = 256 * 1024
@@ -65,10 +66,7 @@ class HostApi:
 
     # -- storage --------------------------------------------------------------------------
     def _live(self):
-        now = utcnow()
-        return (StorageItem.tenant_id == self.tenant_id) & or_(
-            StorageItem.expires_at.is_(None), StorageItem.expires_at > now
-        )
+        return storage.live(self.tenant_id)
 
     def storage_get(self, arg: dict) -> str:
         key = _key(arg, "get")
@@ -99,7 +97,7 @@ class HostApi:
         ttl = arg.get("ttl")
         if ttl is not None and (not isinstance(ttl, int | float) or not 0 < ttl <= MAX_TTL_SECONDS):
             raise HostError(f"storage.set: ttlSeconds must be between 0 and {MAX_TTL_SECONDS}")
-        live = or_(StorageItem.expires_at.is_(None), StorageItem.expires_at > utcnow()).label("live")
+        live = storage.not_expired().label("live")
         old = db.session.execute(
             select(StorageItem.size_bytes, live).where(StorageItem.tenant_id == self.tenant_id, StorageItem.key == key)
         ).first()
@@ -135,14 +133,7 @@ class HostApi:
         return "null"
 
     def storage_delete(self, arg: dict) -> str:
-        key = _key(arg, "delete")
-        freed = db.session.scalar(
-            delete(StorageItem)
-            .where(StorageItem.tenant_id == self.tenant_id, StorageItem.key == key)
-            .returning(StorageItem.size_bytes)
-        )
-        if freed:
-            quotas.add(self.tenant_id, storage=-freed, written=True)
+        freed = storage.delete_item(self.tenant_id, _key(arg, "delete"))
         return "true" if freed is not None else "false"
 
     def storage_list(self, arg: dict) -> str:
@@ -151,8 +142,7 @@ class HostApi:
             raise HostError("storage.list: prefix must be a string")
         stmt = select(StorageItem.key).where(self._live()).order_by(StorageItem.key).limit(MAX_LISTED_KEYS)
         if prefix:
-            # startswith via a range: no LIKE wildcards to escape, and it uses the primary key
-            stmt = stmt.where(StorageItem.key >= prefix, StorageItem.key < prefix + "\U0010ffff")
+            stmt = stmt.where(storage.key_starts_with(prefix))
         return json.dumps(list(db.session.scalars(stmt)))
 
     # -- utils ----------------------------------------------------------------------------

@@ -5,10 +5,12 @@ from the URL map, so a new page has to be listed here (or among the partials) to
 import uuid
 from collections.abc import Callable
 from datetime import timedelta
+from urllib.parse import quote
 
 from flask import Flask
 from playwright.sync_api import Page, expect
 
+from tests.storage import store
 from webapp.auth.tokens import create_token
 from webapp.extensions import db
 from webapp.invitations import service as invitations
@@ -28,6 +30,10 @@ SOURCE = """async function main(event) {
 }
 """
 LONG_RESULT = {"reconciled": 1284, "note": "x" * 160, "regions": ["eu-west-1", "us-east-2"] * 8}
+# A storage key as long as keys may be (200 characters), with nowhere a line may break, and a
+# large value with long unbroken strings and deep indentation.
+LONG_KEY = ("reconciliation_eu_west_1." + "orders_awaiting_the_nightly_report_" * 6)[:200]
+LARGE_VALUE = {"orders": [{"id": f"order-{n:06}", "payload": {"lines": [{"sku": "s" * 120}]}} for n in range(300)]}
 
 
 def _execution(script_id: uuid.UUID, tenant_id: int, status: str, **fields) -> str:
@@ -92,6 +98,7 @@ def _fill_tenant(app: Flask, make_user) -> dict[str, str]:
             user = db.session.scalar(db.select(User).where(User.email == email))
             create_token(tenant, user, label)
         _, invitation_token, _ = invitations.invite(tenant, admin, "new.colleague@acme-industries.example", "viewer")
+        store(app, "acme", {LONG_KEY: LARGE_VALUE, "counter": 1}, ttl=86400)
         return {
             "manual": str(manual.id),
             "cron": str(cron.id),
@@ -142,6 +149,8 @@ def test_no_page_is_wider_than_a_phone(
         "account": "/account",
         "members": "/members",
         "usage": "/usage",
+        "storage": "/storage",
+        "storage key": "/storage/item?key=" + quote(LONG_KEY, safe=""),
         "tenant chooser": "/tenant",
         "invitation for another address": f"/invitations/{ids['invitation']}",
         "not found page": "/scripts/no-such-script",

@@ -6,7 +6,7 @@ import pytest
 from tests.conftest import csrf_from
 from tests.security.web import SOURCE, make_world, rules
 from webapp.extensions import db
-from webapp.models import ApiToken, Invitation, Membership, Script, Tenant, User
+from webapp.models import ApiToken, Invitation, Membership, Script, StorageItem, Tenant, User
 from webapp.scripts import service
 
 UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
@@ -44,6 +44,7 @@ def _state(app) -> dict:
                 (i.id, i.accepted_at is None, i.revoked_at is None) for i in db.session.scalars(db.select(Invitation))
             ),
             "users": sorted(db.session.scalars(db.select(User.email))),
+            "storage": sorted(db.session.scalars(db.select(StorageItem.key))),
         }
 
 

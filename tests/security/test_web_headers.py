@@ -1,10 +1,11 @@
 """Security headers on every response: pages, fragments, JSON, errors, redirects, static files."""
 
 import re
+from urllib.parse import quote
 
 import pytest
 
-from tests.security.web import make_world, rules
+from tests.security.web import STORAGE_KEY, make_world, rules
 
 HEADERS = {"X-Frame-Options": "DENY", "X-Content-Type-Options": "nosniff", "Referrer-Policy": "same-origin"}
 OURS = {
@@ -73,6 +74,8 @@ def test_pages_need_no_inline_script_or_style(client, world, login):
         "/executions",
         "/tokens",
         "/members",
+        "/storage",
+        "/storage/item?key=" + quote(STORAGE_KEY, safe=""),
         "/login",
     ]
     for url in pages:

@@ -1,10 +1,12 @@
 """Helpers for the web security suites: a tenant with one of everything, and real-looking
 URLs for every rule of the app's URL map."""
 
+import json
 import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from urllib.parse import quote
 
 from flask import Flask
 from werkzeug.routing import Rule
@@ -13,10 +15,13 @@ from webapp.extensions import db
 from webapp.invitations import service as invitations
 from webapp.models import ApiToken, Execution, Membership, Tenant, User, utcnow
 from webapp.scripts import service
+from worker.host_api import HostApi
 
 SAFE = {"GET"}
 IGNORED_METHODS = {"HEAD", "OPTIONS"}
 SOURCE = "async function main(event) {\n  return 1;\n}\n"
+STORAGE_KEY = "reports/2026 Q1 ✓?&#"  # a storage key of acme, with what a path or query could mangle
+KEY_RULES = {"storage.item", "storage.delete"}  # the key travels in the query string
 
 
 @dataclass
@@ -57,7 +62,7 @@ class World:
         for name in rule.arguments:
             path = re.sub(r"<(?:[a-z]+:)?" + name + ">", str(values[name]), path)
         assert "<" not in path, path
-        return path
+        return path + ("?key=" + quote(STORAGE_KEY, safe="") if rule.endpoint in KEY_RULES else "")
 
 
 def make_world(app: Flask, make_user, make_token) -> World:
@@ -82,6 +87,7 @@ def make_world(app: Flask, make_user, make_token) -> World:
         )
         db.session.add(execution)
         db.session.commit()
+        HostApi(tenant.id)([{"id": 1, "op": "storage.set", "arg": {"key": STORAGE_KEY, "value": json.dumps([1])}}])
         victim = db.session.scalar(db.select(Membership).join(User).where(User.email == "victim@acme.io"))
         invitation, invitation_token, _ = invitations.invite(tenant, owner, "newcomer@example.com", "editor")
         return World(
@@ -103,6 +109,7 @@ def destructive(rule: Rule) -> bool:
         "admin.remove_member",
         "admin.revoke_token",
         "admin.revoke_invitation",
+        "storage.delete",
     }
 
 
