@@ -303,9 +303,12 @@ def test_records_summarise_and_never_keep_bodies(live_server, client, tenant_a, 
         assert row.http_summary == {
             "method": "POST",
             "path": "/secret",
+            "query": [],
             "request_bytes": 14,
+            "request_type": None,  # the caller sent none
             "status": 201,
             "response_bytes": 15,
+            "response_type": "text/plain; charset=utf-8",
         }
         assert row.params is None and row.result is None and row.trigger == "endpoint"
 

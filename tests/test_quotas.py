@@ -225,7 +225,9 @@ def test_endpoint_call_records_count_and_prune_like_runs(app, redis_url):
                 "summary": {"method": "GET", "path": "/x", "request_bytes": 0},
             }
             ids.append(uuid.UUID(call["id"]))
-            writer.write_now(execution_row(call, 200, 2, status="succeeded", logs=logs, finished_at=utcnow()))
+            writer.write_now(
+                execution_row(call, 200, {"response_bytes": 2}, status="succeeded", logs=logs, finished_at=utcnow())
+            )
     finally:
         writer.close()
     with app.app_context():

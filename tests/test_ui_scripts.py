@@ -3,7 +3,9 @@
 import html
 import re
 
-from tests.conftest import SOURCE
+from werkzeug.exceptions import Forbidden, NotFound
+
+from tests.conftest import SOURCE, bearer
 from webapp.scripts.starters import STARTERS
 
 
@@ -170,6 +172,7 @@ def test_list_filters_search_paging_and_partial(client, editor_session):
         "/scripts/new",
         data=_form(editor_session, name="mailer", type="cron", cron_expression="@daily", status="disabled"),
     )
+    assert "Script “mailer” created." in client.get("/scripts").get_data(as_text=True)  # shown once
     page = client.get("/scripts").get_data(as_text=True)
     assert "Page 1 of 2 (26 scripts)" in page and "job-00" in page and "mailer" not in page
     assert "mailer" in client.get("/scripts?page=2").get_data(as_text=True)
@@ -257,10 +260,22 @@ def test_script_names_and_sources_are_escaped(client, editor_session):
 def test_limits_fields(client, editor_session):
     too_high = client.post("/scripts/new", data=_form(editor_session, limits_cpu_seconds="10"))
     assert too_high.status_code == 422
-    assert "cpu_seconds may not exceed the platform default of 5" in too_high.get_data(as_text=True)
+    assert "CPU time (s) may not exceed the platform default of 5" in too_high.get_data(as_text=True)
     not_number = client.post("/scripts/new", data=_form(editor_session, limits_memory_mb="lots"))
-    assert "memory_mb must be a number" in not_number.get_data(as_text=True)
+    assert "Memory (MiB) must be a number" in not_number.get_data(as_text=True)
     sid = _script_id(
         client.post("/scripts/new", data=_form(editor_session, limits_cpu_seconds="2", limits_memory_mb="16"))
     )
     assert client.get(f"/api/v1/scripts/{sid}").get_json()["limits"] == {"cpu_seconds": 2, "memory_mb": 16}
+
+
+def test_api_403_and_404_keep_their_json(client, make_user, make_token):
+    """The HTML 403 and 404 pages have their own words; the API's errors stay as they were."""
+    make_user("vi@acme.io", "acme", "viewer")
+    viewer = bearer(make_token("vi@acme.io"))
+    refused = client.post("/api/v1/scripts", json={"name": "x"}, headers=viewer)
+    assert refused.status_code == 403
+    assert refused.get_json() == {"error": {"code": "forbidden", "message": Forbidden.description, "fields": {}}}
+    missing = client.get("/api/v1/scripts/00000000-0000-4000-8000-000000000000", headers=viewer)
+    assert missing.status_code == 404
+    assert missing.get_json() == {"error": {"code": "not_found", "message": NotFound.description, "fields": {}}}

@@ -88,6 +88,14 @@ def test_a_bad_value_is_named_with_what_is_wrong(tenant_id, problems, data, expe
     assert problems(data, tenant_id) == expected
 
 
+def test_every_bad_limit_is_named_in_the_one_limits_message(tenant_id, problems):
+    bad = {"cpu_seconds": 0, "wall_seconds": "soon", "memory_mb": 65}
+    assert problems({**MANUAL, "limits": bad}, tenant_id) == {
+        "limits": "cpu_seconds must be greater than 0; wall_seconds must be a number; "
+        "memory_mb may not exceed the platform default of 64"
+    }
+
+
 def test_every_bad_field_is_reported_at_once(tenant_id, problems):
     found = problems({"name": "", "type": "cron", "source": "", "cron_expression": "* *"}, tenant_id)
     assert set(found) == {"name", "source", "cron_expression"}

@@ -13,6 +13,7 @@ from webapp import htmx
 from webapp.auth.identity import must_choose_tenant
 from webapp.endpoints.http import error as endpoint_error
 from webapp.extensions import db, login_manager
+from webapp.permissions import NotPermitted, refusal
 
 _CODES = {
     400: "bad_request",
@@ -96,6 +97,10 @@ def init_app(app: Flask) -> None:
                     return _redirect(url_for("auth.choose_tenant", next=htmx.page_path()))
                 return render_template("no_tenant.html"), 403  # a member of no tenant (any more)
             return _redirect(url_for("auth.login", next=htmx.page_path()))
+        if isinstance(exc, NotPermitted):
+            return render_template("error.html", status=403, message=refusal(exc.permission)), 403
+        if status == 404:  # one page for "no such page" and "not in your tenant": error.html says it
+            return render_template("error.html", status=404, message=None), 404
         return render_template("error.html", status=status, message=exc.description), status
 
     @app.errorhandler(OperationalError)

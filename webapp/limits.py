@@ -13,7 +13,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-LIMIT_KEYS = ("cpu_seconds", "wall_seconds", "memory_mb")  # the defaults a script may lower
+# The defaults a script may lower, each with its label on the edit form.
+LIMIT_LABELS = {"cpu_seconds": "CPU time (s)", "wall_seconds": "Wall time (s)", "memory_mb": "Memory (MiB)"}
+LIMIT_KEYS = tuple(LIMIT_LABELS)
 JOB_TIMEOUT_MARGIN_SECONDS = 60  # RQ's timeout on a job is a backstop: the worker enforces wall time
 OVERDUE_MARGIN_SECONDS = 120
 QUEUE_WAIT_SECONDS = 5  # an endpoint call no worker took by then is answered 503
@@ -80,27 +82,41 @@ class DefaultLimits:
         return QUEUE_WAIT_SECONDS + self.wall_seconds + ANSWER_MARGIN_SECONDS + 1
 
 
-def own_limits(value: Any, defaults: DefaultLimits) -> tuple[dict[str, float] | None, str | None]:
-    """A script's own `limits` as stored (None: the defaults), or why they are refused."""
+def own_limits(value: Any, defaults: DefaultLimits) -> tuple[dict[str, float] | None, dict[str, str]]:
+    """A script's own `limits` as stored (None: the defaults), and what is wrong with them: a
+    message per limit key (its subject left out: "must be a number"), or under "" for the
+    object as a whole. Every bad limit is named, not only the first."""
     if value in (None, {}, ""):
-        return None, None
+        return None, {}
     if not isinstance(value, Mapping):
-        return None, 'must be an object like {"cpu_seconds": 2}'
+        return None, {"": 'must be an object like {"cpu_seconds": 2}'}
+    unknown = [key for key in value if key not in LIMIT_KEYS]
+    if unknown:
+        return None, {"": f"unknown limit {unknown[0]!r} (allowed: {', '.join(LIMIT_KEYS)})"}
     out: dict[str, float] = {}
+    problems: dict[str, str] = {}
     for key, raw in value.items():
-        if key not in LIMIT_KEYS:
-            return None, f"unknown limit {key!r} (allowed: {', '.join(LIMIT_KEYS)})"
         if raw in (None, ""):
             continue
-        if isinstance(raw, bool) or not isinstance(raw, int | float) or not math.isfinite(raw):
-            return None, f"{key} must be a number"
         ceiling = getattr(defaults, key)
-        if raw <= 0:
-            return None, f"{key} must be greater than 0"
-        if raw > ceiling:
-            return None, f"{key} may not exceed the platform default of {ceiling}"
-        out[key] = raw
-    return out or None, None
+        if isinstance(raw, bool) or not isinstance(raw, int | float) or not math.isfinite(raw):
+            problems[key] = "must be a number"
+        elif raw <= 0:
+            problems[key] = "must be greater than 0"
+        elif raw > ceiling:
+            problems[key] = f"may not exceed the platform default of {ceiling}"
+        else:
+            out[key] = raw
+    if problems:
+        return None, problems
+    return out or None, {}
+
+
+def limits_message(problems: Mapping[str, str], names: Mapping[str, str] | None = None) -> str:
+    """The problems of own_limits in one message, each limit named by `names` (the form's
+    labels) or else by its key (the API's)."""
+    names = names or {}
+    return "; ".join(f"{names.get(key, key)} {problem}" if key else problem for key, problem in problems.items())
 
 
 @dataclass(frozen=True)

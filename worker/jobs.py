@@ -17,7 +17,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 
 from webapp import metrics, quotas
 from webapp.endpoints.calls import execution_row
-from webapp.endpoints.http import STATUS_FOR_ERROR, body_bytes, response_problem
+from webapp.endpoints.http import STATUS_FOR_ERROR, response_problem, response_summary
 from webapp.executions.service import run_context
 from webapp.extensions import db
 from webapp.limits import effective_limits
@@ -207,7 +207,7 @@ def _answer(
     row = execution_row(
         call,
         (result or {}).get("status", 200) if succeeded else STATUS_FOR_ERROR.get(ran.error_kind or "", 500),
-        len(body_bytes(result)) if succeeded else None,
+        response_summary(result) if succeeded else None,
         status=ran.status,
         error_kind=ran.error_kind,
         error_message=ran.error_message,

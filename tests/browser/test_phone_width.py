@@ -38,14 +38,17 @@ LARGE_VALUE = {"orders": [{"id": f"order-{n:06}", "payload": {"lines": [{"sku": 
 
 def _execution(script_id: uuid.UUID, tenant_id: int, status: str, **fields) -> str:
     now = utcnow()
+    fields = {
+        "trigger": "manual",
+        "params": {"region": "eu-west-1", "dry_run": False, "batch": "2024-06-01T00:00:00Z/" + "p" * 60},
+        **fields,
+    }
     execution = Execution(
         id=uuid.uuid4(),
         tenant_id=tenant_id,
         script_id=script_id,
         script_version=1,
-        trigger="manual",
         status=status,
-        params={"region": "eu-west-1", "dry_run": False, "batch": "2024-06-01T00:00:00Z/" + "p" * 60},
         queued_at=now - timedelta(minutes=3),
         started_at=now - timedelta(minutes=3),
         finished_at=now - timedelta(minutes=3) + timedelta(milliseconds=420),
@@ -94,6 +97,23 @@ def _fill_tenant(app: Flask, make_user) -> dict[str, str]:
             error_kind="exception",
             error_message="TypeError: cannot read property 'reconciliationIdentifier' of undefined" * 2,
         )
+        endpoint_call = _execution(
+            endpoint.id,
+            tenant.id,
+            "succeeded",
+            trigger="endpoint",
+            params=None,
+            http_summary={
+                "method": "POST",
+                "path": "/orders/ord_2024_000000000184467/refunds/rf_2024_00000000000000512",
+                "query": ["include_line_items", "notify_customer_by_email", "idempotency_key"],
+                "request_bytes": 18_432,
+                "request_type": "application/x-www-form-urlencoded; charset=utf-8",
+                "status": 201,
+                "response_bytes": 2_048,
+                "response_type": "application/json",
+            },
+        )
         for email, label in ((ADMIN, "CI deploys from the main branch"), (MEMBERS[0], "Grafana dashboards")):
             user = db.session.scalar(db.select(User).where(User.email == email))
             create_token(tenant, user, label)
@@ -105,6 +125,7 @@ def _fill_tenant(app: Flask, make_user) -> dict[str, str]:
             "endpoint": str(endpoint.id),
             "succeeded": succeeded,
             "failed": failed,
+            "endpoint call": endpoint_call,
             "invitation": invitation_token,
         }
 
@@ -145,6 +166,7 @@ def test_no_page_is_wider_than_a_phone(
         "executions list": "/executions",
         "succeeded execution": run.format(ids["succeeded"]),
         "failed execution": run.format(ids["failed"]),
+        "endpoint call": run.format(ids["endpoint call"]),
         "tokens": "/tokens",
         "account": "/account",
         "members": "/members",

@@ -42,6 +42,7 @@ from sqlalchemy.exc import IntegrityError
 
 from webapp import quotas
 from webapp.auth.principal import Caller
+from webapp.endpoints.http import request_summary
 from webapp.endpoints.router import ServedScript
 from webapp.executions.service import ENDPOINT_QUEUE, QueueUnavailable, insert_ignoring_duplicates, run_context
 from webapp.extensions import db
@@ -89,7 +90,7 @@ def start_call(script: ServedScript, event: dict[str, Any], caller: Caller) -> d
         "script_version": script.version,
         "user_id": caller.user.id,
         "queued_at": utcnow().isoformat(),
-        "summary": {"method": event["method"], "path": event["path"], "request_bytes": len(event["body"].encode())},
+        "summary": request_summary(event),
         # The caller and script are known here already: the worker needs no query for them.
         "context": run_context(call_id, "endpoint", script, caller.tenant, caller.user, "endpoint"),
     }
@@ -197,11 +198,12 @@ def release_slot(redis: Redis, call: dict[str, Any], pipe: Any = None) -> None:
     tenant_slots(redis).release(call["tenant_id"], call["id"], pipe)
 
 
-def execution_row(call: dict[str, Any], http_status: int, response_bytes: int | None = None, **fields: Any) -> dict:
-    """The execution row of a call: every column, so rows can be inserted in one batch."""
-    summary = {**call["summary"], "status": http_status}
-    if response_bytes is not None:
-        summary["response_bytes"] = response_bytes
+def execution_row(
+    call: dict[str, Any], http_status: int, response: dict[str, Any] | None = None, **fields: Any
+) -> dict:
+    """The execution row of a call: every column, so rows can be inserted in one batch.
+    `response` is http.response_summary's, for a run that made one."""
+    summary = {**call["summary"], "status": http_status, **(response or {})}
     return {
         "id": uuid.UUID(call["id"]),
         "tenant_id": call["tenant_id"],
@@ -212,7 +214,7 @@ def execution_row(call: dict[str, Any], http_status: int, response_bytes: int | 
         "status": fields["status"],
         "error_kind": fields.get("error_kind"),
         "error_message": fields.get("error_message"),
-        "params": None,  # the request is not stored
+        "params": None,  # the request is not stored, only its summary
         "result": None,  # nor the response
         "logs": fields.get("logs"),
         "http_summary": summary,

@@ -56,6 +56,34 @@ def request_event(request: Request, path: str, params: dict[str, str]) -> dict[s
     }
 
 
+# A call's record keeps a summary, never bodies, headers or query values (docs/endpoints.md).
+SUMMARY_QUERY_NAMES = 20
+SUMMARY_TEXT_CHARS = 100
+
+
+def request_summary(event: dict[str, Any]) -> dict[str, Any]:
+    """What a call's record keeps of its request: the query's parameter names only, since
+    values may be credentials."""
+    content_type = event["headers"].get("content-type")
+    return {
+        "method": event["method"],
+        "path": event["path"],
+        "query": [name[:SUMMARY_TEXT_CHARS] for name in list(event["query"])[:SUMMARY_QUERY_NAMES]],
+        "request_bytes": len(event["body"].encode()),
+        "request_type": content_type[:SUMMARY_TEXT_CHARS] if content_type else None,
+    }
+
+
+def response_summary(result: Any) -> dict[str, Any]:
+    """What a call's record keeps of the response a successful run makes."""
+    response = build_response(result)
+    content_type = response.headers.get("Content-Type")
+    return {
+        "response_bytes": len(response.get_data()),
+        "response_type": content_type[:SUMMARY_TEXT_CHARS] if content_type else None,
+    }
+
+
 def response_problem(result: Any) -> str | None:
     """Why a value returned by an endpoint script cannot become a response, or None."""
     if result is None:

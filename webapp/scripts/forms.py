@@ -1,14 +1,16 @@
-"""Reading the script edit form into the field dict that validation takes."""
+"""Reading the script edit form into the field dict that validation takes, and validation's
+messages back onto the form's inputs."""
 
 import math
 from typing import Any
 
 from werkzeug.datastructures import MultiDict
 
-from webapp.limits import LIMIT_KEYS
+from webapp.limits import LIMIT_KEYS, LIMIT_LABELS, limits_message
 from webapp.models import Script
 from webapp.scripts.fields import SCRIPT_FIELDS
 from webapp.scripts.starters import starter
+from webapp.scripts.validation import ValidationFailed
 
 FORM_FIELDS = tuple(field for field in SCRIPT_FIELDS if field.form)
 
@@ -24,6 +26,17 @@ def form_data(form: MultiDict) -> dict[str, Any]:
         elif field.name in form:
             data[field.name] = form[field.name]
     return data
+
+
+def form_errors(exc: ValidationFailed) -> dict[str, str]:
+    """The messages by form input: each bad limit beside its own `limits_<key>` input, named
+    by its label; a problem with the limits as a whole stays under `limits`."""
+    errors = dict(exc.fields)
+    if exc.limits and "" not in exc.limits:
+        del errors["limits"]
+        for key, problem in exc.limits.items():
+            errors[f"limits_{key}"] = limits_message({key: problem}, LIMIT_LABELS)
+    return errors
 
 
 def _limits(form: MultiDict, name: str) -> dict[str, Any] | None:

@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from webapp import cron
 from webapp.extensions import db
-from webapp.limits import DefaultLimits, own_limits
+from webapp.limits import DefaultLimits, limits_message, own_limits
 from webapp.models import Script
 from webapp.scripts.fields import (
     EDITABLE_FIELDS,
@@ -29,12 +29,15 @@ _PARAM = re.compile(r"\{[A-Za-z_][A-Za-z0-9_]*\}")
 
 
 class ValidationFailed(Exception):
-    """Field messages; status 422 for invalid values, 409 for a uniqueness clash."""
+    """Field messages; status 422 for invalid values, 409 for a uniqueness clash. `limits`
+    holds own_limits' problems by limit key, from which fields["limits"] was written, so
+    that the form can put each beside its own input."""
 
-    def __init__(self, fields: dict[str, str], status: int = 422):
+    def __init__(self, fields: dict[str, str], status: int = 422, limits: dict[str, str] | None = None):
         super().__init__("; ".join(f"{k}: {v}" for k, v in fields.items()))
         self.fields = fields
         self.status = status
+        self.limits = limits or {}
 
 
 def current_values(script: Script) -> dict[str, Any]:
@@ -88,11 +91,11 @@ def validate(
         _validate_cron(merged, out, errors)
     elif out["type"] == "endpoint":
         _validate_endpoint(merged, out, errors)
-    out["limits"], problem = own_limits(merged.get("limits"), limits)
-    if problem:
-        errors["limits"] = problem
+    out["limits"], limit_problems = own_limits(merged.get("limits"), limits)
+    if limit_problems:
+        errors["limits"] = limits_message(limit_problems)
     if errors:
-        raise ValidationFailed(errors)
+        raise ValidationFailed(errors, limits=limit_problems)
     _check_unique(out, tenant_id, existing.id if existing else None)
     return out
 

@@ -3,17 +3,19 @@ and rollback."""
 
 import difflib
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
-from flask import Blueprint, abort, redirect, render_template, request, url_for
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 
 from webapp import cron, htmx
 from webapp.auth.identity import current_principal
+from webapp.limits import LIMIT_LABELS
 from webapp.models import Script
 from webapp.permissions import require
 from webapp.scripts import service
 from webapp.scripts.fields import HTTP_METHODS, SCRIPT_STATUSES, SCRIPT_TYPES, VERSIONED_FIELDS
-from webapp.scripts.forms import form_data, initial_values
+from webapp.scripts.forms import form_data, form_errors, initial_values
 from webapp.scripts.queries import BadPaging, paginate, paging_args, scripts_stmt, versions_stmt
 from webapp.scripts.schedule_info import cron_status, script_page
 from webapp.scripts.starters import after_type_switch
@@ -50,6 +52,7 @@ def _form_page(script: Script | None, values: dict[str, Any], errors: dict[str, 
             errors=errors,
             types=SCRIPT_TYPES,
             methods=HTTP_METHODS,
+            limit_labels=LIMIT_LABELS,
             **_cron_preview(values),
         ),
         status,
@@ -66,11 +69,23 @@ def _save(script: Script | None):
     try:
         if script is None:
             script = service.create_script(current_principal().tenant, user, data)
+            flash(f"Script “{script.name}” created.")
         else:
+            version, updated_at = script.version, script.updated_at
             service.update_script(script, user, data)
+            flash(_saved(script, version, updated_at))
     except ValidationFailed as exc:
-        return _form_page(script, {**initial_values(script), **data}, exc.fields, 422 if exc.status == 422 else 409)
+        status = 422 if exc.status == 422 else 409
+        return _form_page(script, {**initial_values(script), **data}, form_errors(exc), status)
     return redirect(url_for("scripts.detail", script_id=script.id), 303)
+
+
+def _saved(script: Script, version: int, updated_at: datetime | None) -> str:
+    if script.version != version:
+        return f"Saved: version {script.version}."
+    if script.updated_at != updated_at:
+        return "Saved; the version is unchanged."
+    return "Nothing to save: no field changed."
 
 
 @bp.route("/scripts/new", methods=["GET", "POST"])
@@ -140,8 +155,9 @@ def set_status(script_id: str):
     if status not in SCRIPT_STATUSES:
         abort(400, f"status must be one of {', '.join(SCRIPT_STATUSES)}")
     service.set_status(script, current_principal().user, status)
-    if htmx.is_htmx():
-        return render_template("scripts/_status.html", script=script)
+    flash(f"Script “{script.name}” {'enabled' if status == 'active' else 'disabled'}.")
+    if htmx.is_htmx():  # the confirmation goes into the page's live region, out of band
+        return render_template("scripts/_status.html", script=script) + render_template("_flashes.html", oob=True)
     return redirect(url_for("scripts.detail", script_id=script.id), 303)
 
 
@@ -153,7 +169,9 @@ def delete(script_id: str):
         return render_template("scripts/delete.html", script=script)
     if request.form.get("confirm_name", "").strip() != script.name:
         return render_template("scripts/delete.html", script=script, error="Type the script's name to confirm."), 422
+    name = script.name  # the row is gone after the delete
     service.delete_script(script)
+    flash(f"Script “{name}” deleted.")
     if htmx.is_htmx():
         return htmx.redirect(url_for("scripts.index"))
     return redirect(url_for("scripts.index"), 303)
@@ -190,11 +208,16 @@ def version(script_id: str, number: int):
 @require("scripts:write")
 def rollback(script_id: str, number: int):
     script = get_or_404(Script, script_id)
+    version = script.version
     try:
         service.rollback(script, current_principal().user, number)
     except ValidationFailed as exc:
         message = "; ".join(f"{k}: {v}" for k, v in exc.fields.items())
         return render_template("error.html", status=exc.status, message=f"Cannot roll back: {message}"), exc.status
+    if script.version == version:
+        flash(f"Nothing to roll back: version {version} already has the source and settings of version {number}.")
+    else:
+        flash(f"Rolled back: version {script.version} has the source and settings of version {number}.")
     return redirect(url_for("scripts.detail", script_id=script.id), 303)
 
 
