@@ -3,8 +3,8 @@
 ROLES = ("viewer", "editor", "admin")  # lowest first
 ROLE_RANK = {role: rank for rank, role in enumerate(ROLES)}
 
-_VIEWER = frozenset({"scripts:read", "executions:read", "endpoints:call"})
-_EDITOR = _VIEWER | {"scripts:write", "scripts:run"}
+_VIEWER = frozenset({"scripts:read", "executions:read", "endpoints:call", "secrets:read"})  # names only
+_EDITOR = _VIEWER | {"scripts:write", "scripts:run", "secrets:write"}
 _ADMIN = _EDITOR | {"members:manage", "tokens:manage", "usage:read"}
 PERMISSIONS: dict[str, frozenset[str]] = {"viewer": _VIEWER, "editor": _EDITOR, "admin": _ADMIN}
 

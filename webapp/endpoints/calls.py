@@ -222,6 +222,7 @@ def execution_row(call: dict[str, Any], http_status: int, response_bytes: int | 
         "duration_ms": fields.get("duration_ms"),
         "worker": fields.get("worker"),
         "runtime_info": fields.get("runtime_info"),
+        "secrets_read": fields.get("secrets_read"),
         "user_id": call["user_id"],
     }
 
