@@ -13,10 +13,12 @@ from webapp.extensions import db
 from webapp.invitations import service as invitations
 from webapp.models import ApiToken, Execution, Membership, Tenant, User, utcnow
 from webapp.scripts import service
+from webapp.secret_store import service as secret_store
 
 SAFE = {"GET"}
 IGNORED_METHODS = {"HEAD", "OPTIONS"}
 SOURCE = "async function main(event) {\n  return 1;\n}\n"
+SECRET_NAME = "API_KEY"
 
 
 @dataclass
@@ -40,9 +42,17 @@ class World:
             data = {"name": f"doomed-{uuid.uuid4().hex[:8]}", "type": "manual", "source": SOURCE}
             return str(service.create_script(tenant, owner, data).id)
 
-    def url(self, rule: Rule, script_id: str | None = None) -> str:
+    def fresh_secret(self) -> str:
+        """A new secret's name, for a rule that deletes the one it names."""
+        name = f"DOOMED_{uuid.uuid4().hex[:8].upper()}"
+        with self.app.app_context():
+            secret_store.put(self.tenant_id, name, "doomed value", None)
+        return name
+
+    def url(self, rule: Rule, script_id: str | None = None, secret_name: str | None = None) -> str:
         values = {
             "script_id": script_id or self.script_id,
+            "name": secret_name or SECRET_NAME,
             "execution_id": self.execution_id,
             "membership_id": self.membership_id,
             "token_id": self.token_id,
@@ -82,6 +92,7 @@ def make_world(app: Flask, make_user, make_token) -> World:
         )
         db.session.add(execution)
         db.session.commit()
+        secret_store.put(tenant.id, SECRET_NAME, "the world's secret value", owner.id)
         victim = db.session.scalar(db.select(Membership).join(User).where(User.email == "victim@acme.io"))
         invitation, invitation_token, _ = invitations.invite(tenant, owner, "newcomer@example.com", "editor")
         return World(
@@ -103,6 +114,8 @@ def destructive(rule: Rule) -> bool:
         "admin.remove_member",
         "admin.revoke_token",
         "admin.revoke_invitation",
+        "api.delete_secret",
+        "secrets.delete",
     }
 
 
