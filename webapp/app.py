@@ -28,17 +28,21 @@ from webapp.health import bp as health_bp
 from webapp.invitations.views import bp as invitations_bp
 from webapp.metrics import bp as metrics_bp
 from webapp.scripts.views import bp as scripts_bp
+from webapp.secret_store.keys import SECRET_KEYS, SecretKeys
+from webapp.secret_store.views import bp as secrets_bp
 from webapp.storage.views import bp as storage_bp
 
 
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or Settings.from_env()
+    keys = SecretKeys(settings.secrets_key)  # first: a bad SECRETS_KEY stops every process here
     app = Flask(
         "webapp",  # the app and its logger are named for the package
         instance_path=str(INSTANCE_DIR),
         template_folder="../templates",
         static_folder="../static",
     )
+    app.extensions[SECRET_KEYS] = keys
     app.config.update(
         SETTINGS=settings,
         SECRET_KEY=settings.secret_key,
@@ -76,6 +80,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         executions_bp,
         storage_bp,
         admin_bp,
+        secrets_bp,
         invitations_bp,
         api_bp,
         endpoints_bp,

@@ -16,6 +16,7 @@ from webapp.auth.passwords import MIN_LENGTH, hash_password, set_password
 from webapp.auth.roles import ROLES
 from webapp.extensions import db
 from webapp.models import ApiToken, Membership, Tenant, User
+from webapp.secret_store import service as secret_service
 from webapp.serializers import iso
 
 TENANT_NAME = re.compile(r"^[a-z0-9-]{2,40}$")
@@ -25,6 +26,7 @@ DEMO_TENANT, DEMO_EMAIL = "demo", "admin@example.com"
 tenants_cli = AppGroup("tenants", help="Manage tenants.")
 users_cli = AppGroup("users", help="Manage users.")
 tokens_cli = AppGroup("tokens", help="Manage API tokens.")
+secrets_cli = AppGroup("secrets", help="Manage secrets (values are never printed).")
 
 
 def _tenant(name: str) -> Tenant:
@@ -174,6 +176,57 @@ def revoke_token(token_id: int) -> None:
     click.echo(f"revoked token {token_id}")
 
 
+@secrets_cli.command("set")
+@click.option("--tenant", "tenant_name", required=True)
+@click.argument("name")
+def set_secret(tenant_name: str, name: str) -> None:
+    """Set or replace secret NAME; the value is read from stdin (never from the command line)."""
+    tenant = _tenant(tenant_name)
+    if sys.stdin.isatty():
+        value = click.prompt(f"Value of {name}", hide_input=True)
+    else:
+        value = sys.stdin.read().removesuffix("\n").removesuffix("\r")  # `echo` adds a newline
+    try:
+        created = secret_service.put(tenant.id, name, value, None)
+    except secret_service.SecretInvalid as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"{'created' if created else 'replaced'} secret {name} in {tenant.name}")
+
+
+@secrets_cli.command("list")
+@click.option("--tenant", "tenant_name", required=True)
+def list_secrets(tenant_name: str) -> None:
+    """List the tenant's secrets: name, created, updated, updated by (never values)."""
+    tenant = _tenant(tenant_name)
+    click.echo("name\tcreated\tupdated\tupdated_by")
+    for s in db.session.scalars(secret_service.secrets_stmt(tenant.id)):
+        updated_by = s.updated_by.email if s.updated_by else "cli"
+        click.echo(f"{s.name}\t{iso(s.created_at)}\t{iso(s.updated_at)}\t{updated_by}")
+
+
+@secrets_cli.command("delete")
+@click.option("--tenant", "tenant_name", required=True)
+@click.argument("name")
+def delete_secret(tenant_name: str, name: str) -> None:
+    """Delete secret NAME."""
+    tenant = _tenant(tenant_name)
+    if not secret_service.remove(tenant.id, name):
+        raise click.ClickException(f"no secret {name!r} in {tenant.name}")
+    click.echo(f"deleted secret {name} from {tenant.name}")
+
+
+@secrets_cli.command("rotate-key")
+def rotate_key() -> None:
+    """Re-encrypt every secret with the first key of SECRETS_KEY (batched; safe to re-run)."""
+    report = secret_service.rotate()
+    click.echo(f"re-encrypted {report.rotated} secrets; {report.current} were already under the first key")
+    if report.unreadable:
+        names = ", ".join(f"{name} (tenant id {tenant_id})" for tenant_id, name in report.unreadable)
+        raise click.ClickException(
+            f"{len(report.unreadable)} secrets open with no key of SECRETS_KEY and were left as they are: {names}"
+        )
+
+
 @click.command("demo")
 @click.option("--login-file", type=click.Path(dir_okay=False), help="Also write the login to this file (mode 600).")
 @with_appcontext
@@ -196,6 +249,6 @@ def create_demo(login_file: str | None) -> None:
 
 
 def register_cli(app: Flask) -> None:
-    for command in (tenants_cli, users_cli, tokens_cli, create_demo):
+    for command in (tenants_cli, users_cli, tokens_cli, secrets_cli, create_demo):
         app.cli.add_command(command)
     devtools.register(app)

@@ -1,7 +1,10 @@
 """Configuration, read from environment variables only (README.md, "Configuration")."""
 
+import base64
 import os
 import secrets
+import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,6 +55,8 @@ class Settings:
     redis_url: str
     secret_key: str
     metrics_token: str | None
+    # SECRETS_KEY: comma-separated Fernet keys, the first encrypts (webapp/secret_store/keys.py).
+    secrets_key: str = field(default="", repr=False)
     limits: DefaultLimits = field(default_factory=DefaultLimits)
     tenants: TenantLimits = field(default_factory=TenantLimits)
     retention_count: int = 1000  # executions kept per script
@@ -64,7 +69,8 @@ class Settings:
         return cls(
             database_url=os.environ.get("DATABASE_URL") or default_database_url(),
             redis_url=os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0",
-            secret_key=os.environ.get("SECRET_KEY") or _instance_secret_key(),
+            secret_key=os.environ.get("SECRET_KEY") or _instance_file("secret_key", lambda: secrets.token_hex(32)),
+            secrets_key=os.environ.get("SECRETS_KEY") or _instance_file("secrets_key", _new_fernet_key),
             metrics_token=os.environ.get("METRICS_TOKEN") or None,
             limits=DefaultLimits.from_env(),
             tenants=TenantLimits.from_env(),
@@ -74,17 +80,25 @@ class Settings:
         )
 
 
-def _instance_secret_key() -> str:
-    """Without SECRET_KEY, keep a random key in instance/ so sessions survive restarts
-    and every local process (web workers, CLI) agrees on it."""
-    path = INSTANCE_DIR / "secret_key"
+def _instance_file(name: str, make: Callable[[], str]) -> str:
+    """Without SECRET_KEY (or SECRETS_KEY), keep a random key in instance/ so sessions (and
+    stored secrets) survive restarts and every local process (web, workers, CLI) agrees on it."""
+    path = INSTANCE_DIR / name
     if not path.exists():
         INSTANCE_DIR.mkdir(parents=True, exist_ok=True)
+        # Written whole under another name, then linked into place: a process starting at the
+        # same moment reads either no file or the whole key, never an empty one.
+        fd, tmp = tempfile.mkstemp(dir=INSTANCE_DIR, prefix=f".{name}.")
+        with os.fdopen(fd, "w") as fh:
+            fh.write(make())
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            os.link(tmp, path)
         except FileExistsError:  # another process won the race
             pass
-        else:
-            with os.fdopen(fd, "w") as fh:
-                fh.write(secrets.token_hex(32))
+        finally:
+            os.unlink(tmp)
     return path.read_text().strip()
+
+
+def _new_fernet_key() -> str:
+    return base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()  # what Fernet.generate_key makes

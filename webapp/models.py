@@ -209,6 +209,8 @@ class Execution(db.Model):
     # storage quota when the outcome is written (webapp/quotas.py).
     stored_bytes: Mapped[int] = mapped_column(default=0, server_default="0")
     user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    # Names of the secrets the run read (never values); None: it read none.
+    secrets_read: Mapped[list | None] = mapped_column(JSON)
     script: Mapped[Script] = relationship()
 
 
@@ -238,3 +240,18 @@ class TenantUsage(db.Model):
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True)
     storage_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     execution_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class Secret(db.Model):
+    """A tenant's secret: its value only as a Fernet token (webapp/secret_store)."""
+
+    __tablename__ = "secrets"
+    __table_args__ = (UniqueConstraint("tenant_id", "name", name="uq_secrets_tenant_name"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(64))
+    token: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    updated_by: Mapped[User | None] = relationship()

@@ -1,10 +1,10 @@
-"""JSON shapes of scripts, versions and executions (the fields of docs/api.md); a script's and
+"""JSON shapes of scripts, versions, executions and secrets (the fields of docs/api.md); a script's and
 a version's come from the fields of webapp/scripts/fields.py."""
 
 from datetime import datetime
 from typing import Any
 
-from webapp.models import Execution, Script, ScriptVersion
+from webapp.models import Execution, Script, ScriptVersion, Secret
 from webapp.scripts.fields import FIELDS, SCRIPT_FIELDS, VERSION_JSON_FIELDS, ScriptField
 
 
@@ -52,4 +52,17 @@ def execution_json(execution: Execution) -> dict[str, Any]:
         "worker": execution.worker,
         "runtime": execution.runtime_info,
         "http_summary": execution.http_summary,  # endpoint calls: method, path, status, sizes
+        "secrets_read": execution.secrets_read,  # names, never values
+    }
+
+
+def secret_json(secret: Secret, names_only: bool = False) -> dict[str, Any]:
+    """A secret as lists show it: never its value; viewers get its name alone."""
+    if names_only:
+        return {"name": secret.name}
+    return {
+        "name": secret.name,
+        "created_at": iso(secret.created_at),
+        "updated_at": iso(secret.updated_at),
+        "updated_by": secret.updated_by.email if secret.updated_by else None,
     }

@@ -1,4 +1,5 @@
-"""Host calls made by scripts, answered by the worker: tenant-scoped `storage`, `utils.hash`.
+"""Host calls made by scripts, answered by the worker: tenant-scoped `storage` and `secrets`,
+`utils.hash`.
 
 Each call arrives as {id, op, arg} from the sandbox; the answer is {id, ok, value} with the
 value as JSON text, or {id, ok: false, error} with a message the script sees as an Error.
@@ -17,6 +18,8 @@ from sqlalchemy.exc import DBAPIError
 from webapp import quotas
 from webapp.extensions import db
 from webapp.models import StorageItem, utcnow
+from webapp.secret_store import service as secret_store
+from webapp.secret_store.keys import SecretUnreadable
 from webapp.storage import service as storage
 
 MAX_KEY_CHARS = 200
@@ -38,6 +41,7 @@ class HostApi:
         self.tenant_id = tenant_id
         self.answered_bytes = 0
         self.calls = 0
+        self.secrets_read: dict[str, str] = {}  # name -> value: what the run's record is redacted of
 
     def __call__(self, calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
         answers = []
@@ -145,6 +149,24 @@ class HostApi:
             stmt = stmt.where(storage.key_starts_with(prefix))
         return json.dumps(list(db.session.scalars(stmt)))
 
+    # -- secrets --------------------------------------------------------------------------
+    def secrets_get(self, arg: dict) -> str:
+        name = arg.get("name")
+        if not isinstance(name, str) or not secret_store.NAME.match(name):
+            return "null"  # no secret can have that name
+        if name not in self.secrets_read:
+            try:
+                value = secret_store.read_for_run(self.tenant_id, name)
+            except SecretUnreadable:
+                raise HostError(
+                    f"secrets.get: secret {name} cannot be decrypted with the keys in SECRETS_KEY "
+                    "(ask the operator: docs/secrets.md, rotation)"
+                ) from None
+            if value is None:
+                return "null"
+            self.secrets_read[name] = value
+        return json.dumps(self.secrets_read[name])
+
     # -- utils ----------------------------------------------------------------------------
     def utils_hash(self, arg: dict) -> str:
         algorithm = arg.get("algorithm") or "sha256"
@@ -177,5 +199,6 @@ _HANDLERS = {
     "storage.set": HostApi.storage_set,
     "storage.delete": HostApi.storage_delete,
     "storage.list": HostApi.storage_list,
+    "secrets.get": HostApi.secrets_get,
     "utils.hash": HostApi.utils_hash,
 }

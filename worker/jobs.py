@@ -24,6 +24,7 @@ from webapp.limits import effective_limits
 from webapp.models import Execution, Script, ScriptVersion, Tenant, User, utcnow
 from webapp.redis_client import get_redis
 from worker.host_api import HostApi
+from worker.redaction import Redactor
 from worker.state import get_state
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,7 @@ def _run(execution_id: str, state: Any) -> dict[str, Any]:
     _record(
         run_id,
         (script.tenant_id, execution.params),
+        secrets_read=ran.secrets_read,
         status=ran.status,
         error_kind=ran.error_kind,
         error_message=ran.error_message,
@@ -197,12 +199,10 @@ def _answer(
     if version is None:  # deleted since the call was routed: nothing to run, nothing to record against
         message = "the script was deleted before the call ran"
         return {"id": call["id"], "status": "failed", "error_kind": "lost", "error_message": message}, None
-    ran = _run_in_sandbox(state, call["script_id"], call["tenant_id"], version, json.dumps(event), call["context"])
-    result = ran.result
-    if ran.status == "succeeded":
-        problem = response_problem(result)
-        if problem:
-            ran.status, ran.error_kind, ran.error_message = "failed", "bad_response", problem
+    ran = _run_in_sandbox(
+        state, call["script_id"], call["tenant_id"], version, json.dumps(event), call["context"], endpoint=True
+    )
+    result = ran.response  # sent as the script returned it, secrets included (docs/secrets.md)
     succeeded = ran.status == "succeeded"
     row = execution_row(
         call,
@@ -217,6 +217,7 @@ def _answer(
         duration_ms=ran.duration_ms,
         worker=state.name,
         runtime_info=ran.runtime_info,
+        secrets_read=ran.secrets_read,
     )
     _count(call["script_id"], "endpoint", ran, counts)
     answer = {"id": call["id"], "status": ran.status, "error_kind": ran.error_kind, "error_message": ran.error_message}
@@ -226,7 +227,8 @@ def _answer(
 
 @dataclass
 class Ran:
-    """What the sandbox made of one run, ready to be stored."""
+    """What the sandbox made of one run, ready to be stored: every field but `response` is
+    redacted of the secret values the run read."""
 
     status: str
     error_kind: str | None
@@ -237,10 +239,41 @@ class Ran:
     runtime_info: dict[str, Any]
     cache_hit: bool | None
     recycled: int
+    secrets_read: list[str] | None  # names
+    response: Any = None  # endpoint runs: the result as returned, for the caller only
+
+
+class RunFailed(Exception):
+    """The worker failed around a run; the message is redacted of the run's secret values."""
 
 
 def _run_in_sandbox(
-    state: Any, script_id: str, tenant_id: int, version: "Version", event_json: str, context: dict[str, Any]
+    state: Any,
+    script_id: str,
+    tenant_id: int,
+    version: "Version",
+    event_json: str,
+    context: dict[str, Any],
+    endpoint: bool = False,
+) -> Ran:
+    host = HostApi(tenant_id)
+    try:
+        return _outcome(state, host, script_id, tenant_id, version, event_json, context, endpoint)
+    except Exception as exc:
+        # What failed may quote a value the run read: only its redacted text goes on.
+        message = Redactor(host.secrets_read).text(f"{type(exc).__name__}: {exc}")
+        raise RunFailed(message) from None
+
+
+def _outcome(
+    state: Any,
+    host: HostApi,
+    script_id: str,
+    tenant_id: int,
+    version: "Version",
+    event_json: str,
+    context: dict[str, Any],
+    endpoint: bool,
 ) -> Ran:
     state.set_busy(True)
     try:
@@ -254,20 +287,27 @@ def _run_in_sandbox(
                 "context": context,
             },
             effective_limits(state.app.config["SETTINGS"].limits, version.limits),
-            HostApi(tenant_id),
+            host,
         )
     finally:
         state.set_busy(False)
     try:
-        result = json.loads(outcome["result_json"]) if outcome["result_json"] is not None else None
+        response = json.loads(outcome["result_json"]) if outcome["result_json"] is not None else None
     except RecursionError:
         outcome.update(status="failed", error_kind="exception", error_message="the result is nested too deeply")
-        result = None
+        response = None
+    if endpoint and outcome["status"] == "succeeded":
+        problem = response_problem(response)
+        if problem:
+            outcome.update(status="failed", error_kind="bad_response", error_message=problem)
+    # The one place a run's record is redacted: nothing of it is stored, logged or answered before.
+    redact = Redactor(host.secrets_read)
+    result = json.loads(redact.json_text(outcome["result_json"])) if redact and response is not None else response
     return Ran(
         status=outcome["status"],
         error_kind=outcome["error_kind"],
-        error_message=_storable(outcome["error_message"]),
-        logs=[{**entry, "message": _storable(entry.get("message"))} for entry in outcome["logs"]],
+        error_message=_storable(redact.text(outcome["error_message"])),
+        logs=[{**entry, "message": _storable(redact.text(entry.get("message")))} for entry in outcome["logs"]],
         result=result,
         duration_ms=outcome.get("wall_ms"),
         runtime_info={
@@ -278,6 +318,8 @@ def _run_in_sandbox(
         },
         cache_hit=outcome["cache_hit"] if outcome["runtime_id"] else None,
         recycled=_recycles(state, outcome),
+        secrets_read=sorted(host.secrets_read) or None,
+        response=response if outcome["status"] == "succeeded" else None,
     )
 
 

@@ -16,6 +16,7 @@ from webapp.extensions import db
 from webapp.invitations import service as invitations
 from webapp.models import Execution, Tenant, User, utcnow
 from webapp.scripts import service
+from webapp.secret_store import service as secret_store
 
 ADMIN = "operations.lead@acme-industries.example"
 MEMBERS = ("ci.deployer@acme-industries.example", "night.shift.support@acme-industries.example")
@@ -117,6 +118,8 @@ def _fill_tenant(app: Flask, make_user) -> dict[str, str]:
         for email, label in ((ADMIN, "CI deploys from the main branch"), (MEMBERS[0], "Grafana dashboards")):
             user = db.session.scalar(db.select(User).where(User.email == email))
             create_token(tenant, user, label)
+        for name in ("STRIPE_LIVE_SECRET_KEY_FOR_THE_EU_MARKETPLACE_ACCOUNT_2024", "SMTP_PASSWORD"):
+            secret_store.put(tenant.id, name, "a value that is never shown", admin.id)
         _, invitation_token, _ = invitations.invite(tenant, admin, "new.colleague@acme-industries.example", "viewer")
         store(app, "acme", {LONG_KEY: LARGE_VALUE, "counter": 1}, ttl=86400)
         return {
@@ -173,6 +176,7 @@ def test_no_page_is_wider_than_a_phone(
         "usage": "/usage",
         "storage": "/storage",
         "storage key": "/storage/item?key=" + quote(LONG_KEY, safe=""),
+        "secrets": "/secrets",
         "tenant chooser": "/tenant",
         "invitation for another address": f"/invitations/{ids['invitation']}",
         "not found page": "/scripts/no-such-script",

@@ -35,7 +35,7 @@ GLOBALS = _words(
     "Reflect RegExp Set SharedArrayBuffer String SuppressedError Symbol SyntaxError TypeError URIError "
     "Uint16Array Uint32Array Uint8Array Uint8ClampedArray WeakMap WeakRef WeakSet atob btoa console "
     "context crypto decodeURI decodeURIComponent encodeURI encodeURIComponent escape eval globalThis isFinite "
-    "isNaN parseFloat parseInt performance queueMicrotask storage undefined unescape utils"
+    "isNaN parseFloat parseInt performance queueMicrotask secrets storage undefined unescape utils"
 )
 
 

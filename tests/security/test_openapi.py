@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from schemathesis import GenerationMode, checks
 
 from tests.conftest import bearer
-from tests.security.web import make_world
+from tests.security.web import SECRET_NAME, make_world
 from webapp.api.openapi import build_document
 
 DOC = build_document()
@@ -73,7 +73,7 @@ def seeded(app, client, make_user, make_token, start_worker):
 def _strategy(operation, world, execution_id: str, mode: GenerationMode):
     """Generated cases, and as many that name the tenant's real objects (else nearly all
     would be 404s). DELETE keeps generated ids: the real script must outlive the run."""
-    real = {"script_id": world.script_id, "execution_id": execution_id, "version": 1}
+    real = {"script_id": world.script_id, "execution_id": execution_id, "version": 1, "name": SECRET_NAME}
     names = {p.name for p in operation.iter_parameters() if p.location == "path"}
     if not names or operation.method.upper() == "DELETE":
         return operation.as_strategy(mode)

@@ -43,6 +43,8 @@ MINIMUM_ROLE = {
     "api.list_executions": "viewer",
     "api.get_execution": "viewer",
     "api.validate_cron": "viewer",
+    "api.list_secrets": "viewer",
+    "secrets.index": "viewer",
     "scripts.new": "editor",
     "scripts.edit": "editor",
     "scripts.delete": "editor",
@@ -58,6 +60,11 @@ MINIMUM_ROLE = {
     "api.delete_script": "editor",
     "api.rollback": "editor",
     "api.run_script": "editor",
+    "api.put_secret": "editor",
+    "api.delete_secret": "editor",
+    "secrets.create": "editor",
+    "secrets.replace": "editor",
+    "secrets.delete": "editor",
     "admin.tokens": "admin",
     "admin.create_token": "admin",
     "admin.revoke_token": "admin",
@@ -77,6 +84,7 @@ API_BODIES = {
     "api.rollback": {"version": 1},
     "api.run_script": {"params": {}, "wait": 0},
     "api.validate_cron": {"expression": "@daily"},
+    "api.put_secret": {"value": "a new value"},
 }
 UI_FORMS = {
     "scripts.set_status": {"status": "disabled"},
@@ -84,6 +92,8 @@ UI_FORMS = {
     "admin.create_invitation": {"email": "new@acme.io", "role": "viewer"},
     "admin.create_token": {"name": "t", "role": "viewer"},
     "auth.switch_tenant": {"tenant_id": "1"},
+    "secrets.create": {"name": "NEW_KEY", "value": "a new value"},
+    "secrets.replace": {"value": "a new value"},
 }
 
 
@@ -98,7 +108,12 @@ def test_the_matrix_covers_every_rule(app):
 
 
 def _call(client, world, rule, method, role_headers, csrf):
-    url = world.url(rule, world.fresh_script() if destructive(rule) and "script_id" in rule.arguments else None)
+    fresh = destructive(rule)
+    url = world.url(
+        rule,
+        world.fresh_script() if fresh and "script_id" in rule.arguments else None,
+        world.fresh_secret() if fresh and "name" in rule.arguments else None,
+    )
     if url.startswith("/api/"):
         return client.open(url, method=method, json=API_BODIES.get(rule.endpoint), headers=role_headers)
     data = {"csrf_token": csrf, **UI_FORMS.get(rule.endpoint, {})} if method != "GET" else None

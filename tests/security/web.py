@@ -15,6 +15,7 @@ from webapp.extensions import db
 from webapp.invitations import service as invitations
 from webapp.models import ApiToken, Execution, Membership, Tenant, User, utcnow
 from webapp.scripts import service
+from webapp.secret_store import service as secret_store
 from worker.host_api import HostApi
 
 SAFE = {"GET"}
@@ -22,6 +23,7 @@ IGNORED_METHODS = {"HEAD", "OPTIONS"}
 SOURCE = "async function main(event) {\n  return 1;\n}\n"
 STORAGE_KEY = "reports/2026 Q1 ✓?&#"  # a storage key of acme, with what a path or query could mangle
 KEY_RULES = {"storage.item", "storage.delete"}  # the key travels in the query string
+SECRET_NAME = "API_KEY"
 
 
 @dataclass
@@ -45,9 +47,17 @@ class World:
             data = {"name": f"doomed-{uuid.uuid4().hex[:8]}", "type": "manual", "source": SOURCE}
             return str(service.create_script(tenant, owner, data).id)
 
-    def url(self, rule: Rule, script_id: str | None = None) -> str:
+    def fresh_secret(self) -> str:
+        """A new secret's name, for a rule that deletes the one it names."""
+        name = f"DOOMED_{uuid.uuid4().hex[:8].upper()}"
+        with self.app.app_context():
+            secret_store.put(self.tenant_id, name, "doomed value", None)
+        return name
+
+    def url(self, rule: Rule, script_id: str | None = None, secret_name: str | None = None) -> str:
         values = {
             "script_id": script_id or self.script_id,
+            "name": secret_name or SECRET_NAME,
             "execution_id": self.execution_id,
             "membership_id": self.membership_id,
             "token_id": self.token_id,
@@ -88,6 +98,7 @@ def make_world(app: Flask, make_user, make_token) -> World:
         db.session.add(execution)
         db.session.commit()
         HostApi(tenant.id)([{"id": 1, "op": "storage.set", "arg": {"key": STORAGE_KEY, "value": json.dumps([1])}}])
+        secret_store.put(tenant.id, SECRET_NAME, "the world's secret value", owner.id)
         victim = db.session.scalar(db.select(Membership).join(User).where(User.email == "victim@acme.io"))
         invitation, invitation_token, _ = invitations.invite(tenant, owner, "newcomer@example.com", "editor")
         return World(
@@ -110,6 +121,8 @@ def destructive(rule: Rule) -> bool:
         "admin.revoke_token",
         "admin.revoke_invitation",
         "storage.delete",
+        "api.delete_secret",
+        "secrets.delete",
     }
 
 

@@ -3,8 +3,8 @@
 ROLES = ("viewer", "editor", "admin")  # lowest first
 ROLE_RANK = {role: rank for rank, role in enumerate(ROLES)}
 
-_VIEWER = frozenset({"scripts:read", "executions:read", "endpoints:call"})
-_EDITOR = _VIEWER | {"scripts:write", "scripts:run", "storage:manage"}
+_VIEWER = frozenset({"scripts:read", "executions:read", "endpoints:call", "secrets:read"})  # secrets: names only
+_EDITOR = _VIEWER | {"scripts:write", "scripts:run", "storage:manage", "secrets:write"}
 _ADMIN = _EDITOR | {"members:manage", "tokens:manage", "usage:read"}
 PERMISSIONS: dict[str, frozenset[str]] = {"viewer": _VIEWER, "editor": _EDITOR, "admin": _ADMIN}
 # What each permission lets a member do, as the 403 page says it ("… can run scripts").
@@ -18,6 +18,8 @@ ACTIONS = {
     "tokens:manage": "manage API tokens",
     "usage:read": "see the tenant's usage",
     "storage:manage": "browse and delete storage keys",
+    "secrets:read": "see the names of secrets",
+    "secrets:write": "set and delete secrets",
 }
 
 

@@ -224,6 +224,7 @@ def execution_row(
         "duration_ms": fields.get("duration_ms"),
         "worker": fields.get("worker"),
         "runtime_info": fields.get("runtime_info"),
+        "secrets_read": fields.get("secrets_read"),
         "user_id": call["user_id"],
     }
 

@@ -181,6 +181,13 @@
     }),
   });
 
+  const secrets = freeze({
+    get: __sr_async(function get(name) {
+      if (typeof name !== 'string') throw new TypeErrorCtor('secrets.get: name must be a string');
+      return __sr_hostCall('secrets.get', { name });
+    }),
+  });
+
   // Randomness is per run, seeded by the worker from os.urandom at every begin(): nothing a
   // run draws tells anything about another run's values.
   // Math.random: xorshift128+ (fast, not for secrets, as in every engine).
@@ -261,6 +268,7 @@
 
   Object.defineProperty(globalThis, 'console', { value: console, enumerable: false });
   Object.defineProperty(globalThis, 'storage', { value: storage, enumerable: false });
+  Object.defineProperty(globalThis, 'secrets', { value: secrets, enumerable: false });
   Object.defineProperty(globalThis, 'utils', { value: utils, enumerable: false });
   Object.defineProperty(globalThis, 'crypto', { value: crypto, enumerable: false });
   Object.defineProperty(globalThis, 'context', {
