@@ -51,7 +51,7 @@ def test_cron_schedule_part(client, editor_session):
     assert f'hx-get="/scripts/{cron["id"]}/schedule"' in page
     part = client.get(f"/scripts/{cron['id']}/schedule", headers=HTMX).get_data(as_text=True)
     assert "Next fire</dt>" in part and "never fired yet" in part and part.count("<time") == 1 + 5
-    assert client.get(f"/scripts/{manual['id']}/schedule", headers=HTMX).status_code == 404
+    assert client.get(f"/scripts/{manual['id']}/schedule", headers=HTMX).status_code == 204
     assert "/schedule" not in client.get(f"/scripts/{manual['id']}").get_data(as_text=True)
 
 

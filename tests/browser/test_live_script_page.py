@@ -10,7 +10,6 @@ from playwright.sync_api import Page, expect
 from tests.browser.test_run import assert_same_page, open_script
 
 EDITOR = "ed@acme.io"
-GREET = "async function main(event) {\n  return { hi: event.name };\n}\n"
 TICK = "function main(event) {\n  return { at: event.scheduled_at };\n}\n"
 # The status of the list's next poll, once htmx has handled it (swapped or not); null after 5 s.
 NEXT_POLL = """() => new Promise((resolve) => {
@@ -22,14 +21,8 @@ NEXT_POLL = """() => new Promise((resolve) => {
 FIRES_MS = 12_000  # a few fires of @every 2s, with room for a slow, shared machine
 
 
-def test_a_run_from_the_page_appears_in_latest_executions(
-    page: Page, live_server: str, make_user, log_in: Callable, make_script: Callable, start_worker: Callable
-) -> None:
-    make_user(EDITOR, "acme", "editor")
-    script_id = make_script(EDITOR, name="greeter", source=GREET)
-    start_worker()
-    log_in(page, EDITOR)
-    url = open_script(page, live_server, script_id)
+def test_a_run_from_the_page_appears_in_latest_executions(page: Page, live_server: str, greeter: str) -> None:
+    url = open_script(page, live_server, greeter)
     latest = page.locator("#latest-executions")
     expect(latest).to_contain_text("No executions yet.")
 

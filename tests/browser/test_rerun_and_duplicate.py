@@ -6,23 +6,18 @@ from collections.abc import Callable
 from flask import Flask
 from playwright.sync_api import Page, expect
 
+from tests.browser.conftest import GREETER as GREET
 from tests.test_rerun import _recorded
 from webapp.extensions import db
 from webapp.models import Script
 
 EDITOR = "ed@acme.io"
-GREET = "async function main(event) {\n  console.log('hello', event.name);\n  return { hi: event.name };\n}\n"
+
 EXECUTION_URL = re.compile(r"/executions/([0-9a-f-]{36})$")
 
 
-def test_run_again_starts_a_new_run_with_the_same_params(
-    page: Page, live_server: str, make_user, log_in: Callable, make_script: Callable, start_worker: Callable
-) -> None:
-    make_user(EDITOR, "acme", "editor")
-    script_id = make_script(EDITOR, name="greeter", source=GREET)
-    start_worker()
-    log_in(page, EDITOR)
-    page.goto(f"{live_server}/scripts/{script_id}")
+def test_run_again_starts_a_new_run_with_the_same_params(page: Page, live_server: str, greeter: str) -> None:
+    page.goto(f"{live_server}/scripts/{greeter}")
     page.get_by_label("Parameters (JSON object)").fill('{"name": "Ann"}')
     page.get_by_role("button", name="Run", exact=True).click()
     page.locator("#run-result").get_by_role("link", name="Execution details").click()

@@ -152,10 +152,11 @@ def latest(script_id: str):
 @bp.get("/scripts/<script_id>/schedule")
 @require("scripts:read")
 def schedule(script_id: str):
-    """htmx: a cron script page's next, last and upcoming fires, polled."""
+    """htmx: a cron script page's next, last and upcoming fires, polled. Nothing (204, which
+    htmx leaves in place) once the script is no longer a cron script."""
     script = get_or_404(Script, script_id)
     if script.type != "cron":
-        abort(404)
+        return "", 204
     return render_template("scripts/_schedule.html", script=script, **schedule_facts(script))
 
 
