@@ -162,7 +162,7 @@ def test_schedule_health_is_visible(app, client, make_user, login, start_worker,
     listing = client.get("/scripts").get_data(as_text=True)
     assert "next <time" in listing and "last <a" in listing and 'class="badge succeeded">succeeded' in listing
     page = client.get(f"/scripts/{created['id']}").get_data(as_text=True)
-    assert "Next fire</dt><dd>" in page and "never fired yet" not in page
+    assert 'Next fire</dt><dd id="next-fire">' in page and "never fired yet" not in page
     assert "Last fire" in page and "badge succeeded" in page
     healthy = client.get("/").get_data(as_text=True)
     assert 'badge succeeded">running</span> 1 process' in healthy and "on time" in healthy

@@ -157,6 +157,12 @@ def describe(expression: object, timezone: object, anchor: datetime | None = Non
     return {"valid": True, "description": schedule.description, "next": [f.isoformat() for f in fires], "error": None}
 
 
+def uses_anchor(expression: str) -> bool:
+    """Whether the expression's fires depend on the anchor (@every)."""
+    words = expression.split()
+    return bool(words) and words[0].lower() == "@every"
+
+
 def check_timezone(name: str) -> str:
     """Return ``name`` (stripped) if it is an IANA timezone, else raise CronError."""
     try:

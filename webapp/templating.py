@@ -1,5 +1,6 @@
 """Template globals and filters."""
 
+import hashlib
 from datetime import datetime
 
 from flask import Flask
@@ -18,7 +19,14 @@ def timestamp(value: datetime | None) -> Markup:
     return Markup(f'<time datetime="{escape(value.isoformat())}" title="{escape(utc)}">{escape(utc)}</time>')
 
 
+def digest(text: str) -> str:
+    """A short fingerprint of rendered text: a live part (templates/_live.html) that comes back
+    with the same one is left as it is."""
+    return hashlib.blake2b(str(text).encode(), digest_size=8).hexdigest()
+
+
 def init_app(app: Flask) -> None:
     app.jinja_env.filters["timestamp"] = timestamp
+    app.jinja_env.filters["digest"] = digest
     app.jinja_env.filters["filesize"] = filesize
     app.jinja_env.globals.update(can=can, current_principal=current_principal, user_memberships=user_memberships)

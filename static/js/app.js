@@ -92,6 +92,21 @@
     if (editor) editor.setValue(text);
   }
 
+  // Live parts (templates/_live.html) poll their URL. A hidden tab asks for nothing (it asks
+  // once it is shown again); an answer with the digest already shown is not swapped in.
+  function livePart(el) { return el && el.hasAttribute && el.hasAttribute("data-live"); }
+
+  document.addEventListener("htmx:confirm", function (ev) {
+    if (document.hidden && livePart(ev.target)) ev.preventDefault();
+  });
+
+  document.addEventListener("htmx:beforeSwap", function (ev) {
+    var target = ev.detail.target;
+    if (!livePart(target) || !ev.detail.shouldSwap) return;
+    var digest = /data-digest="([0-9a-f]+)"/.exec(ev.detail.serverResponse || "");
+    if (digest && digest[1] === target.getAttribute("data-digest")) ev.detail.shouldSwap = false;
+  });
+
   document.addEventListener("DOMContentLoaded", function () { localizeTimes(document); });
   document.addEventListener("htmx:afterSwap", function (ev) { localizeTimes(ev.target); applyStarter(); });
 })();

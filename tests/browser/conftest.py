@@ -107,3 +107,17 @@ def make_script(app: Flask) -> Callable[..., str]:
             return service.create_script(t, u, data).id
 
     return make
+
+
+GREETER = "async function main(event) {\n  console.log('hello', event.name);\n  return { hi: event.name };\n}\n"
+
+
+@pytest.fixture
+def greeter(page: Page, make_user, log_in: Callable, make_script: Callable, start_worker: Callable) -> str:
+    """A manual script "greeter" (logs and returns `event.name`), a worker, and `page` logged in
+    as its editor ed@acme.io; returns the script's id."""
+    make_user("ed@acme.io", "acme", "editor")
+    script_id = str(make_script("ed@acme.io", name="greeter", source=GREETER))
+    start_worker()
+    log_in(page, "ed@acme.io")
+    return script_id

@@ -21,7 +21,13 @@ from webapp.secret_store import service as secret_store
 ADMIN = "operations.lead@acme-industries.example"
 MEMBERS = ("ci.deployer@acme-industries.example", "night.shift.support@acme-industries.example")
 # htmx fragments, seen inside the pages that load them; not pages of their own.
-PARTIALS = {"scripts.trigger_fields", "scripts.cron_preview", "executions.result"}
+PARTIALS = {
+    "scripts.trigger_fields",
+    "scripts.cron_preview",
+    "executions.result",
+    "scripts.latest",
+    "scripts.schedule",
+}
 # Not HTML pages for people.
 NOT_PAGES = {"static", "health.healthz", "metrics.metrics", "endpoints.serve"}
 SOURCE = """async function main(event) {
@@ -161,6 +167,7 @@ def test_no_page_is_wider_than_a_phone(
         "dashboard, last 24 hours": "/?window=24h",
         "scripts list": "/scripts",
         "new script": "/scripts/new",
+        "new script, duplicating one": "/scripts/new?duplicate=" + ids["endpoint"],
         **{f"{kind} script page": script.format(ids[kind]) for kind in ("manual", "cron", "endpoint")},
         **{f"{kind} script edit page": script.format(ids[kind]) + "/edit" for kind in ("manual", "cron", "endpoint")},
         "versions list": script.format(ids["manual"]) + "/versions",

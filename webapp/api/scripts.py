@@ -108,20 +108,46 @@ def rollback(script_id: str):
 def run_script(script_id: str):
     script = get_or_404(Script, script_id)
     body = json_body() if request.data else {}
-    params, wait = body.get("params", {}), body.get("wait", 0)
+    params = body.get("params", {})
     problem = executions.params_problem(params)
     if problem:
         raise ApiError(422, "invalid fields", {"params": problem})
-    if isinstance(wait, bool) or not isinstance(wait, int | float) or not 0 <= wait <= executions.MAX_WAIT_SECONDS:
-        raise ApiError(
-            422, "invalid fields", {"wait": f"must be a number of seconds from 0 to {executions.MAX_WAIT_SECONDS}"}
-        )
+    wait = _wait(body)
     if script.status != "active":
         raise ApiError(409, "the script is disabled: enable it to run it", code="script_disabled")
     try:
         execution = executions.start_run(script, "api", params, current_principal().user)
     except executions.QueueUnavailable as exc:
         raise ApiError(503, str(exc), code="queue_unavailable") from exc
+    return _started(execution, wait)
+
+
+@bp.post("/executions/<execution_id>/rerun")
+@require("scripts:run")
+def rerun_execution(execution_id: str):
+    """A new run of the script's current version with the parameters the execution had."""
+    original = get_or_404(Execution, execution_id)
+    wait = _wait(json_body() if request.data else {})
+    try:
+        execution = executions.run_again(original, "api", current_principal().user)
+    except executions.RunRefused as exc:
+        raise ApiError(exc.refusal.status, exc.refusal.message, code=exc.refusal.code) from exc
+    except executions.QueueUnavailable as exc:
+        raise ApiError(503, str(exc), code="queue_unavailable") from exc
+    return _started(execution, wait)
+
+
+def _wait(body: dict) -> float:
+    wait = body.get("wait", 0)
+    if isinstance(wait, bool) or not isinstance(wait, int | float) or not 0 <= wait <= executions.MAX_WAIT_SECONDS:
+        raise ApiError(
+            422, "invalid fields", {"wait": f"must be a number of seconds from 0 to {executions.MAX_WAIT_SECONDS}"}
+        )
+    return wait
+
+
+def _started(execution: Execution, wait: float):
+    """202 with the queued run, or 200 with its outcome when it finished within `wait` seconds."""
     queued = execution_json(execution)
     try:
         if wait:

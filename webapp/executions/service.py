@@ -1,5 +1,6 @@
-"""Starting manual and API runs and waiting for them; queueing runs recorded elsewhere (cron
-fires, recorded by worker/scheduler.py). Endpoint calls take their own path (endpoints/calls.py).
+"""Starting manual and API runs (also again, from an earlier run) and waiting for them; queueing
+runs recorded elsewhere (cron fires, recorded by worker/scheduler.py). Endpoint calls take their
+own path (endpoints/calls.py).
 
 The execution row is written first (`queued`), then the RQ job (id = execution id) is
 enqueued; a worker records `running` and the outcome. Waiting uses RQ's blocking result read
@@ -10,6 +11,7 @@ import contextlib
 import json
 import math
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -100,6 +102,45 @@ def start_run(
         db.session.commit()
         raise QueueUnavailable(execution.error_message) from exc
     return execution
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why a run cannot start: an HTTP status, a code for the API, a sentence for people."""
+
+    status: int
+    code: str
+    message: str
+
+
+class RunRefused(Exception):
+    def __init__(self, refusal: Refusal) -> None:
+        super().__init__(refusal.message)
+        self.refusal = refusal
+
+
+def rerun_refusal(original: Execution) -> Refusal | None:
+    """Why `original` cannot be run again, or None."""
+    if original.trigger == "endpoint":
+        return Refusal(
+            422,
+            "not_replayable",
+            "An endpoint call cannot be run again: its request is stored only as a summary, so it cannot be "
+            "replayed. Call the endpoint again instead.",
+        )
+    if original.script.status != "active":
+        return Refusal(409, "script_disabled", "The script is disabled: enable it to run it again.")
+    return None
+
+
+def run_again(original: Execution, trigger: str, user: User | None) -> Execution:
+    """A new run of the script's current version with the parameters `original` had."""
+    refusal = rerun_refusal(original)
+    if refusal is None and (problem := params_problem(original.params)):
+        refusal = Refusal(422, "invalid_params", f"The original parameters {problem}.")
+    if refusal is not None:
+        raise RunRefused(refusal)
+    return start_run(original.script, trigger, original.params, user)
 
 
 def wait_for(execution: Execution, seconds: float) -> Execution:

@@ -12,12 +12,21 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
-from flask import Blueprint, current_app, redirect, render_template, request, url_for
+from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
 from sqlalchemy.orm import selectinload
 
 from webapp import htmx
 from webapp.auth.identity import current_principal
-from webapp.executions.service import QueueUnavailable, is_finished, params_problem, start_run, wait_for
+from webapp.executions.service import (
+    QueueUnavailable,
+    RunRefused,
+    is_finished,
+    params_problem,
+    rerun_refusal,
+    run_again,
+    start_run,
+    wait_for,
+)
 from webapp.extensions import db
 from webapp.models import EXECUTION_STATUSES, TRIGGERS, Execution, Script, User
 from webapp.permissions import require
@@ -29,6 +38,8 @@ bp = Blueprint("executions", __name__)
 PER_PAGE = 20
 RUN_WAIT_SECONDS = 5  # POST /scripts/<id>/run answers within this when the run is quick (config RUN_WAIT_SECONDS)
 LONG_POLL_SECONDS = 10  # the most one long-poll request blocks
+# Sent (HX-Trigger) when a run starts or ends on the page: the script page's list refreshes at once.
+CHANGED = {"HX-Trigger": "executions-changed"}
 
 
 # --- template helpers -------------------------------------------------------------------------
@@ -129,7 +140,7 @@ def run(script_id: str):
         form = render_template(
             "executions/_run_form.html", script=script, run={"params": typed, "errors": {}}, form_oob=True
         )
-        return _result_partial(execution, backoff=False) + form
+        return _result_partial(execution, backoff=False) + form, 200, CHANGED
     return redirect(url_for("executions.detail", execution_id=execution.id), 303)
 
 
@@ -173,7 +184,7 @@ def result(execution_id: str):
     """Long-poll: the run's outcome partial as soon as it has one, or after ?wait= (≤ 10) s."""
     execution = get_or_404(Execution, execution_id)
     backoff = _wait_bounded(execution)
-    return _result_partial(execution, backoff)
+    return _result_partial(execution, backoff), 200, CHANGED if is_finished(execution) else {}
 
 
 # --- history and detail -----------------------------------------------------------------------
@@ -223,7 +234,24 @@ def _uuid_or_none(value: str) -> uuid.UUID | None:
 def detail(execution_id: str):
     execution = get_or_404(Execution, execution_id)
     run_by = db.session.get(User, execution.user_id) if execution.user_id else None
+    context = {"execution": execution, "run_by": run_by, "rerun_refusal": rerun_refusal(execution)}
     if htmx.target() == "execution-body":  # an unfinished run's page long-polls itself
         backoff = _wait_bounded(execution)
-        return render_template("executions/_detail_body.html", execution=execution, run_by=run_by, backoff=backoff)
-    return render_template("executions/detail.html", execution=execution, run_by=run_by, backoff=False)
+        return render_template("executions/_detail_body.html", backoff=backoff, **context)
+    return render_template("executions/detail.html", backoff=False, **context)
+
+
+@bp.post("/executions/<execution_id>/rerun")
+@require("scripts:run")
+def rerun(execution_id: str):
+    """Run again: the script's current version with the same parameters, then its page."""
+    original = get_or_404(Execution, execution_id)
+    try:
+        execution = run_again(original, "manual", current_principal().user)
+    except RunRefused as exc:
+        return render_template("error.html", status=exc.refusal.status, message=exc.refusal.message), exc.refusal.status
+    except QueueUnavailable as exc:
+        message = f"{exc} Nothing ran; try again in a moment."
+        return render_template("error.html", status=503, message=message), 503
+    flash(f"Started {execution.script.name} again (v{execution.script_version}) with the same parameters.")
+    return redirect(url_for("executions.detail", execution_id=execution.id), 303)

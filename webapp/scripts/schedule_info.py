@@ -8,12 +8,12 @@ from typing import Any
 from redis.exceptions import RedisError
 from sqlalchemy import func, select
 
-from webapp.cron import describe
+from webapp.cron import describe, uses_anchor
 from webapp.cron_registry import CronRegistry
 from webapp.extensions import db
 from webapp.models import Execution, Script, ScriptVersion
 from webapp.redis_client import get_redis
-from webapp.scripts.queries import executions_stmt, paginate
+from webapp.scripts.queries import executions_stmt
 from webapp.scripts.validation import path_params
 
 
@@ -50,17 +50,33 @@ def cron_status(scripts: list[Script]) -> dict[uuid.UUID, CronStatus]:
     return {s.id: CronStatus(nexts.get(str(s.id)), lasts.get(s.id), known) for s in crons}
 
 
-def script_page(script: Script) -> dict[str, Any]:
-    """Everything the script page template needs besides the script itself."""
-    context: dict[str, Any] = {"executions": paginate(executions_stmt(script), 1, 20), "cron_info": None}
-    if script.type == "endpoint":
-        context["path_params"] = path_params(script.endpoint_path or "")
-    if script.type == "cron":
+def latest_executions(script: Script, count: int = 20) -> list[Execution]:
+    """The script page's "Latest executions" (one query: the page polls it)."""
+    return list(db.session.scalars(executions_stmt(script).limit(count)))
+
+
+def schedule_facts(script: Script) -> dict[str, Any]:
+    """The script page's Schedule card: what the expression means, the next and last fire, the
+    fires to come. The page polls it, so it asks Redis once and the database once, twice for
+    @every (its fires count from when the version was saved)."""
+    if script.type != "cron":
+        return {"cron_info": None, "cron_status": None}
+    anchor = None
+    if uses_anchor(script.cron_expression or ""):
         anchor = db.session.scalar(
             select(ScriptVersion.created_at).where(
                 ScriptVersion.script_id == script.id, ScriptVersion.version == script.version
             )
         )
-        context["cron_info"] = describe(script.cron_expression, script.timezone, anchor=anchor)
-        context["cron_status"] = cron_status([script]).get(script.id)
+    return {
+        "cron_info": describe(script.cron_expression, script.timezone, anchor=anchor),
+        "cron_status": cron_status([script]).get(script.id),
+    }
+
+
+def script_page(script: Script) -> dict[str, Any]:
+    """Everything the script page template needs besides the script itself."""
+    context: dict[str, Any] = {"executions": latest_executions(script), **schedule_facts(script)}
+    if script.type == "endpoint":
+        context["path_params"] = path_params(script.endpoint_path or "")
     return context

@@ -14,10 +14,11 @@ from webapp.limits import LIMIT_LABELS
 from webapp.models import Script
 from webapp.permissions import require
 from webapp.scripts import service
+from webapp.scripts.duplicate import duplicate_values
 from webapp.scripts.fields import HTTP_METHODS, SCRIPT_STATUSES, SCRIPT_TYPES, VERSIONED_FIELDS
 from webapp.scripts.forms import form_data, form_errors, initial_values
 from webapp.scripts.queries import BadPaging, paginate, paging_args, scripts_stmt, versions_stmt
-from webapp.scripts.schedule_info import cron_status, script_page
+from webapp.scripts.schedule_info import cron_status, latest_executions, schedule_facts, script_page
 from webapp.scripts.starters import after_type_switch
 from webapp.scripts.validation import ValidationFailed
 from webapp.tenancy import get_or_404
@@ -93,8 +94,16 @@ def _saved(script: Script, version: int, updated_at: datetime | None) -> str:
 def new():
     if request.method == "POST":
         return _save(None)
+    return _form_page(None, _new_values(), {})
+
+
+def _new_values() -> dict[str, Any]:
+    """The new-script form's first values: a copy of ?duplicate=<id> (one of the tenant's
+    scripts, else 404), or the starter of ?type=."""
+    if duplicate := request.args.get("duplicate"):
+        return duplicate_values(get_or_404(Script, duplicate))
     type_ = request.args.get("type")
-    return _form_page(None, initial_values(None, type_ if type_ in SCRIPT_TYPES else "manual"), {})
+    return initial_values(None, type_ if type_ in SCRIPT_TYPES else "manual")
 
 
 @bp.route("/scripts/<script_id>/edit", methods=["GET", "POST"])
@@ -145,6 +154,25 @@ def _cron_preview(values: Mapping[str, Any]) -> dict[str, Any]:
 def detail(script_id: str):
     script = get_or_404(Script, script_id)
     return render_template("scripts/detail.html", script=script, **script_page(script))
+
+
+@bp.get("/scripts/<script_id>/latest-executions")
+@require("executions:read")
+def latest(script_id: str):
+    """htmx: the script page's "Latest executions", polled."""
+    script = get_or_404(Script, script_id)
+    return render_template("scripts/_latest_executions.html", script=script, executions=latest_executions(script))
+
+
+@bp.get("/scripts/<script_id>/schedule")
+@require("scripts:read")
+def schedule(script_id: str):
+    """htmx: a cron script page's next, last and upcoming fires, polled. Nothing (204, which
+    htmx leaves in place) once the script is no longer a cron script."""
+    script = get_or_404(Script, script_id)
+    if script.type != "cron":
+        return "", 204
+    return render_template("scripts/_schedule.html", script=script, **schedule_facts(script))
 
 
 @bp.post("/scripts/<script_id>/status")
