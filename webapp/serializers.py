@@ -52,4 +52,5 @@ def execution_json(execution: Execution) -> dict[str, Any]:
         "worker": execution.worker,
         "runtime": execution.runtime_info,
         "http_summary": execution.http_summary,  # endpoint calls: method, path, status, sizes
+        "source": execution.source,  # drafts: the unsaved source it ran
     }

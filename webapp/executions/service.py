@@ -51,7 +51,12 @@ class QueueUnavailable(Exception):
 
 
 def _new_execution(
-    script: Script, trigger: str, params: Any, user: User | None = None, scheduled_at: datetime | None = None
+    script: Script,
+    trigger: str,
+    params: Any,
+    user: User | None = None,
+    scheduled_at: datetime | None = None,
+    source: str | None = None,
 ) -> Execution:
     return Execution(
         id=uuid.uuid4(),
@@ -64,6 +69,7 @@ def _new_execution(
         status="queued",
         queued_at=utcnow(),
         user_id=user.id if user else None,
+        source=source,
     )
 
 
@@ -86,8 +92,11 @@ def start_run(
     params: Any = None,
     user: User | None = None,
     scheduled_at: datetime | None = None,
+    source: str | None = None,
 ) -> Execution:
-    execution = _new_execution(script, trigger, params, user, scheduled_at)
+    """Record the run `queued` and queue it; `source`: a draft's (trigger `draft`), run
+    instead of the script's version."""
+    execution = _new_execution(script, trigger, params, user, scheduled_at, source)
     db.session.add(execution)
     db.session.commit()
     queue = Queue(ENDPOINT_QUEUE if trigger == "endpoint" else DEFAULT_QUEUE, connection=get_redis())
@@ -138,12 +147,18 @@ def queue_recorded_runs(execution_ids: list[uuid.UUID], redis: Redis | None = No
 def run_context(
     execution_id: object, trigger: str, script: Script, tenant: Tenant, user: User | None, script_type: str
 ) -> dict[str, Any]:
-    """The `context` a script sees (docs/scripting.md): who runs what, in which tenant."""
+    """The `context` a script sees (docs/scripting.md): who runs what, in which tenant. A draft
+    of a script not saved yet has no script id, version or execution id (null)."""
     return {
         "tenant": {"id": tenant.id, "name": tenant.name},
         "user": {"id": user.id, "email": user.email} if user else None,
-        "script": {"id": str(script.id), "name": script.name, "type": script_type, "version": script.version},
-        "execution": {"id": str(execution_id), "trigger": trigger},
+        "script": {
+            "id": str(script.id) if script.id else None,
+            "name": script.name,
+            "type": script_type,
+            "version": script.version,
+        },
+        "execution": {"id": str(execution_id) if execution_id else None, "trigger": trigger},
     }
 
 
