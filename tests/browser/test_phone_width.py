@@ -18,7 +18,7 @@ from webapp.scripts import service
 ADMIN = "operations.lead@acme-industries.example"
 MEMBERS = ("ci.deployer@acme-industries.example", "night.shift.support@acme-industries.example")
 # htmx fragments, seen inside the pages that load them; not pages of their own.
-PARTIALS = {"scripts.trigger_fields", "scripts.cron_preview", "executions.result"}
+PARTIALS = {"scripts.trigger_fields", "scripts.cron_preview", "executions.result", "drafts.unsaved_result"}
 # Not HTML pages for people.
 NOT_PAGES = {"static", "health.healthz", "metrics.metrics", "endpoints.serve"}
 SOURCE = """async function main(event) {
@@ -37,7 +37,7 @@ def _execution(script_id: uuid.UUID, tenant_id: int, status: str, **fields) -> s
         tenant_id=tenant_id,
         script_id=script_id,
         script_version=1,
-        trigger="manual",
+        trigger=fields.pop("trigger", "manual"),
         status=status,
         params={"region": "eu-west-1", "dry_run": False, "batch": "2024-06-01T00:00:00Z/" + "p" * 60},
         queued_at=now - timedelta(minutes=3),
@@ -88,6 +88,7 @@ def _fill_tenant(app: Flask, make_user) -> dict[str, str]:
             error_kind="exception",
             error_message="TypeError: cannot read property 'reconciliationIdentifier' of undefined" * 2,
         )
+        draft = _execution(manual.id, tenant.id, "succeeded", trigger="draft", source=SOURCE + "// " + "x" * 200 + "\n")
         for email, label in ((ADMIN, "CI deploys from the main branch"), (MEMBERS[0], "Grafana dashboards")):
             user = db.session.scalar(db.select(User).where(User.email == email))
             create_token(tenant, user, label)
@@ -98,6 +99,7 @@ def _fill_tenant(app: Flask, make_user) -> dict[str, str]:
             "endpoint": str(endpoint.id),
             "succeeded": succeeded,
             "failed": failed,
+            "draft": draft,
             "invitation": invitation_token,
         }
 
@@ -130,6 +132,7 @@ def test_no_page_is_wider_than_a_phone(
         "dashboard, last 24 hours": "/?window=24h",
         "scripts list": "/scripts",
         "new script": "/scripts/new",
+        "new script from an example": "/scripts/new?example=json-endpoint",
         **{f"{kind} script page": script.format(ids[kind]) for kind in ("manual", "cron", "endpoint")},
         **{f"{kind} script edit page": script.format(ids[kind]) + "/edit" for kind in ("manual", "cron", "endpoint")},
         "versions list": script.format(ids["manual"]) + "/versions",
@@ -138,6 +141,7 @@ def test_no_page_is_wider_than_a_phone(
         "executions list": "/executions",
         "succeeded execution": run.format(ids["succeeded"]),
         "failed execution": run.format(ids["failed"]),
+        "draft execution": run.format(ids["draft"]),
         "tokens": "/tokens",
         "account": "/account",
         "members": "/members",
