@@ -37,7 +37,8 @@ document.addEventListener("DOMContentLoaded", function () {
       ev.detail.parameters[textarea.name] = editor.getValue();
       unmark();
     });
-    document.body.addEventListener("htmx:afterSwap", function () {
+    document.body.addEventListener("htmx:afterSwap", function (ev) {
+      if (!ev.detail.target || ev.detail.target.id !== "run-result") return; // not a draft's outcome
       var result = document.querySelector("#run-result[data-error-line]");
       var line = result ? parseInt(result.getAttribute("data-error-line"), 10) - 1 : -1;
       if (line < 0 || line >= editor.lineCount()) return;
