@@ -7,11 +7,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from flask import Flask
+from rq.job import Job
 from werkzeug.routing import Rule
 
+from webapp.executions.drafts import EPHEMERAL_JOB
 from webapp.extensions import db
 from webapp.invitations import service as invitations
 from webapp.models import ApiToken, Execution, Membership, Tenant, User, utcnow
+from webapp.redis_client import get_redis
 from webapp.scripts import service
 
 SAFE = {"GET"}
@@ -31,6 +34,7 @@ class World:
     token_id: int
     invitation_id: int  # a pending invitation of acme, to newcomer@example.com
     invitation_token: str  # its link's token
+    draft_job_id: str  # an ephemeral draft of acme (a job stored, never queued)
 
     def fresh_script(self) -> str:
         """A new script, for a rule that deletes the one it names."""
@@ -48,6 +52,7 @@ class World:
             "token_id": self.token_id,
             "invitation_id": self.invitation_id,
             "token": self.invitation_token,
+            "job_id": self.draft_job_id,
             "version": 1,
             "number": 1,
             "path": "hello",
@@ -84,6 +89,8 @@ def make_world(app: Flask, make_user, make_token) -> World:
         db.session.commit()
         victim = db.session.scalar(db.select(Membership).join(User).where(User.email == "victim@acme.io"))
         invitation, invitation_token, _ = invitations.invite(tenant, owner, "newcomer@example.com", "editor")
+        draft = Job.create(EPHEMERAL_JOB, args=({},), meta={"tenant_id": tenant.id}, connection=get_redis())
+        draft.save()
         return World(
             app=app,
             tenant_id=tenant.id,
@@ -93,6 +100,7 @@ def make_world(app: Flask, make_user, make_token) -> World:
             token_id=db.session.scalar(db.select(ApiToken.id)),
             invitation_id=invitation.id,
             invitation_token=invitation_token,
+            draft_job_id=draft.id,
         )
 
 

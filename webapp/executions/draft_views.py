@@ -134,8 +134,7 @@ def unsaved_result(job_id: str):
 
 
 def _ephemeral_partial(job_id: str, wait: float):
-    principal = current_principal()
-    outcome = drafts.ephemeral_outcome(job_id, principal.tenant, principal.user, wait)
+    outcome = drafts.ephemeral_outcome(job_id, current_principal().tenant, wait)
     if outcome is None:
         abort(404)
     poll = url_for("drafts.unsaved_result", job_id=job_id, wait=LONG_POLL_SECONDS)

@@ -98,7 +98,7 @@ def start_ephemeral(
         EPHEMERAL_JOB,
         args=(request,),
         job_id=job_id,
-        meta={"tenant_id": tenant.id, "user_id": user.id},  # fairness slot; whose outcome it is
+        meta={"tenant_id": tenant.id},  # its worker takes a slot of the tenant; whose outcome it is
         description=f"draft {job_id}",  # RQ logs this: never the arguments
         timeout=current_app.config["SETTINGS"].limits.job_timeout,
         result_ttl=EPHEMERAL_RESULT_SECONDS,
@@ -111,14 +111,14 @@ def start_ephemeral(
     return job_id
 
 
-def ephemeral_outcome(job_id: str, tenant: Tenant, user: User, seconds: float) -> DraftOutcome | None:
+def ephemeral_outcome(job_id: str, tenant: Tenant, seconds: float) -> DraftOutcome | None:
     """The draft's outcome once it has one (waiting up to `seconds`), a pending one before;
-    None when there is no such draft of this user in this tenant."""
+    None when there is no such draft in this tenant (another tenant's looks like a missing one)."""
     try:
         job = Job.fetch(job_id, connection=get_redis())
     except (NoSuchJobError, RedisError, ValueError):
         return None
-    if job.meta.get("tenant_id") != tenant.id or job.meta.get("user_id") != user.id:
+    if job.meta.get("tenant_id") != tenant.id or job.func_name != EPHEMERAL_JOB:
         return None
     whole = min(math.ceil(seconds), MAX_WAIT_SECONDS)
     found: Result | None = None
