@@ -1,9 +1,16 @@
 """Draft runs over REST: an unsaved source runs once through a real worker, as trigger `draft`."""
 
+import uuid
+from datetime import timedelta
+
 import pytest
 
 from tests.conftest import bearer
+from webapp.executions.service import start_run
+from webapp.extensions import db
+from webapp.models import Execution, Script, utcnow
 from webapp.scripts.fields import FIELDS
+from worker.scheduler import record_fires
 
 SAVED = "let calls = 0;\nfunction main(event) {\n  calls++;\n  return { from: 'saved', calls };\n}\n"
 DRAFT = "function main(event) {\n  console.log('drafting', event.n);\n  return { from: 'draft', n: event.n };\n}\n"
@@ -127,3 +134,21 @@ def test_a_cron_draft_gets_a_cron_event_fired_now(client, editor, start_worker):
     script = _create(client, editor, type="cron", cron_expression="@daily")
     source = "function main(e) { return [e.type, typeof e.scheduled_at, e.fired_at === e.scheduled_at] }"
     assert _run(client, editor, script["id"], source=source)["result"] == ["cron", "string", True]
+
+
+def test_a_queued_draft_never_holds_back_a_cron_fire(app, client, editor):
+    """A fire while the script's previous run is going is skipped; a draft is not such a run."""
+    script_id = _create(client, editor, type="cron", cron_expression="@daily")["id"]
+    with app.app_context():
+        script = db.session.get(Script, uuid.UUID(script_id))
+        start_run(script, "draft", {}, source=DRAFT)  # queued: no worker here
+        first = utcnow().replace(microsecond=0)
+        record_fires([(script, first)])
+        start_run(script, "api", {})
+        record_fires([(script, first + timedelta(seconds=1))])
+        fires = db.session.execute(
+            db.select(Execution.scheduled_at, Execution.status)
+            .where(Execution.trigger == "cron")
+            .order_by(Execution.scheduled_at)
+        ).all()
+        assert [status for _, status in fires] == ["queued", "skipped"]
