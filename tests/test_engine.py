@@ -97,6 +97,18 @@ def test_a_version_compiles_once_and_a_new_version_replaces_it(runtime):
     assert [key for key in runtime.cache if key[0] == "cached"] == [("cached", 2)]
 
 
+def test_a_draft_neither_uses_nor_replaces_its_versions_compiled_code(runtime):
+    saved, draft = "function main() { return 'saved'; }", "function main() { return 'draft'; }"
+    first = run(runtime, saved, script_id="drafted", version=1)
+    drafted = run(runtime, draft, script_id="drafted", version=None)
+    again = run(runtime, saved, script_id="drafted", version=1)
+    assert [json.loads(o.result_json) for o in (first, drafted, again)] == ["saved", "draft", "saved"]
+    assert (first.cache_hit, drafted.cache_hit, again.cache_hit) == (False, False, True)
+    assert [key for key in runtime.cache if key[0] == "drafted"] == [("drafted", 1)]
+    assert json.loads(run(runtime, draft, script_id="fresh", version=None).result_json) == "draft"
+    assert json.loads(run(runtime, saved, script_id="fresh", version=1).result_json) == "saved"
+
+
 def test_host_calls_go_to_the_host_in_one_batch_and_their_answers_come_back(runtime):
     batches: list[list[dict]] = []
 

@@ -143,3 +143,24 @@ def test_another_tenants_execution_cannot_be_run_again(app, client, editor, make
     original = _recorded(app, _script(client, editor)["id"], params={})
     csrf = login("spy@globex.io")
     assert client.post(f"/executions/{original}/rerun", data={"csrf_token": csrf}).status_code == 404
+
+
+def test_a_draft_runs_again_as_the_same_draft_even_on_a_disabled_script(client, editor, start_worker):
+    start_worker()
+    script = _script(client, editor, status="disabled")
+    draft_source = "async function main(event) {\n  return { draft: true, got: event };\n}\n"
+    ran = client.post(
+        f"/api/v1/scripts/{script['id']}/run",
+        json={"source": draft_source, "params": {"n": 1}, "wait": 20},
+        headers=editor,
+    )
+    assert ran.status_code == 200, ran.get_json()
+    assert ran.get_json()["result"] == {"draft": True, "got": {"n": 1}}
+
+    again = client.post(f"/api/v1/executions/{ran.get_json()['id']}/rerun", json={"wait": 20}, headers=editor)
+    assert again.status_code == 200, again.get_json()
+    body = again.get_json()
+    assert body["trigger"] == "draft" and body["source"] == draft_source
+    assert body["result"] == {"draft": True, "got": {"n": 1}}
+    versions = client.get(f"/api/v1/scripts/{script['id']}/versions", headers=editor).get_json()
+    assert versions["total"] == 1  # nothing was saved

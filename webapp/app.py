@@ -22,6 +22,7 @@ from webapp.config import INSTANCE_DIR, Settings
 from webapp.dashboard.views import bp as dashboard_bp
 from webapp.endpoints import router as endpoint_router
 from webapp.endpoints.views import bp as endpoints_bp
+from webapp.executions.draft_views import bp as drafts_bp
 from webapp.executions.views import bp as executions_bp
 from webapp.extensions import csrf, db, login_manager, migrate
 from webapp.health import bp as health_bp
@@ -79,6 +80,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         scripts_bp,
         executions_bp,
         storage_bp,
+        drafts_bp,
         admin_bp,
         secrets_bp,
         invitations_bp,

@@ -12,7 +12,7 @@ from sqlalchemy.types import DateTime, TypeDecorator
 from webapp.extensions import db
 
 EXECUTION_STATUSES = ("queued", "running", "succeeded", "failed", "skipped")
-TRIGGERS = ("manual", "api", "cron", "endpoint")
+TRIGGERS = ("manual", "api", "cron", "endpoint", "draft")
 
 
 def utcnow() -> datetime:
@@ -205,6 +205,8 @@ class Execution(db.Model):
     worker: Mapped[str | None] = mapped_column(String(200))
     # How the sandbox ran it: compile-cache hit, runtime id and run count, CPU time.
     runtime_info: Mapped[dict | None] = mapped_column(JSON)
+    # A draft run's source (run unsaved, instead of its version's); None for every other run.
+    source: Mapped[str | None] = mapped_column(Text)
     # Bytes of its params, logs, result and error message, counted against the tenant's
     # storage quota when the outcome is written (webapp/quotas.py).
     stored_bytes: Mapped[int] = mapped_column(default=0, server_default="0")

@@ -27,6 +27,12 @@ def can(permission: str) -> bool:
     return principal is not None and role_allows(principal.role, permission)
 
 
+def ensure(permission: str) -> None:
+    """Inside a view already behind `require`: 403 unless the caller also holds `permission`."""
+    if not can(permission):
+        raise NotPermitted(permission)
+
+
 def require(permission: str) -> Callable:
     """View decorator: 401 without a caller, 403 when the caller's role lacks the permission."""
 

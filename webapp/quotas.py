@@ -205,10 +205,9 @@ _OUTCOME_COLUMNS = ("params", "logs", "result")
 
 def outcome_size(row: dict[str, Any]) -> int:
     """Bytes the database keeps of a run's params, logs, result (JSON text, as SQLAlchemy
-    writes it) and error message."""
+    writes it), error message and, for a draft, its source."""
     size = sum(len(json.dumps(row[c])) for c in _OUTCOME_COLUMNS if row.get(c) is not None)
-    message = row.get("error_message")
-    return size + (len(message.encode()) if message else 0)
+    return size + sum(len(row[c].encode()) for c in ("error_message", "source") if row.get(c))
 
 
 def count_outcomes(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -74,10 +74,15 @@ def _run(execution_id: str, state: Any) -> dict[str, Any]:
     event_json = json.dumps(execution.params if execution.params is not None else {})
     context = run_context(execution_id, execution.trigger, script, tenant, user, script_type)
     context["script"]["version"] = execution.script_version
-    ran = _run_in_sandbox(state, script_id, script.tenant_id, _snapshot(version), event_json, context)
+    draft = execution.trigger == "draft"
+    # A draft runs its own source under the version's limits, and never through the compile
+    # cache (version None): cached under the version's key it would replace the live code.
+    to_run = Version(None, execution.source or "", version.limits) if draft else _snapshot(version)
+    endpoint = script_type == "endpoint"  # a draft of an endpoint script: its result must be a response
+    ran = _run_in_sandbox(state, script_id, script.tenant_id, to_run, event_json, context, endpoint=endpoint)
     _record(
         run_id,
-        (script.tenant_id, execution.params),
+        (script.tenant_id, execution.params, execution.source),
         secrets_read=ran.secrets_read,
         status=ran.status,
         error_kind=ran.error_kind,
@@ -137,16 +142,18 @@ def _load(run_id: uuid.UUID) -> Any:
     ).one()
 
 
-def _record(run_id: uuid.UUID, counted: tuple[int, Any] | None = None, **values: Any) -> None:
+def _record(run_id: uuid.UUID, counted: tuple[int, Any, str | None] | None = None, **values: Any) -> None:
     """Write a run's outcome; a database restart delays it, and does not lose it. `counted`:
-    (tenant id, the run's params) when what it keeps counts against the tenant's storage quota."""
+    (tenant id, the run's params, a draft's source) when what it keeps counts against the
+    tenant's storage quota."""
 
     def write() -> None:
         row = values
         if counted is not None:
-            tenant_id, params = counted
-            row = quotas.count_outcomes([{**values, "id": run_id, "tenant_id": tenant_id, "params": params}])[0]
-            del row["id"], row["tenant_id"]
+            tenant_id, params, source = counted
+            kept = {**values, "id": run_id, "tenant_id": tenant_id, "params": params, "source": source}
+            row = quotas.count_outcomes([kept])[0]
+            del row["id"], row["tenant_id"], row["source"]  # the source was written when queued
             if row["params"] is params:  # written when the run was queued; rewritten only if dropped
                 del row["params"]
         written = db.session.execute(update(Execution).where(Execution.id == run_id).values(**row)).rowcount
@@ -223,6 +230,39 @@ def _answer(
     answer = {"id": call["id"], "status": ran.status, "error_kind": ran.error_kind, "error_message": ran.error_message}
     answer["result"] = result if succeeded else None
     return answer, row
+
+
+def run_draft(request: dict[str, Any]) -> dict[str, Any]:
+    """Run the draft of a script not saved yet (webapp/executions/drafts.py): nothing is
+    recorded; the outcome is the job's result."""
+    state = get_state()
+    with state.app.app_context():
+        try:
+            tenant, user = with_database(lambda: _draft_owners(request), "a draft run")
+            script = Script(name=request["name"], version=None)
+            context = run_context(None, "draft", script, tenant, user, request["type"])
+            to_run = Version(None, request["source"], request["limits"])
+            endpoint = request["type"] == "endpoint"
+            event_json = json.dumps(request["event"])
+            ran = _run_in_sandbox(state, "draft", tenant.id, to_run, event_json, context, endpoint=endpoint)
+        finally:
+            db.session.remove()
+    return {
+        "status": ran.status,
+        "result": ran.result,
+        "logs": ran.logs,
+        "error_kind": ran.error_kind,
+        "error_message": ran.error_message,
+        "duration_ms": ran.duration_ms,
+        "finished_at": utcnow().isoformat(),
+    }
+
+
+def _draft_owners(request: dict[str, Any]) -> tuple[Tenant, User | None]:
+    tenant = db.session.get(Tenant, request["tenant_id"])
+    if tenant is None:
+        raise LookupError("the draft's tenant no longer exists")
+    return tenant, db.session.get(User, request["user_id"])
 
 
 @dataclass
@@ -316,7 +356,7 @@ def _outcome(
             "runtime_runs": outcome["runtime_runs"],
             "cpu_ms": outcome["cpu_ms"],
         },
-        cache_hit=outcome["cache_hit"] if outcome["runtime_id"] else None,
+        cache_hit=outcome["cache_hit"] if outcome["runtime_id"] and version.version is not None else None,
         recycled=_recycles(state, outcome),
         secrets_read=sorted(host.secrets_read) or None,
         response=response if outcome["status"] == "succeeded" else None,
@@ -353,9 +393,10 @@ def _metrics(fn: Any, *args: Any) -> None:
 
 @dataclass(frozen=True)
 class Version:
-    """What a run needs of a script version: immutable once saved, so cacheable."""
+    """What a run needs of a script version: immutable once saved, so cacheable. A draft's has
+    no version number (None): the sandbox compiles it for that run only."""
 
-    version: int
+    version: int | None
     source: str
     limits: dict[str, Any] | None
 

@@ -408,7 +408,8 @@ def record_fires(fires: list[tuple[Script, datetime]]) -> list[uuid.UUID]:
 
     Each (script, scheduled time) is recorded once whatever the number of schedulers: the
     database's unique key on it decides (the insert skips rows that exist). A fire while the
-    script's previous run is still queued or running is recorded as `skipped`.
+    script's previous run is still queued or running is recorded as `skipped` (a draft is not
+    a run of the live script: it never holds a fire back).
     """
     if not fires:
         return []
@@ -416,7 +417,9 @@ def record_fires(fires: list[tuple[Script, datetime]]) -> list[uuid.UUID]:
     busy = set(
         db.session.scalars(
             select(Execution.script_id).where(
-                Execution.script_id.in_([s.id for s, _ in fires]), Execution.status.in_(("queued", "running"))
+                Execution.script_id.in_([s.id for s, _ in fires]),
+                Execution.status.in_(("queued", "running")),
+                Execution.trigger != "draft",
             )
         )
     )

@@ -18,7 +18,35 @@ document.addEventListener("DOMContentLoaded", function () {
     editor.on("change", function () { editor.save(); });
     textarea.form.addEventListener("submit", function () { editor.save(); });
     labelEditor(editor, textarea);
+    runDraftsFrom(editor, textarea);
   });
+
+  // "Run draft" (scripts/_draft_panel.html): the request carries the editor's text as it is
+  // now, and an error's line is marked in the editor until the next run or edit.
+  function runDraftsFrom(editor, textarea) {
+    var marked = null;
+    function unmark() {
+      if (marked) editor.removeLineClass(marked, "background", "draft-error-line");
+      marked = null;
+    }
+    document.querySelectorAll("[data-needs-js]").forEach(function (el) { el.hidden = false; });
+    editor.on("change", unmark);
+    document.body.addEventListener("htmx:configRequest", function (ev) {
+      if (ev.detail.elt.id !== "draft-button") return;
+      editor.save();
+      ev.detail.parameters[textarea.name] = editor.getValue();
+      unmark();
+    });
+    document.body.addEventListener("htmx:afterSwap", function (ev) {
+      if (!ev.detail.target || ev.detail.target.id !== "run-result") return; // not a draft's outcome
+      var result = document.querySelector("#run-result[data-error-line]");
+      var line = result ? parseInt(result.getAttribute("data-error-line"), 10) - 1 : -1;
+      if (line < 0 || line >= editor.lineCount()) return;
+      unmark();
+      marked = editor.addLineClass(line, "background", "draft-error-line");
+      editor.scrollIntoView({ line: line, ch: 0 }, 60);
+    });
+  }
 
   // The textarea is hidden now: its label, error and key hint go to the element that takes
   // focus, and clicking the label focuses the editor.

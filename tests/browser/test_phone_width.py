@@ -27,6 +27,7 @@ PARTIALS = {
     "executions.result",
     "scripts.latest",
     "scripts.schedule",
+    "drafts.unsaved_result",
 }
 # Not HTML pages for people.
 NOT_PAGES = {"static", "health.healthz", "metrics.metrics", "endpoints.serve"}
@@ -121,6 +122,7 @@ def _fill_tenant(app: Flask, make_user) -> dict[str, str]:
                 "response_type": "application/json",
             },
         )
+        draft = _execution(manual.id, tenant.id, "succeeded", trigger="draft", source=SOURCE + "// " + "x" * 200 + "\n")
         for email, label in ((ADMIN, "CI deploys from the main branch"), (MEMBERS[0], "Grafana dashboards")):
             user = db.session.scalar(db.select(User).where(User.email == email))
             create_token(tenant, user, label)
@@ -135,6 +137,7 @@ def _fill_tenant(app: Flask, make_user) -> dict[str, str]:
             "succeeded": succeeded,
             "failed": failed,
             "endpoint call": endpoint_call,
+            "draft": draft,
             "invitation": invitation_token,
         }
 
@@ -168,6 +171,7 @@ def test_no_page_is_wider_than_a_phone(
         "scripts list": "/scripts",
         "new script": "/scripts/new",
         "new script, duplicating one": "/scripts/new?duplicate=" + ids["endpoint"],
+        "new script from an example": "/scripts/new?example=json-endpoint",
         **{f"{kind} script page": script.format(ids[kind]) for kind in ("manual", "cron", "endpoint")},
         **{f"{kind} script edit page": script.format(ids[kind]) + "/edit" for kind in ("manual", "cron", "endpoint")},
         "versions list": script.format(ids["manual"]) + "/versions",
@@ -177,6 +181,7 @@ def test_no_page_is_wider_than_a_phone(
         "succeeded execution": run.format(ids["succeeded"]),
         "failed execution": run.format(ids["failed"]),
         "endpoint call": run.format(ids["endpoint call"]),
+        "draft execution": run.format(ids["draft"]),
         "tokens": "/tokens",
         "account": "/account",
         "members": "/members",

@@ -58,6 +58,10 @@ MINIMUM_ROLE = {
     "storage.item": "editor",
     "storage.delete": "editor",
     "executions.rerun": "editor",
+    "drafts.run_saved": "editor",
+    "drafts.run_unsaved": "editor",
+    "drafts.unsaved_result": "editor",
+    "drafts.sample": "editor",
     "api.create_script": "editor",
     "api.update_script": "editor",
     "api.delete_script": "editor",
@@ -92,6 +96,8 @@ API_BODIES = {
 }
 UI_FORMS = {
     "scripts.set_status": {"status": "disabled"},
+    "drafts.run_saved": {"source": SOURCE},
+    "drafts.run_unsaved": {"type": "manual", "source": SOURCE},
     "admin.change_role": {"role": "editor"},
     "admin.create_invitation": {"email": "new@acme.io", "role": "viewer"},
     "admin.create_token": {"name": "t", "role": "viewer"},

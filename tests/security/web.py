@@ -9,11 +9,14 @@ from dataclasses import dataclass
 from urllib.parse import quote
 
 from flask import Flask
+from rq.job import Job
 from werkzeug.routing import Rule
 
+from webapp.executions.drafts import EPHEMERAL_JOB
 from webapp.extensions import db
 from webapp.invitations import service as invitations
 from webapp.models import ApiToken, Execution, Membership, Tenant, User, utcnow
+from webapp.redis_client import get_redis
 from webapp.scripts import service
 from webapp.secret_store import service as secret_store
 from worker.host_api import HostApi
@@ -38,6 +41,7 @@ class World:
     token_id: int
     invitation_id: int  # a pending invitation of acme, to newcomer@example.com
     invitation_token: str  # its link's token
+    draft_job_id: str  # an ephemeral draft of acme (a job stored, never queued)
 
     def fresh_script(self) -> str:
         """A new script, for a rule that deletes the one it names."""
@@ -63,6 +67,7 @@ class World:
             "token_id": self.token_id,
             "invitation_id": self.invitation_id,
             "token": self.invitation_token,
+            "job_id": self.draft_job_id,
             "version": 1,
             "number": 1,
             "path": "hello",
@@ -101,6 +106,8 @@ def make_world(app: Flask, make_user, make_token) -> World:
         secret_store.put(tenant.id, SECRET_NAME, "the world's secret value", owner.id)
         victim = db.session.scalar(db.select(Membership).join(User).where(User.email == "victim@acme.io"))
         invitation, invitation_token, _ = invitations.invite(tenant, owner, "newcomer@example.com", "editor")
+        draft = Job.create(EPHEMERAL_JOB, args=({},), meta={"tenant_id": tenant.id}, connection=get_redis())
+        draft.save()
         return World(
             app=app,
             tenant_id=tenant.id,
@@ -110,6 +117,7 @@ def make_world(app: Flask, make_user, make_token) -> World:
             token_id=db.session.scalar(db.select(ApiToken.id)),
             invitation_id=invitation.id,
             invitation_token=invitation_token,
+            draft_job_id=draft.id,
         )
 
 

@@ -8,13 +8,14 @@ from webapp.api.helpers import MAX_VERSION, json_body, page_of
 from webapp.auth.identity import current_principal
 from webapp.errors import ApiError
 from webapp.executions import service as executions
+from webapp.executions.drafts import draft_event
 from webapp.extensions import db
 from webapp.models import Execution, Script
-from webapp.permissions import require
+from webapp.permissions import ensure, require
 from webapp.scripts import service
 from webapp.scripts.fields import SCRIPT_STATUSES, SCRIPT_TYPES
 from webapp.scripts.queries import executions_stmt, scripts_stmt, versions_stmt
-from webapp.scripts.validation import ValidationFailed
+from webapp.scripts.validation import ValidationFailed, draft_source_problem
 from webapp.serializers import execution_json, script_json, version_json
 from webapp.tenancy import current_tenant, get_or_404
 
@@ -106,17 +107,28 @@ def rollback(script_id: str):
 @bp.post("/scripts/<script_id>/run")
 @require("scripts:run")
 def run_script(script_id: str):
+    """A run of the saved script (trigger `api`), or with `source` a draft (trigger `draft`)."""
     script = get_or_404(Script, script_id)
     body = json_body() if request.data else {}
-    params = body.get("params", {})
+    params, source = body.get("params", {}), body.get("source")
+    draft = "source" in body
+    if draft:
+        ensure("scripts:write")  # a draft runs code nobody saved or reviewed
     problem = executions.params_problem(params)
     if problem:
         raise ApiError(422, "invalid fields", {"params": problem})
     wait = _wait(body)
-    if script.status != "active":
+    if draft and (problem := draft_source_problem(source)):
+        raise ApiError(422, "invalid fields", {"source": problem})
+    if script.status != "active" and not draft:  # a draft goes nowhere live
         raise ApiError(409, "the script is disabled: enable it to run it", code="script_disabled")
+    user = current_principal().user
     try:
-        execution = executions.start_run(script, "api", params, current_principal().user)
+        if draft:
+            event = draft_event(script.type, params, script.endpoint_method, script.endpoint_path)
+            execution = executions.start_run(script, "draft", event, user, source=source)
+        else:
+            execution = executions.start_run(script, "api", params, user)
     except executions.QueueUnavailable as exc:
         raise ApiError(503, str(exc), code="queue_unavailable") from exc
     return _started(execution, wait)
@@ -127,6 +139,7 @@ def run_script(script_id: str):
 def rerun_execution(execution_id: str):
     """A new run of the script's current version with the parameters the execution had."""
     original = get_or_404(Execution, execution_id)
+    ensure(executions.rerun_permission(original))
     wait = _wait(json_body() if request.data else {})
     try:
         execution = executions.run_again(original, "api", current_principal().user)

@@ -53,7 +53,12 @@ class QueueUnavailable(Exception):
 
 
 def _new_execution(
-    script: Script, trigger: str, params: Any, user: User | None = None, scheduled_at: datetime | None = None
+    script: Script,
+    trigger: str,
+    params: Any,
+    user: User | None = None,
+    scheduled_at: datetime | None = None,
+    source: str | None = None,
 ) -> Execution:
     return Execution(
         id=uuid.uuid4(),
@@ -66,6 +71,7 @@ def _new_execution(
         status="queued",
         queued_at=utcnow(),
         user_id=user.id if user else None,
+        source=source,
     )
 
 
@@ -88,8 +94,11 @@ def start_run(
     params: Any = None,
     user: User | None = None,
     scheduled_at: datetime | None = None,
+    source: str | None = None,
 ) -> Execution:
-    execution = _new_execution(script, trigger, params, user, scheduled_at)
+    """Record the run `queued` and queue it; `source`: a draft's (trigger `draft`), run
+    instead of the script's version."""
+    execution = _new_execution(script, trigger, params, user, scheduled_at, source)
     db.session.add(execution)
     db.session.commit()
     queue = Queue(ENDPOINT_QUEUE if trigger == "endpoint" else DEFAULT_QUEUE, connection=get_redis())
@@ -128,18 +137,26 @@ def rerun_refusal(original: Execution) -> Refusal | None:
             "An endpoint call cannot be run again: its request is stored only as a summary, so it cannot be "
             "replayed. Call the endpoint again instead.",
         )
-    if original.script.status != "active":
+    if original.script.status != "active" and original.trigger != "draft":  # a draft goes nowhere live
         return Refusal(409, "script_disabled", "The script is disabled: enable it to run it again.")
     return None
 
 
+def rerun_permission(original: Execution) -> str:
+    """What running `original` again takes: a draft runs unsaved code, as a new draft does."""
+    return "scripts:write" if original.trigger == "draft" else "scripts:run"
+
+
 def run_again(original: Execution, trigger: str, user: User | None) -> Execution:
-    """A new run of the script's current version with the parameters `original` had."""
+    """A new run of the script's current version with the parameters `original` had; a draft
+    runs its source again, as a draft."""
     refusal = rerun_refusal(original)
     if refusal is None and (problem := params_problem(original.params)):
         refusal = Refusal(422, "invalid_params", f"The original parameters {problem}.")
     if refusal is not None:
         raise RunRefused(refusal)
+    if original.trigger == "draft":
+        return start_run(original.script, "draft", original.params, user, source=original.source)
     return start_run(original.script, trigger, original.params, user)
 
 
@@ -179,12 +196,18 @@ def queue_recorded_runs(execution_ids: list[uuid.UUID], redis: Redis | None = No
 def run_context(
     execution_id: object, trigger: str, script: Script, tenant: Tenant, user: User | None, script_type: str
 ) -> dict[str, Any]:
-    """The `context` a script sees (docs/scripting.md): who runs what, in which tenant."""
+    """The `context` a script sees (docs/scripting.md): who runs what, in which tenant. A draft
+    of a script not saved yet has no script id, version or execution id (null)."""
     return {
         "tenant": {"id": tenant.id, "name": tenant.name},
         "user": {"id": user.id, "email": user.email} if user else None,
-        "script": {"id": str(script.id), "name": script.name, "type": script_type, "version": script.version},
-        "execution": {"id": str(execution_id), "trigger": trigger},
+        "script": {
+            "id": str(script.id) if script.id else None,
+            "name": script.name,
+            "type": script_type,
+            "version": script.version,
+        },
+        "execution": {"id": str(execution_id) if execution_id else None, "trigger": trigger},
     }
 
 

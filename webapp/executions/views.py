@@ -22,6 +22,7 @@ from webapp.executions.service import (
     RunRefused,
     is_finished,
     params_problem,
+    rerun_permission,
     rerun_refusal,
     run_again,
     start_run,
@@ -29,7 +30,7 @@ from webapp.executions.service import (
 )
 from webapp.extensions import db
 from webapp.models import EXECUTION_STATUSES, TRIGGERS, Execution, Script, User
-from webapp.permissions import require
+from webapp.permissions import ensure, require
 from webapp.scripts.queries import BadPaging, executions_stmt, paginate, paging_args, scripts_stmt
 from webapp.scripts.schedule_info import script_page
 from webapp.tenancy import get_or_404
@@ -234,7 +235,12 @@ def _uuid_or_none(value: str) -> uuid.UUID | None:
 def detail(execution_id: str):
     execution = get_or_404(Execution, execution_id)
     run_by = db.session.get(User, execution.user_id) if execution.user_id else None
-    context = {"execution": execution, "run_by": run_by, "rerun_refusal": rerun_refusal(execution)}
+    context = {
+        "execution": execution,
+        "run_by": run_by,
+        "rerun_refusal": rerun_refusal(execution),
+        "rerun_permission": rerun_permission(execution),
+    }
     if htmx.target() == "execution-body":  # an unfinished run's page long-polls itself
         backoff = _wait_bounded(execution)
         return render_template("executions/_detail_body.html", backoff=backoff, **context)
@@ -246,6 +252,7 @@ def detail(execution_id: str):
 def rerun(execution_id: str):
     """Run again: the script's current version with the same parameters, then its page."""
     original = get_or_404(Execution, execution_id)
+    ensure(rerun_permission(original))
     try:
         execution = run_again(original, "manual", current_principal().user)
     except RunRefused as exc:
@@ -253,5 +260,6 @@ def rerun(execution_id: str):
     except QueueUnavailable as exc:
         message = f"{exc} Nothing ran; try again in a moment."
         return render_template("error.html", status=503, message=message), 503
-    flash(f"Started {execution.script.name} again (v{execution.script_version}) with the same parameters.")
+    again = "the draft" if execution.trigger == "draft" else f"{execution.script.name} (v{execution.script_version})"
+    flash(f"Started {again} again with the same parameters.")
     return redirect(url_for("executions.detail", execution_id=execution.id), 303)

@@ -25,6 +25,7 @@ from worker.runtime.source import check_syntax, defines_main
 _UTC = FIELDS["timezone"].default
 _MAX_LENGTH = {field.name: field.max_length for field in SCRIPT_FIELDS if field.max_length}
 _SEGMENT = re.compile(r"[A-Za-z0-9._~-]+|\{[A-Za-z_][A-Za-z0-9_]*\}")  # fullmatch, as for every check here
+NO_SOURCE = "is required: define a function main(event)"
 _PARAM = re.compile(r"\{[A-Za-z_][A-Za-z0-9_]*\}")
 
 
@@ -57,17 +58,15 @@ def validate(
     out: dict[str, Any] = {}
 
     def text(key: str, default: str | None = "") -> str | None:
-        max_len = _MAX_LENGTH[key]
         value = merged.get(key, default)
         if value is None:
             return default
+        problem = text_problem(key, value)
+        if problem:
+            errors[key] = problem
         if not isinstance(value, str):
-            errors[key] = "must be a string"
             return default
-        value = value.strip() if key != "source" else value
-        if len(value) > max_len:
-            errors[key] = f"must be at most {max_len} characters"
-        return value
+        return value.strip() if key != "source" else value
 
     out["name"] = text("name")
     if not out["name"] and "name" not in errors:
@@ -100,6 +99,25 @@ def validate(
     return out
 
 
+def text_problem(key: str, value: Any) -> str | None:
+    """Why a text field's value is refused (its type, its length), or None."""
+    if not isinstance(value, str):
+        return "must be a string"
+    value = value.strip() if key != "source" else value
+    if len(value) > _MAX_LENGTH[key]:
+        return f"must be at most {_MAX_LENGTH[key]} characters"
+    return None
+
+
+def draft_source_problem(source: Any) -> str | None:
+    """Why a draft's source is refused before it runs: what the form checks of a source, but
+    its syntax, which the run itself reports (error kind `syntax`, with the line)."""
+    problem = text_problem("source", source)
+    if problem is None and not source.strip():
+        return NO_SOURCE
+    return problem
+
+
 def _choice(
     merged: Mapping[str, Any], key: str, allowed: tuple[str, ...], errors: dict, default: str | None
 ) -> str | None:
@@ -112,7 +130,7 @@ def _choice(
 
 def _source_errors(source: str) -> dict[str, str]:
     if not source.strip():
-        return {"source": "is required: define a function main(event)"}
+        return {"source": NO_SOURCE}
     problem = check_syntax(source)
     if problem is not None:
         return {"source": str(problem)}

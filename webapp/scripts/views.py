@@ -10,11 +10,13 @@ from flask import Blueprint, abort, flash, redirect, render_template, request, u
 
 from webapp import cron, htmx
 from webapp.auth.identity import current_principal
+from webapp.executions.draft_views import sample_fields, typed_sample
 from webapp.limits import LIMIT_LABELS
 from webapp.models import Script
 from webapp.permissions import require
 from webapp.scripts import service
 from webapp.scripts.duplicate import duplicate_values
+from webapp.scripts.examples import BY_KEY, EXAMPLES
 from webapp.scripts.fields import HTTP_METHODS, SCRIPT_STATUSES, SCRIPT_TYPES, VERSIONED_FIELDS
 from webapp.scripts.forms import form_data, form_errors, initial_values
 from webapp.scripts.queries import BadPaging, paginate, paging_args, scripts_stmt, versions_stmt
@@ -44,7 +46,19 @@ def index():
     return render_template(template, page=result, filters=filters, schedules=schedules)
 
 
-def _form_page(script: Script | None, values: dict[str, Any], errors: dict[str, str], status: int = 200):
+def _form_page(
+    script: Script | None,
+    values: dict[str, Any],
+    errors: dict[str, str],
+    status: int = 200,
+    typed: Mapping[str, str] | None = None,
+    example: str | None = None,
+):
+    """The form, its draft panel (an edit page drafts as the saved script's type; the new page
+    as the form's) with what `typed` fills in, and on the new page the examples gallery."""
+    draft_type = script.type if script else values.get("type") or "manual"
+    draft_path = script.endpoint_path if script else values.get("endpoint_path")
+    typed = typed if typed is not None else request.form
     return (
         render_template(
             "scripts/form.html",
@@ -54,6 +68,10 @@ def _form_page(script: Script | None, values: dict[str, Any], errors: dict[str, 
             types=SCRIPT_TYPES,
             methods=HTTP_METHODS,
             limit_labels=LIMIT_LABELS,
+            examples=EXAMPLES,
+            example=example,
+            live=script is None,
+            **sample_fields(draft_type, draft_path, typed),
             **_cron_preview(values),
         ),
         status,
@@ -94,6 +112,12 @@ def _saved(script: Script, version: int, updated_at: datetime | None) -> str:
 def new():
     if request.method == "POST":
         return _save(None)
+    example = BY_KEY.get(request.args.get("example", ""))
+    if example is not None:
+        values = {**initial_values(None, example.fields["type"]), **example.fields}
+        return _form_page(
+            None, values, {}, typed=typed_sample(example.fields["type"], example.sample), example=example.key
+        )
     return _form_page(None, _new_values(), {})
 
 

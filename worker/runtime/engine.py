@@ -90,10 +90,12 @@ class Runtime:
         # Walks the whole heap (~10 us): measured after compiles, not on every run.
         return int(self.ctx.memory()["memory_used_size"])
 
-    def factory(self, script_id: str, version: int, source: str) -> tuple[Any, bool]:
-        """The compiled script, from the cache when this version was compiled here before."""
+    def factory(self, script_id: str, version: int | None, source: str) -> tuple[Any, bool]:
+        """The compiled script, from the cache when this version was compiled here before. A
+        draft (version None) is compiled for its run only: neither read from the cache nor
+        put in it, so it can never stand in for a saved version, nor one for it."""
         key = (script_id, version)
-        cached = self.cache.get(key)
+        cached = self.cache.get(key) if version is not None else None
         if cached is not None:
             self.cache.move_to_end(key)
             return cached, True
@@ -101,6 +103,8 @@ class Runtime:
         if problem is not None:
             raise InvalidSource(str(problem))
         compiled = self.driver("compile", function_body(source))
+        if version is None:
+            return compiled, False
         for old in [k for k in self.cache if k[0] == script_id]:
             del self.cache[old]  # a new version replaces the old one
         self.cache[key] = compiled
