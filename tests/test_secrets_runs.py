@@ -86,3 +86,28 @@ def test_an_endpoint_answers_what_the_script_returns_and_stores_it_redacted(clie
     assert execution["secrets_read"] == ["API_KEY"]
     assert execution["logs"][0]["message"] == "[secret API_KEY]"
     assert VALUE not in str(execution)
+
+
+def test_a_response_header_holding_the_value_is_sent_and_its_summary_redacted(
+    client, live_server, editor, start_worker
+):
+    """The call's record keeps the response's content type, which the script chose: a value
+    put in that header must not reach the record (viewers read it) unredacted."""
+    start_worker()
+    client.put("/api/v1/secrets/API_KEY", json={"value": VALUE}, headers=editor)
+    source = (
+        'async function main() { const k = await secrets.get("API_KEY");'
+        ' return { headers: { "content-type": "text/plain; key=" + k }, body: "ok" }; }'
+    )
+    body = {"name": "typed", "type": "endpoint", "endpoint_path": "/typed", "endpoint_method": "GET", "source": source}
+    created = client.post("/api/v1/scripts", json=body, headers=editor).get_json()
+    response = requests.get(f"{live_server}/api/scripts/typed", headers=editor, timeout=30)
+    assert (response.status_code, response.headers["Content-Type"]) == (200, f"text/plain; key={VALUE}")
+
+    def recorded():
+        runs = client.get(f"/api/v1/scripts/{created['id']}/executions", headers=editor).get_json()["items"]
+        return runs[0] if runs else None
+
+    execution = eventually(recorded, timeout=10, what="the call's execution row")
+    assert execution["http_summary"]["response_type"] == "text/plain; key=[secret API_KEY]"
+    assert VALUE not in str(execution)
