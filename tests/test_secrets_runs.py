@@ -6,6 +6,7 @@ import requests
 
 from tests.conftest import bearer
 from tests.services import eventually
+from worker.runtime.engine import MAX_ERROR_CHARS
 
 VALUE = "sk_live_51H-correct-horse-battery-staple"
 READ = 'async function main() { return { key: await secrets.get("API_KEY") }; }'
@@ -66,6 +67,20 @@ def test_nothing_about_the_run_holds_the_value(client, editor, login, start_work
     ]
     for text in shown:
         assert VALUE not in text
+
+
+def test_an_error_message_clipped_inside_the_value_keeps_none_of_it(client, editor, start_worker, run_script):
+    """The engine clips a long error message (MAX_ERROR_CHARS) before the worker redacts it:
+    a value cut in two by the clip must not leave its beginning behind."""
+    start_worker()
+    client.put("/api/v1/secrets/API_KEY", json={"value": VALUE}, headers=editor)
+    kept = 12  # characters of the value before the clip
+    filler = MAX_ERROR_CHARS - kept
+    source = f'async function main() {{ throw new Error("x".repeat({filler}) + await secrets.get("API_KEY")); }}'
+    execution = run_script(editor, source)
+    message = execution["error_message"]
+    assert message.startswith("Error: xxx") and f"{VALUE[:kept]}…" not in message
+    assert f"x[secret API_KEY]… ({len(VALUE) - kept} more characters)" in message
 
 
 def test_an_endpoint_answers_what_the_script_returns_and_stores_it_redacted(client, live_server, editor, start_worker):
