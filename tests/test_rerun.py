@@ -143,3 +143,17 @@ def test_another_tenants_execution_cannot_be_run_again(app, client, editor, make
     original = _recorded(app, _script(client, editor)["id"], params={})
     csrf = login("spy@globex.io")
     assert client.post(f"/executions/{original}/rerun", data={"csrf_token": csrf}).status_code == 404
+
+
+def test_a_run_whose_parameters_were_not_kept_says_so_instead_of_offering_run_again(app, client, editor_session):
+    """A full storage quota keeps a note instead of a run's params (webapp/quotas.py): run again
+    cannot use them, and says why, rather than "must be a JSON object"."""
+    headers = {"X-CSRFToken": editor_session}
+    script = _script(client, headers)
+    original = _recorded(app, script["id"], params=None)
+    refused = client.post(f"/api/v1/executions/{original}/rerun", headers=headers)
+    assert refused.status_code == 422
+    error = refused.get_json()["error"]
+    assert error["code"] == "params_not_kept" and "were not kept" in error["message"]
+    page = client.get(f"/executions/{original}").get_data(as_text=True)
+    assert "Run again</button>" not in page and "were not kept" in page
