@@ -164,3 +164,17 @@ def test_a_draft_runs_again_as_the_same_draft_even_on_a_disabled_script(client, 
     assert body["result"] == {"draft": True, "got": {"n": 1}}
     versions = client.get(f"/api/v1/scripts/{script['id']}/versions", headers=editor).get_json()
     assert versions["total"] == 1  # nothing was saved
+
+
+def test_a_run_whose_parameters_were_not_kept_says_so_instead_of_offering_run_again(app, client, editor_session):
+    """A full storage quota keeps a note instead of a run's params (webapp/quotas.py): run again
+    cannot use them, and says why, rather than "must be a JSON object"."""
+    headers = {"X-CSRFToken": editor_session}
+    script = _script(client, headers)
+    original = _recorded(app, script["id"], params=None)
+    refused = client.post(f"/api/v1/executions/{original}/rerun", headers=headers)
+    assert refused.status_code == 422
+    error = refused.get_json()["error"]
+    assert error["code"] == "params_not_kept" and "were not kept" in error["message"]
+    page = client.get(f"/executions/{original}").get_data(as_text=True)
+    assert "Run again</button>" not in page and "were not kept" in page

@@ -6,6 +6,7 @@ import requests
 
 from tests.conftest import bearer
 from tests.services import eventually
+from worker.runtime.engine import MAX_ERROR_CHARS
 
 VALUE = "sk_live_51H-correct-horse-battery-staple"
 READ = 'async function main() { return { key: await secrets.get("API_KEY") }; }'
@@ -68,6 +69,20 @@ def test_nothing_about_the_run_holds_the_value(client, editor, login, start_work
         assert VALUE not in text
 
 
+def test_an_error_message_clipped_inside_the_value_keeps_none_of_it(client, editor, start_worker, run_script):
+    """The engine clips a long error message (MAX_ERROR_CHARS) before the worker redacts it:
+    a value cut in two by the clip must not leave its beginning behind."""
+    start_worker()
+    client.put("/api/v1/secrets/API_KEY", json={"value": VALUE}, headers=editor)
+    kept = 12  # characters of the value before the clip
+    filler = MAX_ERROR_CHARS - kept
+    source = f'async function main() {{ throw new Error("x".repeat({filler}) + await secrets.get("API_KEY")); }}'
+    execution = run_script(editor, source)
+    message = execution["error_message"]
+    assert message.startswith("Error: xxx") and f"{VALUE[:kept]}…" not in message
+    assert f"x[secret API_KEY]… ({len(VALUE) - kept} more characters)" in message
+
+
 def test_an_endpoint_answers_what_the_script_returns_and_stores_it_redacted(client, live_server, editor, start_worker):
     start_worker()
     client.put("/api/v1/secrets/API_KEY", json={"value": VALUE}, headers=editor)
@@ -85,4 +100,29 @@ def test_an_endpoint_answers_what_the_script_returns_and_stores_it_redacted(clie
     execution = eventually(recorded, timeout=10, what="the call's execution row")
     assert execution["secrets_read"] == ["API_KEY"]
     assert execution["logs"][0]["message"] == "[secret API_KEY]"
+    assert VALUE not in str(execution)
+
+
+def test_a_response_header_holding_the_value_is_sent_and_its_summary_redacted(
+    client, live_server, editor, start_worker
+):
+    """The call's record keeps the response's content type, which the script chose: a value
+    put in that header must not reach the record (viewers read it) unredacted."""
+    start_worker()
+    client.put("/api/v1/secrets/API_KEY", json={"value": VALUE}, headers=editor)
+    source = (
+        'async function main() { const k = await secrets.get("API_KEY");'
+        ' return { headers: { "content-type": "text/plain; key=" + k }, body: "ok" }; }'
+    )
+    body = {"name": "typed", "type": "endpoint", "endpoint_path": "/typed", "endpoint_method": "GET", "source": source}
+    created = client.post("/api/v1/scripts", json=body, headers=editor).get_json()
+    response = requests.get(f"{live_server}/api/scripts/typed", headers=editor, timeout=30)
+    assert (response.status_code, response.headers["Content-Type"]) == (200, f"text/plain; key={VALUE}")
+
+    def recorded():
+        runs = client.get(f"/api/v1/scripts/{created['id']}/executions", headers=editor).get_json()["items"]
+        return runs[0] if runs else None
+
+    execution = eventually(recorded, timeout=10, what="the call's execution row")
+    assert execution["http_summary"]["response_type"] == "text/plain; key=[secret API_KEY]"
     assert VALUE not in str(execution)

@@ -214,7 +214,7 @@ def _answer(
     row = execution_row(
         call,
         (result or {}).get("status", 200) if succeeded else STATUS_FOR_ERROR.get(ran.error_kind or "", 500),
-        response_summary(result) if succeeded else None,
+        ran.response_summary,
         status=ran.status,
         error_kind=ran.error_kind,
         error_message=ran.error_message,
@@ -281,6 +281,7 @@ class Ran:
     recycled: int
     secrets_read: list[str] | None  # names
     response: Any = None  # endpoint runs: the result as returned, for the caller only
+    response_summary: dict[str, Any] | None = None  # endpoint runs that made a response: what the record keeps
 
 
 class RunFailed(Exception):
@@ -343,6 +344,10 @@ def _outcome(
     # The one place a run's record is redacted: nothing of it is stored, logged or answered before.
     redact = Redactor(host.secrets_read)
     result = json.loads(redact.json_text(outcome["result_json"])) if redact and response is not None else response
+    summary = None
+    if endpoint and outcome["status"] == "succeeded":
+        summary = response_summary(response)  # its content type is the script's header: redacted too
+        summary["response_type"] = redact.text(summary["response_type"])
     return Ran(
         status=outcome["status"],
         error_kind=outcome["error_kind"],
@@ -360,6 +365,7 @@ def _outcome(
         recycled=_recycles(state, outcome),
         secrets_read=sorted(host.secrets_read) or None,
         response=response if outcome["status"] == "succeeded" else None,
+        response_summary=summary,
     )
 
 

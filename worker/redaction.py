@@ -8,6 +8,8 @@ script returned it: docs/secrets.md).
 import json
 import re
 
+from worker.runtime.protocol import CLIP_MARK
+
 _STRING = re.compile(r'"(?:[^"\\]|\\.)*"')  # a JSON string literal
 
 MIN_CHARS = 4  # shorter values would blank out ordinary words and numbers
@@ -35,7 +37,17 @@ class Redactor:
         for value, name in self._forms:
             if value in text:
                 text = text.replace(value, f"[secret {name}]")
-        return text
+        return self._cut_short(text) if CLIP_MARK in text else text
+
+    def _cut_short(self, text: str) -> str:
+        """A value the sandbox's clip cut in two: its beginning, just before the mark, goes too."""
+        parts = text.split(CLIP_MARK)
+        for i, part in enumerate(parts[:-1]):
+            cuts = [(_tail_of(part, value), name) for value, name in self._forms]
+            kept, name = max(cuts, key=lambda cut: cut[0])
+            if kept >= MIN_CHARS:
+                parts[i] = part[:-kept] + f"[secret {name}]"
+        return CLIP_MARK.join(parts)
 
     def json_text(self, text: str | None) -> str | None:
         """JSON text with every string literal (object keys too) redacted; walked as text, so
@@ -43,3 +55,14 @@ class Redactor:
         if not text or not self._forms or not any(value in text for value, _ in self._forms):
             return text
         return _STRING.sub(lambda m: json.dumps(self.text(json.loads(m.group())), ensure_ascii=False), text)
+
+
+def _tail_of(text: str, value: str) -> int:
+    """How many characters of `value`'s beginning end `text` (the longest), at least MIN_CHARS, else 0."""
+    head = value[:MIN_CHARS]
+    start = text.find(head, max(0, len(text) - len(value) + 1))
+    while start != -1:
+        if value.startswith(text[start:]):
+            return len(text) - start
+        start = text.find(head, start + 1)
+    return 0

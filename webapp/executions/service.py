@@ -137,6 +137,13 @@ def rerun_refusal(original: Execution) -> Refusal | None:
             "An endpoint call cannot be run again: its request is stored only as a summary, so it cannot be "
             "replayed. Call the endpoint again instead.",
         )
+    if original.params is None:  # webapp/quotas.py kept a note instead: the storage quota was full
+        return Refusal(
+            422,
+            "params_not_kept",
+            "Its parameters were not kept (the tenant's storage quota was full), so it cannot be run again "
+            "with them. Run the script with new parameters instead.",
+        )
     if original.script.status != "active" and original.trigger != "draft":  # a draft goes nowhere live
         return Refusal(409, "script_disabled", "The script is disabled: enable it to run it again.")
     return None

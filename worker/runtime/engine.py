@@ -17,6 +17,7 @@ from typing import Any
 
 import quickjs
 
+from worker.runtime.protocol import CLIP_MARK
 from worker.runtime.source import PREFIX_LINES, check_syntax, function_body
 
 _HERE = Path(__file__).parent
@@ -244,7 +245,7 @@ class _CpuBudget:
 
 
 def _clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[:limit] + f"… ({len(text) - limit} more characters)"
+    return text if len(text) <= limit else text[:limit] + f"{CLIP_MARK} ({len(text) - limit} more characters)"
 
 
 def _seed() -> list[int]:

@@ -7,6 +7,9 @@ from typing import Any
 
 _HEADER = struct.Struct(">I")
 MAX_MESSAGE = 64 * 1024 * 1024
+# Where the sandbox cut a text short ("… (n more characters)" follows): a secret value cut
+# there leaves its beginning before it, which worker/redaction.py looks for.
+CLIP_MARK = "…"
 
 
 class ChannelClosed(Exception):
