@@ -18,6 +18,7 @@ from redis.exceptions import RedisError
 from rq import Queue, SimpleWorker, worker_registration
 from rq.job import Job
 
+from webapp.audit.log import prune_audit
 from webapp.config import Settings
 from webapp.endpoints import calls
 from webapp.executions.maintenance import mark_alive, prune_executions, reap_lost
@@ -197,6 +198,7 @@ class ScriptWorker(SimpleWorker):
                     last_prune = now
                     with self.sandbox_state.app.app_context():
                         prune_executions()
+                        prune_audit()
                         prune_expired_storage()
                         enforce_storage_quotas()  # recounts what the two above deleted
             except Exception:

@@ -13,7 +13,7 @@ import secrets
 import threading
 import time
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from flask import Flask, current_app
 from redis.exceptions import RedisError
@@ -21,6 +21,7 @@ from sqlalchemy import bindparam, event, inspect, select
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import ORMExecuteState, Session
 
+from webapp.audit.log import Target, record
 from webapp.auth.principal import Caller, Principal
 from webapp.auth.roles import ROLE_RANK, lower_role
 from webapp.extensions import db
@@ -86,8 +87,23 @@ def create_token(
         expires_at=expires_at,
     )
     db.session.add(token)
+    db.session.flush()  # its id, for the entry
+    record(
+        tenant.id,
+        "token.create",
+        token_target(token),
+        {"role": role, "user": user.email, "expires_at": _iso(expires_at)},
+    )
     db.session.commit()
     return token, plaintext
+
+
+def token_target(token: ApiToken) -> Target:
+    return Target("token", str(token.id), token.name or f"token {token.id}")
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
 
 
 # One query: the token with its user, tenant and the user's membership there (a user who left
@@ -114,12 +130,15 @@ def authenticate(plaintext: str) -> Principal | None:
         token.last_used_at = now
         db.session.commit()
     role = lower_role(token.role, member_role)
-    return Principal(user=user, tenant=tenant, role=role, expires_at=token.expires_at)
+    return Principal(
+        user=user, tenant=tenant, role=role, expires_at=token.expires_at, token_id=token.id, token_name=token.name
+    )
 
 
 def revoke(token: ApiToken) -> None:
     if token.revoked_at is None:
         token.revoked_at = utcnow()
+        record(token.tenant_id, "token.revoke", token_target(token), {"user": token.user.email})
         db.session.commit()
 
 

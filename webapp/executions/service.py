@@ -25,6 +25,7 @@ from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from webapp.audit.log import record, script_target
 from webapp.extensions import db
 from webapp.models import Execution, Script, Tenant, User, utcnow
 from webapp.redis_client import get_blocking_redis, get_redis
@@ -35,6 +36,8 @@ QUEUES = (ENDPOINT_QUEUE, DEFAULT_QUEUE)
 JOB_FUNCTION = "worker.jobs.run_execution"
 MAX_WAIT_SECONDS = 60
 FINISHED = ("succeeded", "failed", "skipped")
+# Runs nobody started by hand: their executions are their record (docs/audit.md).
+UNAUDITED_TRIGGERS = ("cron", "endpoint")
 
 
 def params_problem(params: Any) -> str | None:
@@ -88,9 +91,16 @@ def start_run(
     params: Any = None,
     user: User | None = None,
     scheduled_at: datetime | None = None,
+    again_of: Execution | None = None,
 ) -> Execution:
+    """Record the run `queued` (a manual, API or draft run with its audit entry) and queue it."""
     execution = _new_execution(script, trigger, params, user, scheduled_at)
     db.session.add(execution)
+    if trigger not in UNAUDITED_TRIGGERS:
+        summary = {"execution": str(execution.id), "trigger": trigger, "version": script.version}
+        if again_of is not None:
+            summary["again_of"] = str(again_of.id)
+        record(script.tenant_id, "script.run", script_target(script), summary)
     db.session.commit()
     queue = Queue(ENDPOINT_QUEUE if trigger == "endpoint" else DEFAULT_QUEUE, connection=get_redis())
     try:
@@ -140,7 +150,7 @@ def run_again(original: Execution, trigger: str, user: User | None) -> Execution
         refusal = Refusal(422, "invalid_params", f"The original parameters {problem}.")
     if refusal is not None:
         raise RunRefused(refusal)
-    return start_run(original.script, trigger, original.params, user)
+    return start_run(original.script, trigger, original.params, user, again_of=original)
 
 
 def wait_for(execution: Execution, seconds: float) -> Execution:
