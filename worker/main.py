@@ -4,8 +4,8 @@
     rq worker-pool -n 4 -w worker.main.ScriptWorker -u "$REDIS_URL" endpoints default
 
 Besides jobs, every worker heartbeats (so its runs are known to be alive) and, under a Redis
-lock, reaps runs lost with a dead worker, prunes old executions and keeps tenants within their
-storage quota.
+lock, reaps runs lost with a dead worker, prunes old executions and audit entries, and keeps
+tenants within their storage quota.
 """
 
 import contextlib
