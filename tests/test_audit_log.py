@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from flask import Flask
 
 from tests.conftest import SOURCE, bearer
+from tests.services import eventually
 from webapp.audit import queries
 from webapp.audit.log import prune_audit
 from webapp.extensions import db
@@ -199,3 +200,16 @@ def test_the_versions_page_says_who_saved_each_version_from_where(app, client, a
     login("vic@acme.io")
     viewer_page = client.get(f"/scripts/{script_id}/versions").get_data(as_text=True)
     assert "saved by" not in viewer_page and "127.0.0.1" not in viewer_page and "boss@acme.io" in viewer_page
+
+
+def test_a_workers_upkeep_prunes_entries_past_retention(app, make_user, start_worker):
+    make_user("boss@acme.io", "acme", "admin")
+    _add_entries(app, "acme", 3, age=timedelta(days=11))
+    _add_entries(app, "acme", 2, age=timedelta(days=9))
+
+    def remaining() -> int:
+        with app.app_context():
+            return db.session.scalar(sa.select(sa.func.count()).select_from(AuditEntry))
+
+    start_worker(AUDIT_RETENTION_DAYS="10")
+    eventually(lambda: remaining() == 2, timeout=30, what="the old entries pruned")
