@@ -13,7 +13,7 @@ import secrets
 import threading
 import time
 import uuid
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from flask import Flask, current_app
 from redis.exceptions import RedisError
@@ -27,6 +27,7 @@ from webapp.auth.roles import ROLE_RANK, lower_role
 from webapp.extensions import db
 from webapp.models import ApiToken, Membership, Tenant, User, utcnow
 from webapp.redis_client import get_redis
+from webapp.serializers import iso
 
 log = logging.getLogger(__name__)
 TOKEN_PREFIX = "srt_"  # noqa: S105 - a marker, not a secret
@@ -92,7 +93,7 @@ def create_token(
         tenant.id,
         "token.create",
         token_target(token),
-        {"role": role, "user": user.email, "expires_at": _iso(expires_at)},
+        {"role": role, "user": user.email, "expires_at": iso(expires_at)},
     )
     db.session.commit()
     return token, plaintext
@@ -100,10 +101,6 @@ def create_token(
 
 def token_target(token: ApiToken) -> Target:
     return Target("token", str(token.id), token.name or f"token {token.id}")
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value else None
 
 
 # One query: the token with its user, tenant and the user's membership there (a user who left
