@@ -14,6 +14,7 @@ from webapp import (
 )
 from webapp.admin.views import bp as admin_bp
 from webapp.api.routes import bp as api_bp
+from webapp.audit.views import bp as audit_bp
 from webapp.auth import identity, tokens
 from webapp.auth.views import bp as auth_bp
 from webapp.cli import register_cli
@@ -83,6 +84,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         drafts_bp,
         admin_bp,
         secrets_bp,
+        audit_bp,
         invitations_bp,
         api_bp,
         endpoints_bp,

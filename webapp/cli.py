@@ -11,6 +11,7 @@ from flask.cli import AppGroup, with_appcontext
 from sqlalchemy import func, select
 
 from webapp import devtools
+from webapp.audit.log import CLI, acting_as, member_target, record
 from webapp.auth import tokens as token_service
 from webapp.auth.passwords import MIN_LENGTH, hash_password, set_password
 from webapp.auth.roles import ROLES
@@ -76,6 +77,10 @@ def add_user(email: str, tenant: Tenant, role: str, password: str | None) -> tup
         db.session.add(Membership(user=user, tenant=tenant, role=role))
     else:
         membership.role = role
+    if before != role:
+        db.session.flush()  # a new user's id, for the entry
+        action = "member.add" if before is None else "member.update"
+        record(tenant.id, action, member_target(user), {"role": {"old": before, "new": role}}, CLI)
     db.session.commit()
     return user, created, before
 
@@ -145,7 +150,8 @@ def create_token(tenant_name: str, email: str, label: str, role: str | None, exp
     if user is None:
         raise click.ClickException(f"no user {email!r}")
     try:
-        _, plaintext = token_service.create_token(tenant, user, label, role, expires_in_days)
+        with acting_as(CLI):
+            _, plaintext = token_service.create_token(tenant, user, label, role, expires_in_days)
     except token_service.TokenError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(plaintext)
@@ -172,7 +178,8 @@ def revoke_token(token_id: int) -> None:
     token = db.session.get(ApiToken, token_id)
     if token is None:
         raise click.ClickException(f"no token with id {token_id}")
-    token_service.revoke(token)
+    with acting_as(CLI):
+        token_service.revoke(token)
     click.echo(f"revoked token {token_id}")
 
 
@@ -187,7 +194,8 @@ def set_secret(tenant_name: str, name: str) -> None:
     else:
         value = sys.stdin.read().removesuffix("\n").removesuffix("\r")  # `echo` adds a newline
     try:
-        created = secret_service.put(tenant.id, name, value, None)
+        with acting_as(CLI):
+            created = secret_service.put(tenant.id, name, value, None)
     except secret_service.SecretInvalid as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"{'created' if created else 'replaced'} secret {name} in {tenant.name}")
@@ -210,7 +218,9 @@ def list_secrets(tenant_name: str) -> None:
 def delete_secret(tenant_name: str, name: str) -> None:
     """Delete secret NAME."""
     tenant = _tenant(tenant_name)
-    if not secret_service.remove(tenant.id, name):
+    with acting_as(CLI):
+        removed = secret_service.remove(tenant.id, name)
+    if not removed:
         raise click.ClickException(f"no secret {name!r} in {tenant.name}")
     click.echo(f"deleted secret {name} from {tenant.name}")
 

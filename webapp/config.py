@@ -61,6 +61,7 @@ class Settings:
     tenants: TenantLimits = field(default_factory=TenantLimits)
     retention_count: int = 1000  # executions kept per script
     retention_days: int = 30
+    audit_retention_days: int = 365  # AUDIT_RETENTION_DAYS: audit entries older are pruned
     # Proxies whose X-Forwarded-For names the client (webapp/client_address.py).
     forwarded_allow_ips: tuple[str, ...] = DEFAULT_FORWARDED_ALLOW_IPS
 
@@ -76,6 +77,7 @@ class Settings:
             tenants=TenantLimits.from_env(),
             retention_count=env_int("EXECUTION_RETENTION_COUNT", 1000),
             retention_days=env_int("EXECUTION_RETENTION_DAYS", 30),
+            audit_retention_days=env_int("AUDIT_RETENTION_DAYS", 365),
             forwarded_allow_ips=_allow_list("FORWARDED_ALLOW_IPS", DEFAULT_FORWARDED_ALLOW_IPS),
         )
 

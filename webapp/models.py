@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flask_login import UserMixin
-from sqlalchemy import JSON, BigInteger, ForeignKey, Index, String, Text, UniqueConstraint, Uuid
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, String, Text, UniqueConstraint, Uuid
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 from sqlalchemy.types import DateTime, TypeDecorator
 
@@ -257,3 +257,34 @@ class Secret(db.Model):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     updated_by: Mapped[User | None] = relationship()
+
+
+class AuditEntry(db.Model):
+    """One change in a tenant, who made it and from where (SPEC §15, webapp/audit.py).
+    Append-only: only retention deletes rows. No foreign key but the tenant's, so entries
+    outlive the users, tokens and scripts they name (labels are snapshots)."""
+
+    __tablename__ = "audit_entries"
+    __table_args__ = (
+        Index("ix_audit_tenant_time", "tenant_id", "created_at"),
+        Index("ix_audit_tenant_action", "tenant_id", "action", "created_at"),
+        Index("ix_audit_tenant_actor", "tenant_id", "actor_label", "created_at"),
+        Index("ix_audit_tenant_target", "tenant_id", "target_id", "created_at"),
+        Index("ix_audit_time", "created_at"),  # retention
+    )
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    actor_type: Mapped[str] = mapped_column(String(16))  # user, token, cli, system
+    actor_user_id: Mapped[int | None]
+    actor_token_id: Mapped[int | None]
+    actor_token_label: Mapped[str | None] = mapped_column(String(100))
+    actor_label: Mapped[str] = mapped_column(String(254))  # the user's email (a token's too); cli; system
+    action: Mapped[str] = mapped_column(String(32))
+    target_type: Mapped[str] = mapped_column(String(16))
+    target_id: Mapped[str] = mapped_column(String(64))
+    target_label: Mapped[str] = mapped_column(String(254), default="")
+    target_version: Mapped[int | None]  # the script version a change made (the versions page links here)
+    address: Mapped[str | None] = mapped_column(String(64))
+    user_agent: Mapped[str | None] = mapped_column(String(300))
+    changes: Mapped[dict | None] = mapped_column(JSON)  # field names, old→new versions; never a value

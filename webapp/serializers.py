@@ -4,7 +4,7 @@ a version's come from the fields of webapp/scripts/fields.py."""
 from datetime import datetime
 from typing import Any
 
-from webapp.models import Execution, Script, ScriptVersion, Secret
+from webapp.models import AuditEntry, Execution, Script, ScriptVersion, Secret
 from webapp.scripts.fields import FIELDS, SCRIPT_FIELDS, VERSION_JSON_FIELDS, ScriptField
 
 
@@ -66,4 +66,28 @@ def secret_json(secret: Secret, names_only: bool = False) -> dict[str, Any]:
         "created_at": iso(secret.created_at),
         "updated_at": iso(secret.updated_at),
         "updated_by": secret.updated_by.email if secret.updated_by else None,
+    }
+
+
+def audit_json(entry: AuditEntry) -> dict[str, Any]:
+    return {
+        "id": entry.id,
+        "time": iso(entry.created_at),
+        "actor": {
+            "type": entry.actor_type,
+            "label": entry.actor_label,
+            "user_id": entry.actor_user_id,
+            "token_id": entry.actor_token_id,
+            "token_label": entry.actor_token_label,
+        },
+        "action": entry.action,
+        "target": {
+            "type": entry.target_type,
+            "id": entry.target_id,
+            "label": entry.target_label,
+            "version": entry.target_version,
+        },
+        "address": entry.address,
+        "user_agent": entry.user_agent,
+        "changes": entry.changes,
     }

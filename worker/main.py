@@ -4,8 +4,8 @@
     rq worker-pool -n 4 -w worker.main.ScriptWorker -u "$REDIS_URL" endpoints default
 
 Besides jobs, every worker heartbeats (so its runs are known to be alive) and, under a Redis
-lock, reaps runs lost with a dead worker, prunes old executions and keeps tenants within their
-storage quota.
+lock, reaps runs lost with a dead worker, prunes old executions and audit entries, and keeps
+tenants within their storage quota.
 """
 
 import contextlib
@@ -18,6 +18,7 @@ from redis.exceptions import RedisError
 from rq import Queue, SimpleWorker, worker_registration
 from rq.job import Job
 
+from webapp.audit.log import prune_audit
 from webapp.config import Settings
 from webapp.endpoints import calls
 from webapp.executions.maintenance import mark_alive, prune_executions, reap_lost
@@ -197,6 +198,7 @@ class ScriptWorker(SimpleWorker):
                     last_prune = now
                     with self.sandbox_state.app.app_context():
                         prune_executions()
+                        prune_audit()
                         prune_expired_storage()
                         enforce_storage_quotas()  # recounts what the two above deleted
             except Exception:

@@ -14,7 +14,7 @@ from tests.storage import store
 from webapp.auth.tokens import create_token
 from webapp.extensions import db
 from webapp.invitations import service as invitations
-from webapp.models import Execution, Tenant, User, utcnow
+from webapp.models import AuditEntry, Execution, Tenant, User, utcnow
 from webapp.scripts import service
 from webapp.secret_store import service as secret_store
 
@@ -30,7 +30,7 @@ PARTIALS = {
     "drafts.unsaved_result",
 }
 # Not HTML pages for people.
-NOT_PAGES = {"static", "health.healthz", "metrics.metrics", "endpoints.serve"}
+NOT_PAGES = {"static", "health.healthz", "metrics.metrics", "endpoints.serve", "audit.export"}
 SOURCE = """async function main(event) {
   const orders = await storage.get("orders-awaiting-the-nightly-reconciliation-report") || [];
   console.log("reconciling", orders.length, "orders for", event.params && event.params.region);
@@ -130,6 +130,29 @@ def _fill_tenant(app: Flask, make_user) -> dict[str, str]:
             secret_store.put(tenant.id, name, "a value that is never shown", admin.id)
         _, invitation_token, _ = invitations.invite(tenant, admin, "new.colleague@acme-industries.example", "viewer")
         store(app, "acme", {LONG_KEY: LARGE_VALUE, "counter": 1}, ttl=86400)
+        db.session.add(
+            AuditEntry(
+                tenant_id=tenant.id,
+                actor_type="token",
+                actor_user_id=admin.id,
+                actor_token_id=1,
+                actor_token_label="CI deploys from the main branch",
+                actor_label=ADMIN,
+                action="script.rollback",
+                target_type="script",
+                target_id=str(manual.id),
+                target_label=long_name,
+                target_version=3,
+                address="2001:0db8:85a3:0000:0000:8a2e:0370:7334",
+                user_agent="Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) " * 3,
+                changes={
+                    "fields": ["cron_expression", "endpoint_path", "misfire_policy", "source", "timezone"],
+                    "version": {"old": 2, "new": 3},
+                    "restored_version": 1,
+                },
+            )
+        )
+        db.session.commit()
         return {
             "manual": str(manual.id),
             "cron": str(cron.id),
@@ -189,6 +212,8 @@ def test_no_page_is_wider_than_a_phone(
         "storage": "/storage",
         "storage key": "/storage/item?key=" + quote(LONG_KEY, safe=""),
         "secrets": "/secrets",
+        "audit log": "/audit",
+        "audit log, filtered": f"/audit?actor={ADMIN}&action=script&since=2020-01-01",
         "tenant chooser": "/tenant",
         "invitation for another address": f"/invitations/{ids['invitation']}",
         "not found page": "/scripts/no-such-script",

@@ -83,6 +83,9 @@ MINIMUM_ROLE = {
     "admin.remove_member": "admin",
     "admin.usage": "admin",
     "api.usage": "admin",
+    "audit.index": "admin",
+    "audit.export": "admin",
+    "api.list_audit": "admin",
 }
 NOT_IN_MATRIX = PUBLIC | {"endpoints.serve"}  # endpoints:call is every role's: tests/test_endpoints.py
 RANK = {"viewer": 0, "editor": 1, "admin": 2}

@@ -11,6 +11,7 @@ from redis.exceptions import RedisError
 from sqlalchemy import func, update
 
 from webapp import quotas
+from webapp.audit.log import member_target, record
 from webapp.auth import tokens as token_service
 from webapp.auth.identity import current_principal
 from webapp.auth.roles import ROLES
@@ -157,8 +158,11 @@ def change_role(membership_id: int):
         return _members_page({"role": f"must be one of {', '.join(ROLES)}"}, 422)
     if membership.role == "admin" and role != "admin" and _admin_count() <= 1:
         return _members_page({"role": "the tenant must keep at least one admin"}, 422)
-    membership.role = role
-    db.session.commit()
+    if membership.role != role:
+        summary = {"role": {"old": membership.role, "new": role}}
+        record(membership.tenant_id, "member.update", member_target(membership.user), summary)
+        membership.role = role
+        db.session.commit()
     return redirect(url_for("admin.members"), 303)
 
 
@@ -170,7 +174,7 @@ def remove_member(membership_id: int):
         return _members_page({"remove": "the tenant must keep at least one admin"}, 422)
     # Their tokens in this tenant end with the membership: one handed to a CI system must not
     # come back to life if the person is invited again.
-    db.session.execute(
+    revoked = db.session.execute(
         update(ApiToken)
         .where(
             ApiToken.tenant_id == membership.tenant_id,
@@ -178,7 +182,9 @@ def remove_member(membership_id: int):
             ApiToken.revoked_at.is_(None),
         )
         .values(revoked_at=utcnow())
-    )
+    ).rowcount
+    summary = {"role": {"old": membership.role, "new": None}, "tokens_revoked": revoked}
+    record(membership.tenant_id, "member.remove", member_target(membership.user), summary)
     db.session.delete(membership)
     db.session.commit()
     return redirect(url_for("admin.members"), 303)

@@ -13,6 +13,8 @@ class Principal:
     tenant: Tenant
     role: str
     expires_at: datetime | None = None  # an API token's expiry; None for sessions and lasting tokens
+    token_id: int | None = None  # the API token it came with; None for sessions
+    token_name: str = ""
 
 
 @dataclass(frozen=True)

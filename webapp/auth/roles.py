@@ -5,7 +5,7 @@ ROLE_RANK = {role: rank for rank, role in enumerate(ROLES)}
 
 _VIEWER = frozenset({"scripts:read", "executions:read", "endpoints:call", "secrets:read"})  # secrets: names only
 _EDITOR = _VIEWER | {"scripts:write", "scripts:run", "storage:manage", "secrets:write"}
-_ADMIN = _EDITOR | {"members:manage", "tokens:manage", "usage:read"}
+_ADMIN = _EDITOR | {"members:manage", "tokens:manage", "usage:read", "audit:read"}
 PERMISSIONS: dict[str, frozenset[str]] = {"viewer": _VIEWER, "editor": _EDITOR, "admin": _ADMIN}
 # What each permission lets a member do, as the 403 page says it ("… can run scripts").
 ACTIONS = {
@@ -20,6 +20,7 @@ ACTIONS = {
     "storage:manage": "browse and delete storage keys",
     "secrets:read": "see the names of secrets",
     "secrets:write": "set and delete secrets",
+    "audit:read": "see the audit log",
 }
 
 

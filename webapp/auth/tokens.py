@@ -21,11 +21,13 @@ from sqlalchemy import bindparam, event, inspect, select
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import ORMExecuteState, Session
 
+from webapp.audit.log import Target, record
 from webapp.auth.principal import Caller, Principal
 from webapp.auth.roles import ROLE_RANK, lower_role
 from webapp.extensions import db
 from webapp.models import ApiToken, Membership, Tenant, User, utcnow
 from webapp.redis_client import get_redis
+from webapp.serializers import iso
 
 log = logging.getLogger(__name__)
 TOKEN_PREFIX = "srt_"  # noqa: S105 - a marker, not a secret
@@ -86,8 +88,19 @@ def create_token(
         expires_at=expires_at,
     )
     db.session.add(token)
+    db.session.flush()  # its id, for the entry
+    record(
+        tenant.id,
+        "token.create",
+        token_target(token),
+        {"role": role, "user": user.email, "expires_at": iso(expires_at)},
+    )
     db.session.commit()
     return token, plaintext
+
+
+def token_target(token: ApiToken) -> Target:
+    return Target("token", str(token.id), token.name or f"token {token.id}")
 
 
 # One query: the token with its user, tenant and the user's membership there (a user who left
@@ -114,12 +127,15 @@ def authenticate(plaintext: str) -> Principal | None:
         token.last_used_at = now
         db.session.commit()
     role = lower_role(token.role, member_role)
-    return Principal(user=user, tenant=tenant, role=role, expires_at=token.expires_at)
+    return Principal(
+        user=user, tenant=tenant, role=role, expires_at=token.expires_at, token_id=token.id, token_name=token.name
+    )
 
 
 def revoke(token: ApiToken) -> None:
     if token.revoked_at is None:
         token.revoked_at = utcnow()
+        record(token.tenant_id, "token.revoke", token_target(token), {"user": token.user.email})
         db.session.commit()
 
 

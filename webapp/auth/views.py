@@ -7,6 +7,7 @@ from flask import Blueprint, abort, flash, redirect, render_template, request, s
 from flask_login import current_user, login_required, login_user, logout_user
 from sqlalchemy import select
 
+from webapp.audit.log import record_in_users_tenants
 from webapp.auth import ratelimit
 from webapp.auth.identity import SESSION_TENANT_KEY, session_membership, user_memberships
 from webapp.auth.passwords import DUMMY_HASH, MIN_LENGTH, new_password_errors, set_password, verify_password
@@ -39,10 +40,15 @@ def login():
         return page, 429, {"Retry-After": str(wait)}
     user = db.session.scalar(select(User).where(User.email == email)) if email else None
     if not verify_password(user.password_hash if user else DUMMY_HASH, password) or user is None:
+        if user is not None:  # an unknown address belongs to no tenant: nothing is recorded
+            record_in_users_tenants(user, "login.failure", {"reason": "wrong password"})
+            db.session.commit()
         return render_template("auth/login.html", email=email, error="Wrong email or password."), 401
     ratelimit.succeeded(email, address)
     session.clear()  # nothing from before the login survives it
     login_user(user)
+    record_in_users_tenants(user, "login.success")
+    db.session.commit()
     return redirect(_safe_next(request.args.get("next")))
 
 
@@ -94,6 +100,7 @@ def change_password():
 def logout():
     if current_user.is_authenticated:  # every session of the account ends, copies of the cookie too
         current_user.end_sessions()
+        record_in_users_tenants(current_user._get_current_object(), "logout")
         db.session.commit()
     logout_user()
     session.clear()

@@ -25,6 +25,7 @@ from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from webapp.audit.log import record, script_target
 from webapp.extensions import db
 from webapp.models import Execution, Script, Tenant, User, utcnow
 from webapp.redis_client import get_blocking_redis, get_redis
@@ -35,6 +36,8 @@ QUEUES = (ENDPOINT_QUEUE, DEFAULT_QUEUE)
 JOB_FUNCTION = "worker.jobs.run_execution"
 MAX_WAIT_SECONDS = 60
 FINISHED = ("succeeded", "failed", "skipped")
+# Runs nobody started by hand: their executions are their record (docs/audit.md).
+UNAUDITED_TRIGGERS = ("cron", "endpoint")
 
 
 def params_problem(params: Any) -> str | None:
@@ -95,11 +98,17 @@ def start_run(
     user: User | None = None,
     scheduled_at: datetime | None = None,
     source: str | None = None,
+    again_of: Execution | None = None,
 ) -> Execution:
-    """Record the run `queued` and queue it; `source`: a draft's (trigger `draft`), run
-    instead of the script's version."""
+    """Record the run `queued` (a manual, API or draft run with its audit entry) and queue it;
+    `source`: a draft's (trigger `draft`), run instead of the script's version."""
     execution = _new_execution(script, trigger, params, user, scheduled_at, source)
     db.session.add(execution)
+    if trigger not in UNAUDITED_TRIGGERS:
+        summary = {"execution": str(execution.id), "trigger": trigger, "version": script.version}
+        if again_of is not None:
+            summary["again_of"] = str(again_of.id)
+        record(script.tenant_id, "script.run", script_target(script), summary)
     db.session.commit()
     queue = Queue(ENDPOINT_QUEUE if trigger == "endpoint" else DEFAULT_QUEUE, connection=get_redis())
     try:
@@ -163,8 +172,8 @@ def run_again(original: Execution, trigger: str, user: User | None) -> Execution
     if refusal is not None:
         raise RunRefused(refusal)
     if original.trigger == "draft":
-        return start_run(original.script, "draft", original.params, user, source=original.source)
-    return start_run(original.script, trigger, original.params, user)
+        return start_run(original.script, "draft", original.params, user, source=original.source, again_of=original)
+    return start_run(original.script, trigger, original.params, user, again_of=original)
 
 
 def wait_for(execution: Execution, seconds: float) -> Execution:

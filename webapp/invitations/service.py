@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import ColumnElement, and_, exists, select, update
 from sqlalchemy.exc import IntegrityError
 
+from webapp.audit.log import member_target, record, user_actor
 from webapp.auth.passwords import hash_password
 from webapp.auth.roles import ROLES
 from webapp.auth.tokens import digest
@@ -126,6 +127,8 @@ def _join(invitation: Invitation, user: User) -> Membership:
     if membership is None:  # already a member (added since): keep the role they have
         membership = Membership(user=user, tenant_id=invitation.tenant_id, role=invitation.role)
         db.session.add(membership)
+        summary = {"role": {"old": None, "new": invitation.role}, "invitation": invitation.id}
+        record(invitation.tenant_id, "member.add", member_target(user), summary, user_actor(user))
     user.last_tenant_id = invitation.tenant_id
     return membership
 

@@ -4,6 +4,7 @@ The cron registry and the endpoint router subscribe to the signals below, so tha
 script reaches them without the views knowing of either.
 """
 
+import uuid
 from collections.abc import Mapping
 from typing import Any
 
@@ -13,6 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from webapp import quotas
+from webapp.audit.log import record, script_target
 from webapp.extensions import db
 from webapp.models import Script, ScriptVersion, Tenant, User, utcnow
 from webapp.scripts.fields import SCRIPT_STATUSES, VERSIONED_FIELDS
@@ -45,16 +47,21 @@ def create_script(tenant: Tenant, user: User | None, data: Mapping[str, Any]) ->
     except quotas.QuotaExceeded as exc:
         db.session.rollback()
         raise QuotaReached(exc) from exc
-    script = Script(tenant=tenant, created_by=user, updated_by=user, version=1)
+    script = Script(id=uuid.uuid4(), tenant=tenant, created_by=user, updated_by=user, version=1)
     _apply(script, values)
     script.versions.append(_snapshot(script, user))
     db.session.add(script)
+    record(tenant.id, "script.create", script_target(script, 1), {"version": {"old": None, "new": 1}})
     _commit()
     script_saved.send(script)
     return script
 
 
-def update_script(script: Script, user: User | None, data: Mapping[str, Any]) -> Script:
+def update_script(
+    script: Script, user: User | None, data: Mapping[str, Any], action: str = "script.update", **summary: Any
+) -> Script:
+    """Save the changed fields; a new version when a versioned one changed. `action` and
+    `summary` are what the audit entry says besides the fields (a rollback's)."""
     if set(data) == {"status"}:
         return set_status(script, user, data["status"])
     db.session.refresh(script, with_for_update=True)  # PostgreSQL: edits of one script queue up
@@ -62,12 +69,17 @@ def update_script(script: Script, user: User | None, data: Mapping[str, Any]) ->
     versioned_change = any(getattr(script, f) != values[f] for f in VERSIONED_FIELDS)
     if not versioned_change and all(getattr(script, k) == v for k, v in values.items()):
         return script
+    changed = sorted(k for k, v in values.items() if getattr(script, k) != v)
+    old_version = script.version
     _apply(script, values)
     script.updated_by = user
     script.updated_at = utcnow()
     if versioned_change:
         script.version += 1
         script.versions.append(_snapshot(script, user))
+    versions = {"old": old_version, "new": script.version}
+    target = script_target(script, script.version if versioned_change else None)
+    record(script.tenant_id, action, target, {"fields": changed, "version": versions, **summary})
     _commit()
     script_saved.send(script)
     return script
@@ -78,6 +90,8 @@ def set_status(script: Script, user: User | None, status: str) -> Script:
     if status not in SCRIPT_STATUSES:
         raise ValidationFailed({"status": f"must be one of {', '.join(SCRIPT_STATUSES)}"})
     if script.status != status:
+        action = "script.enable" if status == "active" else "script.disable"
+        record(script.tenant_id, action, script_target(script), {"status": {"old": script.status, "new": status}})
         script.status, script.updated_by, script.updated_at = status, user, utcnow()
         _commit()
         script_saved.send(script)
@@ -86,6 +100,7 @@ def set_status(script: Script, user: User | None, status: str) -> Script:
 
 def delete_script(script: Script) -> None:
     script_id, tenant_id = script.id, script.tenant_id
+    record(tenant_id, "script.delete", script_target(script), {"version": {"old": script.version, "new": None}})
     db.session.delete(script)
     db.session.commit()
     quotas.recount(tenant_id)  # its executions went by cascade, uncounted
@@ -98,7 +113,8 @@ def rollback(script: Script, user: User | None, version: int) -> Script:
     old = version_of(script, version)
     if old is None:
         raise ValidationFailed({"version": f"version {version} does not exist"}, status=404)
-    return update_script(script, user, {f: getattr(old, f) for f in VERSIONED_FIELDS})
+    data = {f: getattr(old, f) for f in VERSIONED_FIELDS}
+    return update_script(script, user, data, "script.rollback", restored_version=version)
 
 
 def version_of(script: Script, version: int) -> ScriptVersion | None:

@@ -9,11 +9,12 @@ from typing import Any
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 
 from webapp import cron, htmx
+from webapp.audit.queries import version_entries
 from webapp.auth.identity import current_principal
 from webapp.executions.draft_views import sample_fields, typed_sample
 from webapp.limits import LIMIT_LABELS
 from webapp.models import Script
-from webapp.permissions import require
+from webapp.permissions import can, require
 from webapp.scripts import service
 from webapp.scripts.duplicate import duplicate_values
 from webapp.scripts.examples import BY_KEY, EXAMPLES
@@ -233,9 +234,10 @@ def delete(script_id: str):
 @require("scripts:read")
 def versions(script_id: str):
     script = get_or_404(Script, script_id)
-    return render_template(
-        "scripts/versions.html", script=script, versions=list(paginate(versions_stmt(script), 1, 500).items)
-    )
+    shown = list(paginate(versions_stmt(script), 1, 500).items)
+    # Where each version was saved from is the audit log's, shown to those who may read it.
+    entries = version_entries(str(script.id), [v.version for v in shown]) if can("audit:read") else {}
+    return render_template("scripts/versions.html", script=script, versions=shown, entries=entries)
 
 
 @bp.get("/scripts/<script_id>/versions/<int:number>")

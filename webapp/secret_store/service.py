@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import Select, delete, select, update
 from sqlalchemy.exc import IntegrityError
 
+from webapp.audit.log import Target, record
 from webapp.extensions import db
 from webapp.models import Secret, utcnow
 from webapp.secret_store.keys import SecretUnreadable, secret_keys
@@ -64,7 +65,7 @@ def put(tenant_id: int, name: str, value: str, user_id: int | None) -> bool:
             secret = Secret(tenant_id=tenant_id, name=name, created_at=now)
             db.session.add(secret)
         secret.token, secret.updated_at, secret.updated_by_id = token, now, user_id
-        # The audit log's `secret.set` entry (SPEC §15) is written here, in this transaction.
+        record(tenant_id, "secret.set", Target("secret", name, name), {"created": created})  # never the value
         try:
             db.session.commit()
         except IntegrityError:
@@ -77,9 +78,12 @@ def put(tenant_id: int, name: str, value: str, user_id: int | None) -> bool:
 def remove(tenant_id: int, name: str) -> bool:
     """Delete the secret; False when the tenant has none by that name."""
     deleted = db.session.execute(delete(Secret).where(Secret.tenant_id == tenant_id, Secret.name == name)).rowcount
-    # The audit log's `secret.delete` entry (SPEC §15) is written here, in this transaction.
+    if not deleted:
+        db.session.rollback()
+        return False
+    record(tenant_id, "secret.delete", Target("secret", name, name))
     db.session.commit()
-    return bool(deleted)
+    return True
 
 
 def read_for_run(tenant_id: int, name: str) -> str | None:
