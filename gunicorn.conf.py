@@ -40,8 +40,14 @@ if not _os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
 
 
 def on_starting(server: _Arbiter) -> None:
-    """Warn when /metrics is open (docs/monitoring.md, "The endpoint"). Start the HTTP metrics
-    from zero: files of an earlier run would be summed into this one's counts."""
+    """Refuse to start when SECRETS_KEY lacks a key the stored secrets need (before listening;
+    the error is gunicorn's "Error: …" and exit 1). Warn when /metrics is open
+    (docs/monitoring.md, "The endpoint"). Start the HTTP metrics from zero: files of an earlier
+    run would be summed into this one's counts."""
+    from webapp.config import Settings
+    from webapp.secret_store.key_check import check_settings_keys
+
+    check_settings_keys(Settings.from_env())
     if not _os.environ.get("METRICS_TOKEN"):
         server.log.warning(_OPEN_METRICS_WARNING)
     directory = _os.environ["PROMETHEUS_MULTIPROC_DIR"]

@@ -104,7 +104,7 @@ def test_an_unsaved_draft_is_refused_with_a_reason(client, editor_session):
     cases = [
         ({"source": "x" * (FIELDS["source"].max_length + 1)}, "Source must be at most"),
         ({"draft_params": "[1]"}, "Sample parameters must be a JSON object"),
-        ({"limits_cpu_seconds": "999"}, "Limits: cpu_seconds may not exceed"),
+        ({"limits_cpu_seconds": "999"}, "Limits: CPU time (s) may not exceed"),
         ({"type": "endpoint", "endpoint_path": "/a", "draft_body": "{nope"}, "JSON body is not valid JSON"),
     ]
     for fields, message in cases:

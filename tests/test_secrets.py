@@ -157,6 +157,22 @@ def test_values_are_encrypted_at_rest(client, app, editor, settings):
         db.engine.dispose()
     if settings.database_url.startswith("sqlite:///"):
         assert VALUE.encode() not in Path(settings.database_url.removeprefix("sqlite:///")).read_bytes()
+    else:
+        dump = _pg_dump(settings.database_url)
+        assert "API_KEY" in dump and VALUE not in dump
+
+
+def _pg_dump(database_url: str) -> str:
+    """The whole database as `pg_dump` writes it (the backup an operator would keep)."""
+    import subprocess
+
+    from sqlalchemy.engine import make_url
+
+    from tests.services import PG_BIN
+
+    url = make_url(database_url)
+    command = [str(PG_BIN / "pg_dump"), "-h", url.host, "-p", str(url.port), "-U", url.username, url.database]
+    return subprocess.run(command, check=True, capture_output=True, text=True, timeout=60).stdout
 
 
 def _app_with_keys(settings, *keys: bytes):

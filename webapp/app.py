@@ -49,7 +49,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         SETTINGS=settings,
         SECRET_KEY=settings.secret_key,
         SQLALCHEMY_DATABASE_URI=settings.database_url,
-        SQLALCHEMY_ENGINE_OPTIONS=_engine_options(settings.database_url),
+        SQLALCHEMY_ENGINE_OPTIONS=database.engine_options(settings.database_url),
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
         REMEMBER_COOKIE_HTTPONLY=True,
@@ -96,12 +96,3 @@ def create_app(settings: Settings | None = None) -> Flask:
     endpoint_router.init_app(app)
     templating.init_app(app)
     return app
-
-
-def _engine_options(url: str) -> dict:
-    if url.startswith("sqlite"):
-        # Several processes write at once: wait for the lock instead of failing at once.
-        return {"connect_args": {"timeout": 30, "check_same_thread": False}}
-    # A database host that does not answer must fail a request in seconds, not hang a thread
-    # for the system's TCP timeout.
-    return {"pool_pre_ping": True, "connect_args": {"connect_timeout": 3}}

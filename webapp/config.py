@@ -57,6 +57,9 @@ class Settings:
     metrics_token: str | None
     # SECRETS_KEY: comma-separated Fernet keys, the first encrypts (webapp/secret_store/keys.py).
     secrets_key: str = field(default="", repr=False)
+    # Where it came from: "env" (SECRETS_KEY), "instance" (instance/secrets_key, SECRETS_KEY
+    # unset) or "generated" (that file, made by this process): the start check says which.
+    secrets_key_origin: str = "env"
     limits: DefaultLimits = field(default_factory=DefaultLimits)
     tenants: TenantLimits = field(default_factory=TenantLimits)
     retention_count: int = 1000  # executions kept per script
@@ -67,11 +70,13 @@ class Settings:
 
     @classmethod
     def from_env(cls) -> "Settings":
+        secrets_key, secrets_key_origin = _secrets_key()
         return cls(
             database_url=os.environ.get("DATABASE_URL") or default_database_url(),
             redis_url=os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0",
             secret_key=os.environ.get("SECRET_KEY") or _instance_file("secret_key", lambda: secrets.token_hex(32)),
-            secrets_key=os.environ.get("SECRETS_KEY") or _instance_file("secrets_key", _new_fernet_key),
+            secrets_key=secrets_key,
+            secrets_key_origin=secrets_key_origin,
             metrics_token=os.environ.get("METRICS_TOKEN") or None,
             limits=DefaultLimits.from_env(),
             tenants=TenantLimits.from_env(),
@@ -100,6 +105,14 @@ def _instance_file(name: str, make: Callable[[], str]) -> str:
         finally:
             os.unlink(tmp)
     return path.read_text().strip()
+
+
+def _secrets_key() -> tuple[str, str]:
+    """SECRETS_KEY and its origin (Settings.secrets_key_origin)."""
+    if raw := os.environ.get("SECRETS_KEY"):
+        return raw, "env"
+    existed = (INSTANCE_DIR / "secrets_key").exists()
+    return _instance_file("secrets_key", _new_fernet_key), "instance" if existed else "generated"
 
 
 def _new_fernet_key() -> str:

@@ -26,6 +26,7 @@ from webapp.executions.service import ENDPOINT_QUEUE, QUEUES
 from webapp.fairness import tenant_slots
 from webapp.metrics import RunCounts
 from webapp.quotas import enforce_storage_quotas
+from webapp.secret_store.key_check import check_app_keys
 from worker.busy import BusyFlag
 from worker.host_api import prune_expired_storage
 from worker.jobs import run_endpoint_call
@@ -221,6 +222,7 @@ class ScriptWorker(SimpleWorker):
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     state = get_state()
+    check_app_keys(state.app)  # a wrong SECRETS_KEY refuses to start (webapp/secret_store/key_check.py)
     redis = Redis.from_url(state.app.config["SETTINGS"].redis_url)
     queues = [Queue(name, connection=redis) for name in QUEUES]
     ScriptWorker(queues, connection=redis).work(with_scheduler=False)

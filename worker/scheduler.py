@@ -41,6 +41,7 @@ from webapp.executions.service import insert_ignoring_duplicates, queue_recorded
 from webapp.extensions import db
 from webapp.models import Execution, Script, utcnow
 from webapp.redis_client import get_redis
+from webapp.secret_store.key_check import check_app_keys
 
 log = logging.getLogger(__name__)
 CLAIMED_KEY = "sr:cron:claimed"  # sorted set: claimed fire (ClaimedFire.member) -> when its claim lapses (ms)
@@ -514,6 +515,7 @@ def _gone_from_this_host(name: str) -> bool:
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     app = create_app()
+    check_app_keys(app)  # a wrong SECRETS_KEY refuses to start (webapp/secret_store/key_check.py)
     redis = Redis.from_url(app.config["SETTINGS"].redis_url, health_check_interval=30)
     ScriptScheduler(redis, app).run()
 

@@ -21,6 +21,14 @@ document.addEventListener("DOMContentLoaded", function () {
     runDraftsFrom(editor, textarea);
   });
 
+  // The draft's sample fields follow the endpoint path as it is typed (scripts/_draft_sample.html)
+  // through an event of ours: an hx-trigger filter would be evaluated, and the CSP allows no eval.
+  document.body.addEventListener("input", function (ev) {
+    if (ev.target && ev.target.id === "endpoint_path") {
+      document.body.dispatchEvent(new CustomEvent("endpoint-path-input"));
+    }
+  });
+
   // "Run draft" (scripts/_draft_panel.html): the request carries the editor's text as it is
   // now, and an error's line is marked in the editor until the next run or edit.
   function runDraftsFrom(editor, textarea) {

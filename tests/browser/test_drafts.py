@@ -7,6 +7,7 @@ from collections.abc import Callable
 from flask import Flask
 from playwright.sync_api import Page, expect
 
+from tests.browser.test_dashboard import watch_console
 from tests.browser.test_phone_width import _overflow
 from webapp.extensions import db
 from webapp.models import Execution, Script
@@ -115,6 +116,7 @@ def test_an_example_runs_as_a_draft_before_it_is_saved(
     make_user(EDITOR, "acme", "editor")
     start_worker()
     log_in(page, EDITOR)
+    problems = watch_console(page)
     page.goto(f"{live_server}/scripts/new")
     page.get_by_role("link", name="JSON endpoint").click()
     page.wait_for_url(re.compile(r"/scripts/new\?example=json-endpoint$"))
@@ -131,8 +133,14 @@ def test_an_example_runs_as_a_draft_before_it_is_saved(
     expect(result.get_by_role("link", name="Execution details")).to_have_count(0)  # nothing recorded
     assert page.evaluate(MARKER) == "set before the click"
 
+    # Typing a path with another parameter adds its sample field (an event of ours: no eval under the CSP).
+    page.get_by_label("Path under /api/scripts").fill("/greet/{name}/{team}")
+    expect(page.get_by_label("Path parameter team")).to_be_visible()
+    expect(page.get_by_label("Path parameter name")).to_be_visible()
+
     # Switching the type swaps the sample fields: a cron draft needs none.
     with page.expect_response(re.compile(r"/scripts/draft-sample$")) as swap:
         page.get_by_label("Type").select_option(label="Cron")
     assert swap.value.status == 200
     expect(page.locator("#draft-sample")).to_contain_text("cron event fired now")
+    assert problems == []

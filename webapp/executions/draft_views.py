@@ -17,7 +17,7 @@ from webapp.auth.identity import current_principal
 from webapp.executions import drafts
 from webapp.executions.service import QueueUnavailable, start_run, wait_for
 from webapp.executions.views import RUN_WAIT_SECONDS, parse_params
-from webapp.limits import own_limits
+from webapp.limits import LIMIT_LABELS, limits_message, own_limits
 from webapp.models import Script
 from webapp.permissions import require
 from webapp.scripts.fields import SCRIPT_TYPES
@@ -110,7 +110,7 @@ def run_unsaved():
         return _refused(f"Source {problem}.")
     limits, problem = own_limits(data.get("limits"), current_app.config["SETTINGS"].limits)
     if problem:
-        return _refused(f"Limits: {problem}.")
+        return _refused(f"Limits: {limits_message(problem, LIMIT_LABELS)}.")
     path = (data.get("endpoint_path") or "").strip() or None
     sample, problem = sample_from_form(script_type, path, request.form)
     if problem:

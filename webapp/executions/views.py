@@ -260,6 +260,10 @@ def rerun(execution_id: str):
     except QueueUnavailable as exc:
         message = f"{exc} Nothing ran; try again in a moment."
         return render_template("error.html", status=503, message=message), 503
-    again = "the draft" if execution.trigger == "draft" else f"{execution.script.name} (v{execution.script_version})"
-    flash(f"Started {again} again with the same parameters.")
+    again = (
+        "the draft again"
+        if execution.trigger == "draft"
+        else f"{execution.script.name} again (v{execution.script_version})"
+    )
+    flash(f"Started {again} with the same parameters.")
     return redirect(url_for("executions.detail", execution_id=execution.id), 303)

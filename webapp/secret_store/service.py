@@ -57,14 +57,15 @@ def find(tenant_id: int, name: str) -> Secret | None:
 def put(tenant_id: int, name: str, value: str, user_id: int | None) -> bool:
     """Set or replace the secret; True when it is new. user_id None: the CLI."""
     check_name(name)
-    token = secret_keys().encrypt(check_value(value))
+    keys = secret_keys()
+    token = keys.encrypt(check_value(value))
     for _ in range(2):  # a concurrent create of the same name: the second try replaces it
         now, secret = utcnow(), find(tenant_id, name)
         created = secret is None
         if created:
             secret = Secret(tenant_id=tenant_id, name=name, created_at=now)
             db.session.add(secret)
-        secret.token, secret.updated_at, secret.updated_by_id = token, now, user_id
+        secret.token, secret.key_id, secret.updated_at, secret.updated_by_id = token, keys.first_id, now, user_id
         record(tenant_id, "secret.set", Target("secret", name, name), {"created": created})  # never the value
         try:
             db.session.commit()
@@ -106,11 +107,13 @@ def rotate(batch: int = ROTATE_BATCH) -> Rotation:
     Each row is rewritten only if its token is still the one read (a value replaced meanwhile
     is already under the first key), and every token stays readable by the key list at every
     moment: stopped anywhere, a re-run finishes the job. Unreadable values are left as they are.
+    Every row rewritten or found current gets the first key's id (rows stored before key ids
+    were kept get theirs here).
     """
     keys, report, after = secret_keys(), Rotation(), 0
     while True:
         rows = db.session.execute(
-            select(Secret.id, Secret.tenant_id, Secret.name, Secret.token)
+            select(Secret.id, Secret.tenant_id, Secret.name, Secret.token, Secret.key_id)
             .where(Secret.id > after)
             .order_by(Secret.id)
             .limit(batch)
@@ -120,13 +123,20 @@ def rotate(batch: int = ROTATE_BATCH) -> Rotation:
         for row in rows:
             if keys.current(row.token):
                 report.current += 1
-                continue
-            try:
-                token = keys.rotate(row.token)
-            except SecretUnreadable:
-                report.unreadable.append((row.tenant_id, row.name))
-                continue
-            db.session.execute(update(Secret).where(Secret.id == row.id, Secret.token == row.token).values(token=token))
-            report.rotated += 1
+                token = row.token
+                if row.key_id == keys.first_id:
+                    continue
+            else:
+                try:
+                    token = keys.rotate(row.token)
+                except SecretUnreadable:
+                    report.unreadable.append((row.tenant_id, row.name))
+                    continue
+                report.rotated += 1
+            db.session.execute(
+                update(Secret)
+                .where(Secret.id == row.id, Secret.token == row.token)
+                .values(token=token, key_id=keys.first_id)
+            )
         db.session.commit()
         after = rows[-1].id
