@@ -213,3 +213,26 @@ def test_a_workers_upkeep_prunes_entries_past_retention(app, make_user, start_wo
 
     start_worker(AUDIT_RETENTION_DAYS="10")
     eventually(lambda: remaining() == 2, timeout=30, what="the old entries pruned")
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"entry": "²"},  # str.isdigit() says yes, int() says no
+        {"page": "²"},
+        {"until": "9999-12-31"},  # the day after it is past the last date Python has
+        {"since": "0001-01-01T00:00:00+01:00"},  # before the first time Python has, in UTC
+    ],
+)
+def test_odd_filters_and_paging_are_refused_naming_them(client, admin_session, bad):
+    api = client.get("/api/v1/audit", query_string=bad)
+    assert api.status_code == 422 and set(api.get_json()["error"]["fields"]) == set(bad), api.get_data(as_text=True)
+    page = client.get("/audit", query_string=bad)
+    assert page.status_code == (200 if "page" in bad else 422)  # the page shows page 1 for a bad page
+    if "page" not in bad:
+        assert client.get("/audit.csv", query_string=bad).status_code == 422
+
+
+def test_a_token_filter_of_other_digits_matches_nothing(client, admin):
+    listed = client.get("/api/v1/audit", query_string={"actor": "token:²"}, headers=admin)
+    assert listed.status_code == 200 and listed.get_json()["total"] == 0

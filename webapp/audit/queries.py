@@ -68,7 +68,7 @@ def parse_filters(args: Mapping[str, Any]) -> Filters:
     since, until = (_time(given[k], k == "until", errors, k) for k in ("since", "until"))
     entry = None
     if given["entry"]:
-        if not given["entry"].isdigit() or len(given["entry"]) > 18:
+        if not _is_number(given["entry"]) or len(given["entry"]) > 18:
             errors["entry"] = "must be an entry's id (a positive integer)"
         else:
             entry = int(given["entry"])
@@ -81,6 +81,11 @@ def parse_filters(args: Mapping[str, Any]) -> Filters:
     return Filters(given["actor"], action, given["target"], since, until, entry, raw)
 
 
+def _is_number(text: str) -> bool:
+    """ASCII digits only: str.isdigit() also says yes to "²", which int() refuses."""
+    return text.isascii() and text.isdigit()
+
+
 def _time(text: str, end: bool, errors: dict[str, str], key: str) -> datetime | None:
     """A date (the whole day, UTC) or an ISO-8601 time (UTC unless it says otherwise)."""
     if not text:
@@ -90,16 +95,16 @@ def _time(text: str, end: bool, errors: dict[str, str], key: str) -> datetime | 
             day = date.fromisoformat(text)
             return datetime.combine(day + timedelta(days=1) if end else day, time(), UTC)
         value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except (ValueError, OverflowError):  # OverflowError: past year 9999, or before year 1 in UTC
         errors[key] = "must be a date (2026-12-07) or an ISO-8601 time (2026-12-07T14:00:00+00:00)"
         return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
 def entries_stmt(filters: Filters) -> Select:
     """The tenant's entries matching `filters`, newest first."""
     stmt = scoped(AuditEntry)
-    if filters.actor.startswith("token:") and filters.actor[6:].isdigit():
+    if filters.actor.startswith("token:") and _is_number(filters.actor[6:]):
         stmt = stmt.where(AuditEntry.actor_token_id == int(filters.actor[6:]))
     elif filters.actor:
         stmt = stmt.where(AuditEntry.actor_label == filters.actor.lower())

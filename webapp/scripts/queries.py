@@ -41,7 +41,7 @@ def paging_args(args: Any) -> tuple[int, int]:
         if raw in ("", None):
             out.append(default)
             continue
-        if not str(raw).isdigit() or int(raw) < 1:
+        if not (str(raw).isascii() and str(raw).isdigit()) or int(raw) < 1:  # isdigit() alone takes "²"
             raise BadPaging(name, "must be a positive integer")
         value = int(raw)
         if ceiling and value > ceiling:
