@@ -13,8 +13,10 @@ from pathlib import Path
 import pytest
 from cryptography.fernet import Fernet
 from flask_migrate import upgrade
+from redis import Redis
 from sqlalchemy import text
 
+from tests.services import eventually
 from tests.web_process import procfile_command
 from webapp import config
 from webapp.app import create_app
@@ -56,8 +58,10 @@ def _env(settings, **env: str) -> dict[str, str]:
     return {k: v for k, v in merged.items() if v is not None}
 
 
+RQ_WORKER = f'exec "{sys.executable}" -m rq.cli worker -w worker.main.ScriptWorker -u "$REDIS_URL" --burst default'
 COMMANDS = {
     "worker": [sys.executable, "-m", "worker"],
+    "rq worker": ["/bin/sh", "-c", RQ_WORKER],  # README: a pool runs ScriptWorker through rq's CLI
     "scheduler": [sys.executable, "-m", "worker.scheduler"],
     "web": ["/bin/sh", "-c", "exec " + procfile_command("web")],
 }
@@ -78,6 +82,29 @@ def test_a_wrong_key_refuses_to_start_naming_the_missing_key(stored, settings, p
     assert 'set SECRETS_KEY to include it (docs/secrets.md, "Keys")' in output
     assert f"The keys it has: {_id(WRONG)}" in output
     assert OLD not in output and WRONG not in output and "value of" not in output
+
+
+@pytest.mark.slow
+def test_an_rq_worker_pool_with_a_wrong_key_starts_no_worker(stored, settings, tmp_path):
+    """The pool itself keeps running (rq starts a new worker for each that exits), but every
+    worker it starts refuses at once, saying why: none registers or takes a job."""
+    output = tmp_path / "pool.log"
+    pool_args = ["worker-pool", "-n", "1", "-w", "worker.main.ScriptWorker", "-u", settings.redis_url, "default"]
+    with output.open("w") as log:
+        pool = subprocess.Popen(
+            [sys.executable, "-m", "rq.cli", *pool_args],
+            env=_env(settings, SECRETS_KEY=WRONG),
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        eventually(lambda: output.read_text().count(f"lacks the key {_id(OLD)}") >= 2, 60, "two refusals")
+        assert Redis.from_url(settings.redis_url).scard("rq:workers") == 0
+    finally:
+        pool.terminate()
+        pool.wait(timeout=20)
+    assert OLD not in output.read_text() and WRONG not in output.read_text()
 
 
 @pytest.mark.slow

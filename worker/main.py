@@ -44,8 +44,11 @@ class ScriptWorker(SimpleWorker):
     max_connection_wait_time = 2.0
 
     def __init__(self, *args, **kwargs):
+        state = get_state()
+        # Here, not in main(): `rq worker -w` and `rq worker-pool -w` start this class without it.
+        check_app_keys(state.app)  # a wrong SECRETS_KEY refuses to start (webapp/secret_store/key_check.py)
         super().__init__(*args, **kwargs)
-        self.sandbox_state = get_state()
+        self.sandbox_state = state
         self.sandbox_state.name = self.name
         self.sandbox_state.busy = BusyFlag(self.connection, self.name)
         self.endpoint_calls = calls.WorkerSide(self.sandbox_state.app, self.connection)
@@ -221,8 +224,6 @@ class ScriptWorker(SimpleWorker):
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    state = get_state()
-    check_app_keys(state.app)  # a wrong SECRETS_KEY refuses to start (webapp/secret_store/key_check.py)
-    redis = Redis.from_url(state.app.config["SETTINGS"].redis_url)
+    redis = Redis.from_url(get_state().app.config["SETTINGS"].redis_url)
     queues = [Queue(name, connection=redis) for name in QUEUES]
     ScriptWorker(queues, connection=redis).work(with_scheduler=False)

@@ -2,8 +2,8 @@
 
 A well-formed but wrong SECRETS_KEY, or none on a second host (a fresh key is then generated
 into its instance/), would start fine and leave every stored value unreadable. So the
-long-running processes (the web's gunicorn master, `python -m worker`, `python -m
-worker.scheduler`) refuse to start instead, naming the missing key's id, never a key.
+long-running processes (the web's gunicorn master, every ScriptWorker however rq starts it,
+`python -m worker.scheduler`) refuse to start instead, naming the missing key's id, never a key.
 
 One query: the distinct key ids of the secrets table with their counts. Rows stored before key
 ids were kept (NULL) are checked by decrypting one of them. The CLI does not check: `db upgrade`
