@@ -135,6 +135,29 @@ def test_each_script_change_through_the_pages_is_one_entry_naming_the_user(app, 
     assert made[6]["changes"]["again_of"] == execution_id
 
 
+def test_a_status_change_saved_with_the_form_or_among_other_fields_says_so(app, client, editor, login):
+    """The edit form's Status select alone disables a script as the switch does (script.disable);
+    a change of status among other fields is a script.update that says how the status went."""
+    script_id = client.post("/api/v1/scripts", json=MANUAL, headers=editor).get_json()["id"]
+    csrf = login("ed@acme.io")
+    before = len(entries(app))
+    edit = f"/scripts/{script_id}/edit"
+    assert client.post(edit, data=_form(csrf, status="disabled")).status_code == 303
+    patch = {"status": "active", "description": "back on"}
+    assert client.patch(f"/api/v1/scripts/{script_id}", json=patch, headers=editor).status_code == 200
+    assert client.post(edit, data=_form(csrf, status="active", description="back on")).status_code == 303  # as it is
+
+    disable, update = entries(app)[before:]
+    assert disable["action"] == "script.disable"
+    assert disable["changes"] == {"status": {"old": "active", "new": "disabled"}}
+    assert update["action"] == "script.update"  # with the status's old and new, as a switch's
+    assert update["changes"] == {
+        "fields": ["description", "status"],
+        "version": {"old": 1, "new": 1},
+        "status": {"old": "disabled", "new": "active"},
+    }
+
+
 def test_secrets_over_rest_pages_and_cli_are_entries_without_their_values(app, client, editor, cli, make_user, login):
     assert client.put("/api/v1/secrets/STRIPE_KEY", json={"value": SECRET_VALUE}, headers=editor).status_code == 201
     assert (

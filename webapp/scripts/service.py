@@ -70,6 +70,10 @@ def update_script(
     if not versioned_change and all(getattr(script, k) == v for k, v in values.items()):
         return script
     changed = sorted(k for k, v in values.items() if getattr(script, k) != v)
+    if changed == ["status"]:  # the form's Status select alone: as the switch, script.enable/disable
+        return set_status(script, user, values["status"])
+    if "status" in changed:
+        summary["status"] = {"old": script.status, "new": values["status"]}
     old_version = script.version
     _apply(script, values)
     script.updated_by = user
