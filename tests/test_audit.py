@@ -4,6 +4,7 @@ transaction; no secret value or password is ever in one."""
 
 import json
 import re
+import threading
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ import sqlalchemy as sa
 
 from tests.conftest import PASSWORD, SOURCE, csrf_from
 from tests.invitations import invite, link_of
+from tests.services import eventually
 from webapp.extensions import db
 from webapp.models import ApiToken, AuditEntry, Membership, Script, User
 from webapp.serializers import audit_json
@@ -327,6 +329,33 @@ def test_a_change_that_fails_leaves_no_entry(app, client, editor):
             db.session.execute(sa.text("DROP TRIGGER refuse_boom ON scripts"))
             db.session.execute(sa.text("DROP FUNCTION refuse_boom()"))
             db.session.commit()
+
+
+def test_a_switch_that_lost_a_race_changes_nothing_and_records_nothing(app, client, editor):
+    """Two admins disable one script at the same moment: one change, one entry. Here the other
+    switch holds the script's row (PostgreSQL's row lock) while this PATCH arrives."""
+    script_id = client.post("/api/v1/scripts", json=MANUAL, headers=editor).get_json()["id"]
+    before = len(entries(app))
+    answers = []
+    patch = threading.Thread(
+        target=lambda: answers.append(
+            client.patch(f"/api/v1/scripts/{script_id}", json={"status": "disabled"}, headers=editor)
+        )
+    )
+    with app.app_context():
+        if db.engine.dialect.name != "postgresql":
+            pytest.skip("SQLite has one writer at a time: the switches cannot overlap")
+        row = {"id": script_id}
+        with db.engine.connect() as other, db.engine.connect() as watcher:
+            other.execute(sa.text("SELECT 1 FROM scripts WHERE id = CAST(:id AS uuid) FOR UPDATE"), row)
+            patch.start()
+            waiting = sa.text("SELECT count(*) FROM pg_locks WHERE NOT granted")
+            eventually(lambda: watcher.execute(waiting).scalar(), 10, "the PATCH waiting for the row")
+            other.execute(sa.text("UPDATE scripts SET status = 'disabled' WHERE id = CAST(:id AS uuid)"), row)
+            other.commit()
+    patch.join(timeout=30)
+    assert answers and answers[0].status_code == 200 and answers[0].get_json()["status"] == "disabled"
+    assert len(entries(app)) == before  # the other switch's change was not this one's
 
 
 def test_no_route_changes_an_entry(app):

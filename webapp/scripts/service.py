@@ -93,6 +93,7 @@ def set_status(script: Script, user: User | None, status: str) -> Script:
     """Enable or disable as it is: a script that no longer validates can still be switched off."""
     if status not in SCRIPT_STATUSES:
         raise ValidationFailed({"status": f"must be one of {', '.join(SCRIPT_STATUSES)}"})
+    db.session.refresh(script, with_for_update=True)  # PostgreSQL: two switches at once, one change, one entry
     if script.status != status:
         action = "script.enable" if status == "active" else "script.disable"
         record(script.tenant_id, action, script_target(script), {"status": {"old": script.status, "new": status}})
