@@ -68,7 +68,7 @@ def test_every_example_runs_as_a_draft_before_it_is_saved(client, editor_session
     assert client.get("/api/v1/scripts").get_json()["total"] == 0
 
 
-def test_an_unsaved_draft_reports_a_syntax_error_and_its_outcome_is_only_its_users(
+def test_an_unsaved_draft_reports_a_syntax_error_and_its_outcome_is_read_only_in_its_tenant(
     app, client, editor_session, start_worker, make_user
 ):
     start_worker()
