@@ -6,23 +6,17 @@ import secrets
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
+from typing import TypeVar
 
 from webapp.client_address import DEFAULT_FORWARDED_ALLOW_IPS, parse_allow_list
 from webapp.limits import DefaultLimits, env_int
+from worker.fetch.hosts import parse_host_patterns
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 INSTANCE_DIR = PROJECT_ROOT / "instance"
-
-
-def _allow_list(name: str, default: tuple[str, ...]) -> tuple[str, ...]:
-    raw = os.environ.get(name)
-    if raw is None:
-        return default
-    try:
-        return parse_allow_list(raw)  # set but empty: no proxy is trusted, as gunicorn reads it
-    except ValueError as exc:
-        raise RuntimeError(f"environment variable {name}: {exc}") from exc
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -45,6 +39,61 @@ class TenantLimits:
         )
 
 
+@dataclass(frozen=True)
+class FetchSettings:
+    """Outbound HTTP of scripts (`fetch`, SPEC §12; docs/fetch-guard.md)."""
+
+    allowed_networks: tuple[IPv4Network | IPv6Network, ...] = ()  # exempt from the address guard
+    blocked_hosts: tuple[str, ...] = ()  # host patterns no script may fetch
+    max_requests: int = 50  # per run
+    max_response_kb: int = 5120
+    timeout_seconds: int = 10  # per request, never past the run's wall time
+    max_body_bytes: int = 1024 * 1024  # request body
+    max_in_flight: int = 6  # per run
+
+    @classmethod
+    def from_env(cls) -> "FetchSettings":
+        d = cls()
+        return cls(
+            allowed_networks=_env_parsed("FETCH_ALLOWED_NETWORKS", _networks, ()),
+            blocked_hosts=_env_parsed("FETCH_BLOCKED_HOSTS", parse_host_patterns, ()),
+            max_requests=_positive_int("SCRIPT_FETCH_MAX_REQUESTS", d.max_requests),
+            max_response_kb=_positive_int("SCRIPT_FETCH_MAX_RESPONSE_KB", d.max_response_kb),
+            timeout_seconds=_positive_int("SCRIPT_FETCH_TIMEOUT_SECONDS", d.timeout_seconds),
+        )
+
+
+def _networks(raw: str) -> tuple[IPv4Network | IPv6Network, ...]:
+    """Comma-separated CIDR networks or addresses; host bits are dropped (`10.1.2.3/8` is 10/8)."""
+    out = []
+    for entry in (part.strip() for part in raw.split(",")):
+        if entry:
+            try:
+                out.append(ip_network(entry, strict=False))
+            except ValueError as exc:
+                raise ValueError(f"{entry!r} is not an IP address or a CIDR network") from exc
+    return tuple(out)
+
+
+def _env_parsed(name: str, parse: Callable[[str], T], default: T) -> T:
+    """A variable read by `parse` (set but empty too: FORWARDED_ALLOW_IPS="" trusts no proxy,
+    as gunicorn reads it); a ValueError stops the process, naming the variable."""
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    try:
+        return parse(raw)
+    except ValueError as exc:
+        raise RuntimeError(f"environment variable {name}: {exc}") from exc
+
+
+def _positive_int(name: str, default: int) -> int:
+    value = env_int(name, default)
+    if value <= 0:
+        raise RuntimeError(f"environment variable {name} must be greater than 0, got {value}")
+    return value
+
+
 def default_database_url() -> str:
     return f"sqlite:///{INSTANCE_DIR / 'script-runner.db'}"
 
@@ -62,6 +111,7 @@ class Settings:
     secrets_key_origin: str = "env"
     limits: DefaultLimits = field(default_factory=DefaultLimits)
     tenants: TenantLimits = field(default_factory=TenantLimits)
+    fetch: FetchSettings = field(default_factory=FetchSettings)
     retention_count: int = 1000  # executions kept per script
     retention_days: int = 30
     audit_retention_days: int = 365  # AUDIT_RETENTION_DAYS: audit entries older are pruned
@@ -80,10 +130,11 @@ class Settings:
             metrics_token=os.environ.get("METRICS_TOKEN") or None,
             limits=DefaultLimits.from_env(),
             tenants=TenantLimits.from_env(),
+            fetch=FetchSettings.from_env(),
             retention_count=env_int("EXECUTION_RETENTION_COUNT", 1000),
             retention_days=env_int("EXECUTION_RETENTION_DAYS", 30),
             audit_retention_days=env_int("AUDIT_RETENTION_DAYS", 365),
-            forwarded_allow_ips=_allow_list("FORWARDED_ALLOW_IPS", DEFAULT_FORWARDED_ALLOW_IPS),
+            forwarded_allow_ips=_env_parsed("FORWARDED_ALLOW_IPS", parse_allow_list, DEFAULT_FORWARDED_ALLOW_IPS),
         )
 
 

@@ -1,0 +1,180 @@
+"""Resolving a host once and connecting to a vetted address, under a hard deadline.
+
+The host is resolved once, here; every address it resolves to is checked, and the call is
+refused if ANY is blocked. Checking only the one we would use is not enough: a name that
+mixes a public address with 127.0.0.1 is an attack (or a misconfiguration) either way, and
+which address a client "uses" differs between clients and retries. The connection then goes
+to a vetted address itself, never to the name, so no second lookup (DNS rebinding) can swap
+it; TLS still sends the host name (SNI) and checks the certificate against it.
+"""
+
+import http.client
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.exceptions import HTTPError, NewConnectionError, ProtocolError
+from urllib3.util.ssl_match_hostname import CertificateError
+
+from worker.fetch.errors import FetchError
+from worker.fetch.guard import IPAddress, Policy, Target, as_address, check_address
+
+
+def resolve(target: Target, policy: Policy, deadline: float) -> list[IPAddress]:
+    """The host's addresses, each checked by the guard; FetchError if any is blocked."""
+    if target.ip is not None:
+        return [target.ip]  # checked with the host (guard.check_host)
+    addresses = _lookup(target.host, target.port, deadline)
+    for ip in addresses:
+        check_address(ip, target.host, policy)
+    return addresses
+
+
+def _lookup(host: str, port: int, deadline: float) -> list[IPAddress]:
+    """getaddrinfo in a thread of its own: a lookup cannot be interrupted, but the fetch need
+    not wait for it past its deadline (the thread ends when the system resolver gives up)."""
+    answer: list = []
+
+    def run() -> None:
+        try:
+            answer.append(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
+        except (OSError, UnicodeError) as exc:
+            answer.append(exc)
+
+    thread = threading.Thread(target=run, name=f"fetch-dns-{host}", daemon=True)
+    thread.start()
+    thread.join(max(deadline - time.monotonic(), 0))
+    if not answer:
+        raise FetchError("timeout", f"fetch: looking up {host} timed out")
+    if isinstance(answer[0], BaseException) or not answer[0]:
+        raise FetchError("dns", f"fetch: cannot resolve host {host}")
+    addresses: list[IPAddress] = []
+    for *_, sockaddr in answer[0]:
+        ip = as_address(sockaddr[0])
+        if ip not in addresses:
+            addresses.append(ip)
+    return addresses
+
+
+class Watchdog:
+    """Shuts a socket at the deadline. Socket timeouts bound each read, not the whole exchange:
+    a server trickling a byte a second would never trip them.
+
+    `sock` is called when the deadline comes: while connecting, the connection's socket is set
+    only once TCP is up (and before the TLS handshake, so a slow handshake ends too)."""
+
+    def __init__(self, sock: Callable[[], socket.socket | None], deadline: float):
+        self.sock = sock
+        self.fired = False
+        self.timer = threading.Timer(max(deadline - time.monotonic(), 0), self._fire)
+        self.timer.daemon = True
+        self.timer.start()
+
+    def _fire(self) -> None:
+        self.fired = True
+        sock = self.sock()
+        if sock is not None:
+            with suppress(OSError):  # already closed
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def cancel(self) -> None:
+        self.timer.cancel()
+
+
+def open_connection(
+    target: Target, addresses: list[IPAddress], deadline: float, ca_certs: str | None = None
+) -> HTTPConnection:
+    """A connection to the first of `addresses` that answers, TLS verified for the host name."""
+    failure: FetchError | None = None
+    for ip in addresses:
+        timeout = deadline - time.monotonic()
+        if timeout <= 0:
+            break
+        conn = _connection(target, ip, timeout, ca_certs)
+        watchdog = Watchdog(lambda conn=conn: conn.sock, deadline)
+        try:
+            conn.connect()
+            return conn
+        except Exception as exc:
+            conn.close()
+            failure = failure_of(exc, target.host, watchdog.fired)
+            if failure.kind == "tls":
+                raise failure from exc
+        finally:
+            watchdog.cancel()
+    raise failure or FetchError("timeout", timeout_message(target.host))
+
+
+def _connection(target: Target, ip: IPAddress, timeout: float, ca_certs: str | None) -> HTTPConnection:
+    if target.scheme == "http":
+        return HTTPConnection(str(ip), target.port, timeout=timeout)
+    return HTTPSConnection(
+        str(ip),
+        target.port,
+        timeout=timeout,
+        cert_reqs="CERT_REQUIRED",
+        ca_certs=ca_certs,  # None: the system's trust store
+        # SNI, and with no assert_hostname the ssl module itself checks, during the handshake,
+        # that the certificate names this host (not the address connected to).
+        server_hostname=target.host,
+    )
+
+
+@contextmanager
+def deadline_guard(sock: socket.socket, host: str, deadline: float) -> Iterator[None]:
+    """Within: the socket is shut at the deadline; any failure becomes its FetchError."""
+    watchdog = Watchdog(lambda: sock, deadline)
+    try:
+        yield
+    except FetchError:
+        raise
+    except Exception as exc:
+        raise failure_of(exc, host, watchdog.fired) from exc
+    finally:
+        watchdog.cancel()
+
+
+def timeout_message(host: str) -> str:
+    return f"fetch: {host} did not answer in time"
+
+
+def failure_of(exc: BaseException, host: str, timed_out: bool = False) -> FetchError:
+    """The FetchError for what went wrong on the wire, whatever layer raised it."""
+    if timed_out:
+        return FetchError("timeout", timeout_message(host))
+    chain = list(_causes(exc))
+    for cause in chain:
+        if isinstance(cause, ssl.SSLError | ssl.CertificateError | CertificateError):
+            reason = getattr(cause, "verify_message", None) or getattr(cause, "reason", None) or cause
+            return FetchError("tls", f"fetch: TLS error with {host}: {reason}")
+        if isinstance(cause, TimeoutError | socket.timeout):
+            return FetchError("timeout", timeout_message(host))
+        if isinstance(cause, ConnectionRefusedError):
+            return FetchError("connection", f"fetch: connection refused by {host}")
+        if isinstance(cause, ConnectionResetError | BrokenPipeError | http.client.RemoteDisconnected):
+            return FetchError("connection", f"fetch: connection reset by {host}")
+        if isinstance(cause, http.client.IncompleteRead):
+            return FetchError("connection", f"fetch: {host} closed the connection before the end of its answer")
+    if any(isinstance(cause, http.client.HTTPException | ProtocolError) for cause in chain):
+        return FetchError("connection", f"fetch: {host} sent an invalid HTTP answer")
+    if any(isinstance(cause, OSError | NewConnectionError | HTTPError) for cause in chain):
+        return FetchError("connection", f"fetch: cannot connect to {host}")
+    raise exc
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """The exception, what it wraps, and the errors urllib3 passes as arguments."""
+    seen: set[int] = set()
+    todo = [exc]
+    while todo:
+        current = todo.pop(0)
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        todo += [e for e in (current.__cause__, current.__context__) if e is not None]
+        todo += [a for a in current.args if isinstance(a, BaseException)]
