@@ -41,7 +41,7 @@ def test_every_second_script_runs_several_times(app, client, editor, start_worke
     start_worker()
     start_scheduler()
     script = _cron(client, editor, "*/1 * * * * *")
-    done = eventually(lambda: [e for e in _executions(app, script["id"]) if e.status == "succeeded"][3:], 8)
+    done = eventually(lambda: [e for e in _executions(app, script["id"]) if e.status == "succeeded"][3:], 15)
     assert done, _executions(app, script["id"])
     runs = [e for e in _executions(app, script["id"]) if e.status == "succeeded"]
     times = [e.scheduled_at for e in runs]
@@ -58,7 +58,7 @@ def test_a_changed_schedule_is_followed_from_the_next_fire(app, client, editor, 
     start_worker()
     start_scheduler()
     script = _cron(client, editor, "*/1 * * * * *")
-    eventually(lambda: len(_executions(app, script["id"])) >= 2, 6)
+    eventually(lambda: len(_executions(app, script["id"])) >= 2, 15)
     client.patch(f"/api/v1/scripts/{script['id']}", json={"cron_expression": "*/2 * * * * *"}, headers=editor)
     changed_at = datetime.now().astimezone()
     eventually(lambda: len([e for e in _executions(app, script["id"]) if e.script_version == 2]) >= 3, 10)
@@ -74,7 +74,7 @@ def test_no_run_starts_after_disable_or_delete_returns(how, app, client, editor,
     start_worker()
     start_scheduler()
     script = _cron(client, editor, "*/1 * * * * *")
-    eventually(lambda: len(_executions(app, script["id"])) >= 2, 6)
+    eventually(lambda: len(_executions(app, script["id"])) >= 2, 15)
     if how == "disable":
         assert (
             client.patch(f"/api/v1/scripts/{script['id']}", json={"status": "disabled"}, headers=editor).status_code
@@ -101,13 +101,13 @@ def test_fires_missed_while_no_scheduler_ran_collapse_by_policy(
     start_worker()
     scheduler = start_scheduler()
     script = _cron(client, editor, "*/1 * * * * *", misfire_policy=policy)
-    eventually(lambda: len(_executions(app, script["id"])) >= 2, 6)
+    eventually(lambda: len(_executions(app, script["id"])) >= 2, 15)
     scheduler.stop()
     last_before = max(e.scheduled_at for e in _executions(app, script["id"]))
     time.sleep(4)  # about four fire times are missed
     restarted = start_scheduler()
     started = datetime.fromtimestamp(float(Redis.from_url(redis_url).hget("sr:scheduler:started", restarted.name)), UTC)
-    eventually(lambda: any(e.scheduled_at > started + timedelta(seconds=2) for e in _executions(app, script["id"])), 8)
+    eventually(lambda: any(e.scheduled_at > started + timedelta(seconds=2) for e in _executions(app, script["id"])), 15)
     fires = [e.scheduled_at for e in _executions(app, script["id"])]
     missed = [t for t in fires if last_before < t <= started]
     if policy == "run_once":
@@ -160,7 +160,7 @@ def test_schedule_health_is_visible(app, client, make_user, login, start_worker,
         json={"name": "tick", "type": "cron", "cron_expression": "*/1 * * * * *", "source": QUICK},
         headers={"X-CSRFToken": csrf},
     ).get_json()
-    eventually(lambda: any(e.status == "succeeded" for e in _executions(app, created["id"])), 8)
+    eventually(lambda: any(e.status == "succeeded" for e in _executions(app, created["id"])), 15)
     listing = client.get("/scripts").get_data(as_text=True)
     assert "next <time" in listing and "last <a" in listing and 'class="badge succeeded">succeeded' in listing
     page = client.get(f"/scripts/{created['id']}").get_data(as_text=True)
@@ -186,7 +186,7 @@ def test_a_second_scheduler_starting_does_not_treat_due_fires_as_missed(
     start_worker()
     start_scheduler()
     script = _cron(client, editor, "*/1 * * * * *", misfire_policy="skip")
-    eventually(lambda: len(_executions(app, script["id"])) >= 2, 6)
+    eventually(lambda: len(_executions(app, script["id"])) >= 2, 15)
     joined = len(_executions(app, script["id"]))
     start_scheduler()  # joins while the first one is firing
     eventually(lambda: len(_executions(app, script["id"])) >= joined + 4, 10, "4 fires after the second one joined")
