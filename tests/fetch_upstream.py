@@ -1,7 +1,7 @@
 """Loopback upstreams for the fetch tests: an HTTP(S) server whose paths misbehave on demand,
 a self-signed certificate, and a resolver that answers names with chosen loopback addresses.
 
-Traffic stays on loopback (SPEC §12): servers bind 127.0.0.x only.
+Traffic stays on loopback (docs/fetch-guard.md): servers bind 127.0.0.x only.
 """
 
 import datetime

@@ -1,4 +1,4 @@
-"""The audit log's entries (SPEC §15, docs/audit.md): each change, through the UI, REST and the
+"""The audit log's entries (docs/audit.md): each change, through the UI, REST and the
 CLI, makes exactly one entry naming who, what, from where and what changed, in the change's own
 transaction; no secret value or password is ever in one."""
 

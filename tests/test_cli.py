@@ -155,7 +155,7 @@ def test_tokens_create_list_revoke(cli, app, client):
     with app.app_context():
         stored = db.session.scalar(db.select(ApiToken))
         assert stored.token_hash == digest(token) and token not in stored.token_hash
-        assert stored.role == "viewer"  # SPEC §3: new tokens default to viewer, whatever the user's role
+        assert stored.role == "viewer"  # docs/api.md: new tokens default to viewer, whatever the user's role
     assert client.get("/api/v1/scripts", headers={"Authorization": f"Bearer {token}"}).status_code == 200
     listing = cli("tokens", "list", "--tenant", "acme")
     assert listing.exit_code == 0

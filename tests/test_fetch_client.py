@@ -1,4 +1,4 @@
-"""The fetch client against loopback upstreams (SPEC §12): success with the upstream exempted
+"""The fetch client against loopback upstreams (docs/fetch-guard.md): success with the upstream exempted
 (FETCH_ALLOWED_NETWORKS), refusals with the defaults, redirects, limits, broken upstreams.
 
 The exempted upstream listens on 127.0.0.1, the other one on 127.0.0.2: an exemption names

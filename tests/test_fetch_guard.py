@@ -1,4 +1,4 @@
-"""The fetch guard as pure functions (SPEC §12): URL parsing, numeric host forms, address
+"""The fetch guard as pure functions (docs/fetch-guard.md): URL parsing, numeric host forms, address
 classification, host patterns. Nothing here resolves a name or opens a socket."""
 
 from ipaddress import ip_address, ip_network

@@ -1,4 +1,4 @@
-"""Secrets in-process (SPEC §11): REST, CLI and the /secrets page; encrypted at rest; key
+"""Secrets in-process (docs/secrets.md): REST, CLI and the /secrets page; encrypted at rest; key
 rotation; a bad SECRETS_KEY; tenant isolation. Runs that read secrets: tests/test_secrets_runs.py."""
 
 from dataclasses import replace

@@ -1,4 +1,4 @@
-"""Scripts read secrets through a real worker (SPEC §11): the value reaches the run that asked,
+"""Scripts read secrets through a real worker (docs/secrets.md): the value reaches the run that asked,
 tenant-scoped, and nothing stored or shown about the run holds it."""
 
 import pytest

@@ -41,7 +41,7 @@ class TenantLimits:
 
 @dataclass(frozen=True)
 class FetchSettings:
-    """Outbound HTTP of scripts (`fetch`, SPEC §12; docs/fetch-guard.md)."""
+    """Outbound HTTP of scripts (`fetch`, docs/fetch-guard.md)."""
 
     allowed_networks: tuple[IPv4Network | IPv6Network, ...] = ()  # exempt from the address guard
     blocked_hosts: tuple[str, ...] = ()  # host patterns no script may fetch

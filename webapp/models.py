@@ -262,7 +262,7 @@ class Secret(db.Model):
 
 
 class AuditEntry(db.Model):
-    """One change in a tenant, who made it and from where (SPEC §15, webapp/audit/log.py).
+    """One change in a tenant, who made it and from where (docs/audit.md, webapp/audit/log.py).
     Append-only: only retention deletes rows. No foreign key but the tenant's, so entries
     outlive the users, tokens and scripts they name (labels are snapshots)."""
 

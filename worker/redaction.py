@@ -1,4 +1,4 @@
-"""Redaction: what a run stores and shows never holds a secret value it read (SPEC §11).
+"""Redaction: what a run stores and shows never holds a secret value it read (docs/secrets.md).
 
 worker/jobs.py applies it once, to everything the sandbox hands back, before anything about
 the run is stored, logged or answered (except an endpoint's response body, sent as the

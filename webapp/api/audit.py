@@ -1,4 +1,4 @@
-"""The audit log over REST, for admins: read only (SPEC §15)."""
+"""The audit log over REST, for admins: read only (docs/audit.md)."""
 
 from flask import request
 

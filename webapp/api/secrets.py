@@ -1,4 +1,4 @@
-"""Secrets over REST: list (names, never values), set or replace, delete (SPEC §11)."""
+"""Secrets over REST: list (names, never values), set or replace, delete (docs/secrets.md)."""
 
 from webapp.api.blueprint import bp
 from webapp.api.helpers import json_body, page_of

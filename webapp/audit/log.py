@@ -1,4 +1,4 @@
-"""Writing the audit log (SPEC §15, docs/audit.md): one entry per change, added to the change's
+"""Writing the audit log (docs/audit.md): one entry per change, added to the change's
 own transaction by `record` (the caller commits both, or neither), and retention.
 
 Who acted comes from the request: the principal that `webapp/auth/identity.py`

@@ -70,7 +70,7 @@ def create_token(
     )
     if membership is None:
         raise TokenError(f"{user.email} is not a member of tenant {tenant.name}")
-    role = role or DEFAULT_ROLE  # SPEC §3: least privilege unless asked
+    role = role or DEFAULT_ROLE  # least privilege unless asked (docs/api.md)
     if role not in ROLE_RANK:
         raise TokenError(f"role must be one of {', '.join(ROLE_RANK)}, got {role!r}")
     if ROLE_RANK[role] > ROLE_RANK[membership.role]:

@@ -1,4 +1,4 @@
-"""The guard of `fetch` (SPEC §12), pure: what a URL names and whether it may be reached.
+"""The guard of `fetch` (docs/fetch-guard.md), pure: what a URL names and whether it may be reached.
 
 Nothing here touches the network: the client (client.py) resolves the host and asks
 `check_address` about every address before it connects.
