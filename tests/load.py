@@ -340,8 +340,8 @@ def run_load(
     # very instant it stops is left for the next scheduler (which collapses it by policy), and
     # the checks below, which expect every second up to the stop, would count it missing.
     time.sleep((0.5 - time.time()) % 1)
+    stopped_at = utcnow()  # asked to stop: no fire is due after this; stop() may take a while to return
     scheduler.stop()
-    stopped_at = utcnow()
 
     with contextlib.suppress(TimeoutError):
         eventually(lambda: unfinished(app) == 0, drain_timeout, "no execution queued or running")
