@@ -331,6 +331,9 @@ def test_a_change_that_fails_leaves_no_entry(app, client, editor):
             db.session.commit()
 
 
+# PostgreSQL only: SQLite has one writer at a time, so two switches cannot overlap there.
+@pytest.mark.slow  # starts the PostgreSQL server even when TEST_DATABASES leaves it out
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 def test_a_switch_that_lost_a_race_changes_nothing_and_records_nothing(app, client, editor):
     """Two admins disable one script at the same moment: one change, one entry. Here the other
     switch holds the script's row (PostgreSQL's row lock) while this PATCH arrives."""
@@ -343,8 +346,6 @@ def test_a_switch_that_lost_a_race_changes_nothing_and_records_nothing(app, clie
         )
     )
     with app.app_context():
-        if db.engine.dialect.name != "postgresql":
-            pytest.skip("SQLite has one writer at a time: the switches cannot overlap")
         row = {"id": script_id}
         with db.engine.connect() as other, db.engine.connect() as watcher:
             other.execute(sa.text("SELECT 1 FROM scripts WHERE id = CAST(:id AS uuid) FOR UPDATE"), row)
