@@ -44,6 +44,9 @@ class Tenant(db.Model):
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(40), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Host patterns (`api.example.com`, `*.example.com`) the tenant's scripts may fetch, set by
+    # its admins; None: no allowlist (the platform's guard still applies).
+    fetch_allowed_hosts: Mapped[list | None] = mapped_column(JSON)
 
 
 class User(UserMixin, db.Model):
@@ -213,6 +216,9 @@ class Execution(db.Model):
     user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     # Names of the secrets the run read (never values); None: it read none.
     secrets_read: Mapped[list | None] = mapped_column(JSON)
+    # What each fetch of the run was: method, scheme+host+path, status or error, ms, bytes
+    # (worker/fetch/client.py summary); never a query string, a body or a secret value.
+    http_calls: Mapped[list | None] = mapped_column(JSON)
     script: Mapped[Script] = relationship()
 
 
