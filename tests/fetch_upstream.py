@@ -95,6 +95,11 @@ class Handler(BaseHTTPRequestHandler):
     def do_gzip(self, query: dict) -> None:
         self._send(200, gzip_bomb(), (("Content-Encoding", "gzip"),))
 
+    def do_slow(self, query: dict) -> None:
+        """Answers as /echo does, after `ms` milliseconds."""
+        self.server.stop.wait(int(query.get("ms", 100)) / 1000)
+        self.do_echo(query)
+
     def do_hang(self, query: dict) -> None:
         self.server.stop.wait(30)
 

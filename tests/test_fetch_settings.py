@@ -1,14 +1,10 @@
-"""Fetch settings from the environment, and a run's fetch budget (requests, in flight)."""
+"""Fetch settings from the environment."""
 
-import threading
-import time
 from ipaddress import ip_network
 
 import pytest
 
 from webapp.config import FetchSettings, Settings
-from worker.fetch.budget import RunBudget
-from worker.fetch.errors import FetchError
 
 FETCH_VARIABLES = (
     "FETCH_ALLOWED_NETWORKS",
@@ -64,55 +60,3 @@ def test_bad_values_stop_the_start_naming_the_variable(
         Settings.from_env()
     assert str(caught.value).startswith(f"environment variable {name}")
     assert problem in str(caught.value)
-
-
-def test_budget_refuses_past_the_requests_of_a_run():
-    budget = RunBudget(max_requests=3, max_in_flight=6)
-    deadline = time.monotonic() + 5
-    for _ in range(3):
-        with budget.request(deadline):
-            pass
-    with pytest.raises(FetchError) as caught, budget.request(deadline):
-        pass
-    assert caught.value.kind == "too_many_requests"
-    assert str(caught.value) == "fetch: too many requests: a run may make 3"
-    assert budget.in_flight == 0
-
-
-def test_budget_queues_past_the_requests_in_flight():
-    """The third of two slots waits until one ends, then runs; none waits past its deadline."""
-    budget = RunBudget(max_requests=10, max_in_flight=2)
-    deadline = time.monotonic() + 5
-    release = threading.Event()
-    holding = threading.Barrier(3)
-
-    def hold() -> None:
-        with budget.request(deadline):
-            holding.wait(5)
-            release.wait(5)
-
-    holders = [threading.Thread(target=hold) for _ in range(2)]
-    for thread in holders:
-        thread.start()
-    holding.wait(5)
-    assert budget.in_flight == 2
-
-    with pytest.raises(FetchError) as caught, budget.request(time.monotonic() + 0.2):
-        pass
-    assert caught.value.kind == "timeout"
-    assert "one of the run's 2 requests in flight" in str(caught.value)
-
-    entered = threading.Event()
-
-    def third() -> None:
-        with budget.request(deadline):
-            entered.set()
-
-    waiter = threading.Thread(target=third)
-    waiter.start()
-    assert not entered.wait(0.2)
-    release.set()
-    assert entered.wait(5)
-    for thread in [*holders, waiter]:
-        thread.join(5)
-    assert budget.in_flight == 0 and budget.started == 4  # the one that timed out counts

@@ -53,6 +53,7 @@ def execution_json(execution: Execution) -> dict[str, Any]:
         "runtime": execution.runtime_info,
         "http_summary": execution.http_summary,  # endpoint calls: method, path, status, sizes
         "secrets_read": execution.secrets_read,  # names, never values
+        "http_calls": execution.http_calls or [],  # its fetches: method, URL without query, outcome
         "source": execution.source,  # drafts: the unsaved source it ran
     }
 

@@ -1,8 +1,10 @@
 """Host calls made by scripts, answered by the worker: tenant-scoped `storage` and `secrets`,
-`utils.hash`.
+`utils.hash`, and `fetch`.
 
 Each call arrives as {id, op, arg} from the sandbox; the answer is {id, ok, value} with the
 value as JSON text, or {id, ok: false, error} with a message the script sees as an Error.
+Every call but `fetch` is answered in the batch that brought it; a fetch is answered in a
+later batch, once it has ended (worker/fetch/run.py).
 """
 
 import hashlib
@@ -16,11 +18,14 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError
 
 from webapp import quotas
+from webapp.config import FetchSettings
 from webapp.extensions import db
-from webapp.models import StorageItem, utcnow
+from webapp.models import StorageItem, Tenant, utcnow
 from webapp.secret_store import service as secret_store
 from webapp.secret_store.keys import SecretUnreadable
 from webapp.storage import service as storage
+from worker.fetch.guard import Policy
+from worker.fetch.run import RunFetches
 
 MAX_KEY_CHARS = 200
 MAX_VALUE_BYTES = 256 * 1024
@@ -37,22 +42,53 @@ class HostError(Exception):
 
 
 class HostApi:
-    def __init__(self, tenant_id: int):
+    def __init__(self, tenant_id: int, fetch: FetchSettings | None = None, deadline: float = 0.0):
         self.tenant_id = tenant_id
         self.answered_bytes = 0
         self.calls = 0
         self.secrets_read: dict[str, str] = {}  # name -> value: what the run's record is redacted of
+        self.fetch_settings = fetch
+        self.deadline = deadline  # time.monotonic(): the run's wall limit, which bounds every fetch
+        self.fetches: RunFetches | None = None  # made at the run's first fetch
 
     def __call__(self, calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Answers to `calls`, and to fetches made earlier that have ended since. With nothing
+        else to answer, it waits for a fetch in flight to end: the script waits on nothing else."""
+        answers = self._answer(calls)
+        if self.fetches is not None:
+            answers += self.fetches.answers(block=not answers)
+        return answers
+
+    def close(self) -> None:
+        """The run ended: fetches still in flight are cut off."""
+        if self.fetches is not None:
+            self.fetches.close()
+
+    @property
+    def http_calls(self) -> list[dict[str, Any]] | None:
+        return self.fetches.calls if self.fetches is not None and self.fetches.calls else None
+
+    def _answer(self, calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
         answers = []
         for call in calls:
-            handler = _HANDLERS.get(call.get("op"))
+            op = call.get("op")
+            handler = _HANDLERS.get(op)
             self.calls += 1
             try:
                 if self.calls > MAX_CALLS_PER_RUN:
                     raise HostError(f"host call limit {MAX_CALLS_PER_RUN} reached in this run")
+                if op == "fetch":
+                    answer = self._fetches().start(call["id"], call.get("arg") or {})
+                    if answer is not None:
+                        answers.append(answer)
+                    continue
+                if op == "fetch.abort":
+                    if self.fetches is not None:
+                        self.fetches.cancel((call.get("arg") or {}).get("call"))
+                    answers.append({"id": call["id"], "ok": True, "value": "null"})
+                    continue
                 if handler is None:
-                    raise HostError(f"unknown host call {call.get('op')!r}")
+                    raise HostError(f"unknown host call {op!r}")
                 if self.answered_bytes > MAX_ANSWER_BYTES_PER_RUN:
                     raise HostError(f"host answers passed {MAX_ANSWER_BYTES_PER_RUN // 1024 // 1024} MiB in this run")
                 value = handler(self, call.get("arg") or {})
@@ -67,6 +103,23 @@ class HostApi:
                 message = f"{call.get('op')}: the argument cannot be stored or processed ({type(exc).__name__})"
                 answers.append({"id": call["id"], "ok": False, "error": message})
         return answers
+
+    # -- fetch ----------------------------------------------------------------------------
+    def _fetches(self) -> RunFetches:
+        if self.fetches is None:
+            if self.fetch_settings is None:
+                raise HostError("fetch is not available here")
+            # Read at the first fetch only: runs that never fetch never pay for it.
+            hosts = db.session.scalar(select(Tenant.fetch_allowed_hosts).where(Tenant.id == self.tenant_id))
+            db.session.commit()
+            settings = self.fetch_settings
+            policy = Policy(
+                allowed_networks=settings.allowed_networks,
+                blocked_hosts=settings.blocked_hosts,
+                tenant_hosts=tuple(hosts) if hosts is not None else None,
+            )
+            self.fetches = RunFetches(settings, policy, self.deadline)
+        return self.fetches
 
     # -- storage --------------------------------------------------------------------------
     def _live(self):

@@ -20,7 +20,7 @@ from webapp.endpoints.calls import execution_row
 from webapp.endpoints.http import STATUS_FOR_ERROR, response_problem, response_summary
 from webapp.executions.service import run_context
 from webapp.extensions import db
-from webapp.limits import effective_limits
+from webapp.limits import EffectiveLimits, effective_limits
 from webapp.models import Execution, Script, ScriptVersion, Tenant, User, utcnow
 from webapp.redis_client import get_redis
 from worker.host_api import HostApi
@@ -84,6 +84,7 @@ def _run(execution_id: str, state: Any) -> dict[str, Any]:
         run_id,
         (script.tenant_id, execution.params, execution.source),
         secrets_read=ran.secrets_read,
+        http_calls=ran.http_calls,
         status=ran.status,
         error_kind=ran.error_kind,
         error_message=ran.error_message,
@@ -225,6 +226,7 @@ def _answer(
         worker=state.name,
         runtime_info=ran.runtime_info,
         secrets_read=ran.secrets_read,
+        http_calls=ran.http_calls,
     )
     _count(call["script_id"], "endpoint", ran, counts)
     answer = {"id": call["id"], "status": ran.status, "error_kind": ran.error_kind, "error_message": ran.error_message}
@@ -280,6 +282,7 @@ class Ran:
     cache_hit: bool | None
     recycled: int
     secrets_read: list[str] | None  # names
+    http_calls: list[dict[str, Any]] | None  # what each fetch was (worker/fetch/client.py summary)
     response: Any = None  # endpoint runs: the result as returned, for the caller only
     response_summary: dict[str, Any] | None = None  # endpoint runs that made a response: what the record keeps
 
@@ -297,13 +300,19 @@ def _run_in_sandbox(
     context: dict[str, Any],
     endpoint: bool = False,
 ) -> Ran:
-    host = HostApi(tenant_id)
+    settings = state.app.config["SETTINGS"]
+    limits = effective_limits(settings.limits, version.limits)
+    # The fetches' deadline: the sandbox's own wall limit starts a moment later, so a call
+    # still waiting on the network has ended before the sandbox is killed for the wall time.
+    host = HostApi(tenant_id, settings.fetch, time.monotonic() + limits.wall_seconds)
     try:
-        return _outcome(state, host, script_id, tenant_id, version, event_json, context, endpoint)
+        return _outcome(state, host, script_id, tenant_id, version, event_json, context, endpoint, limits)
     except Exception as exc:
         # What failed may quote a value the run read: only its redacted text goes on.
         message = Redactor(host.secrets_read).text(f"{type(exc).__name__}: {exc}")
         raise RunFailed(message) from None
+    finally:
+        host.close()
 
 
 def _outcome(
@@ -315,6 +324,7 @@ def _outcome(
     event_json: str,
     context: dict[str, Any],
     endpoint: bool,
+    limits: EffectiveLimits,
 ) -> Ran:
     state.set_busy(True)
     try:
@@ -327,11 +337,12 @@ def _outcome(
                 "event_json": event_json,
                 "context": context,
             },
-            effective_limits(state.app.config["SETTINGS"].limits, version.limits),
+            limits,
             host,
         )
     finally:
         state.set_busy(False)
+        host.close()  # fetches still in flight end with the run, and are recorded as cut off
     try:
         response = json.loads(outcome["result_json"]) if outcome["result_json"] is not None else None
     except RecursionError:
@@ -364,9 +375,18 @@ def _outcome(
         cache_hit=outcome["cache_hit"] if outcome["runtime_id"] and version.version is not None else None,
         recycled=_recycles(state, outcome),
         secrets_read=sorted(host.secrets_read) or None,
+        http_calls=_redacted_calls(host, redact),
         response=response if outcome["status"] == "succeeded" else None,
         response_summary=summary,
     )
+
+
+def _redacted_calls(host: HostApi, redact: Redactor) -> list[dict[str, Any]] | None:
+    """The run's fetch summaries; a URL built from a secret value shows its name instead."""
+    calls = host.http_calls
+    if not calls or not redact:
+        return calls
+    return [{**call, "url": redact.url(call["url"])} for call in calls]
 
 
 def _count(script_id: str, script_type: str, ran: Ran, counts: metrics.RunCounts | None = None) -> None:

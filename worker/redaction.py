@@ -39,6 +39,16 @@ class Redactor:
                 text = text.replace(value, f"[secret {name}]")
         return self._cut_short(text) if CLIP_MARK in text else text
 
+    def url(self, url: str) -> str:
+        """A fetch summary's URL (scheme, host and path): redacted of values, and of a value's
+        part before its query string, which is all the summary keeps of a secret URL."""
+        url = self.text(url) or url
+        for value, name in self._forms:
+            base = value.partition("?")[0]
+            if base != value and len(base) >= MIN_CHARS and base in url:
+                url = url.replace(base, f"[secret {name}]")
+        return url
+
     def _cut_short(self, text: str) -> str:
         """A value the sandbox's clip cut in two: its beginning, just before the mark, goes too."""
         parts = text.split(CLIP_MARK)

@@ -28,13 +28,14 @@ async function main() {
 }
 """
 GLOBALS = _words(
-    "AggregateError Array ArrayBuffer AsyncDisposableStack Atomics BigInt BigInt64Array BigUint64Array "
+    "AbortController AbortSignal AggregateError Array ArrayBuffer AsyncDisposableStack Atomics BigInt "
+    "BigInt64Array BigUint64Array "
     "Boolean DOMException DataView Date DisposableStack Error EvalError FinalizationRegistry "
-    "Float16Array Float32Array Float64Array Function Infinity Int16Array Int32Array Int8Array "
+    "Float16Array Float32Array Float64Array Function Headers Infinity Int16Array Int32Array Int8Array "
     "InternalError Iterator JSON Map Math NaN Number Object Promise Proxy RangeError ReferenceError "
     "Reflect RegExp Set SharedArrayBuffer String SuppressedError Symbol SyntaxError TypeError URIError "
     "Uint16Array Uint32Array Uint8Array Uint8ClampedArray WeakMap WeakRef WeakSet atob btoa console "
-    "context crypto decodeURI decodeURIComponent encodeURI encodeURIComponent escape eval globalThis isFinite "
+    "context crypto decodeURI decodeURIComponent encodeURI encodeURIComponent escape eval fetch globalThis isFinite "
     "isNaN parseFloat parseInt performance queueMicrotask secrets storage undefined unescape utils"
 )
 

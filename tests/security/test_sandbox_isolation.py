@@ -197,7 +197,7 @@ async function main() {
   const viaGenerator = (function* () {}).constructor('yield this')().next().value;
   const probe = 'return [typeof run, typeof secret, typeof ops, typeof __sr_driver, typeof __sr_hostCall, ' +
     'typeof std, typeof os, typeof require, typeof process, typeof scriptArgs, typeof print, typeof setTimeout, ' +
-    'typeof fetch, typeof WebAssembly, typeof bjson]';
+    'typeof WebAssembly, typeof bjson]';
   return {
     sameGlobal: [viaFunction, viaEval, viaAsync, viaGenerator].every((g) => g === globalThis),
     globals: Object.getOwnPropertyNames(viaEval).sort(),
@@ -223,7 +223,7 @@ def test_function_constructor_and_eval_reach_nothing_new(two_tenants, start_work
     assert reached["status"] == "succeeded", reached
     out = reached["result"]
     assert out["sameGlobal"] is True and out["globals"] == GLOBALS
-    assert out["fromFunction"] == out["fromEval"] == out["fromIndirectEval"] == ["undefined"] * 15
+    assert out["fromFunction"] == out["fromEval"] == out["fromIndirectEval"] == ["undefined"] * 14
     assert out["otherTenantsKey"] is None and out["ownKeys"] == []
     assert_pristine(tenant_b, "globex", worker.name)
 

@@ -225,6 +225,7 @@ def execution_row(
         "worker": fields.get("worker"),
         "runtime_info": fields.get("runtime_info"),
         "secrets_read": fields.get("secrets_read"),
+        "http_calls": fields.get("http_calls"),
         "user_id": call["user_id"],
     }
 

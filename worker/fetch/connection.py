@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
+from contextvars import ContextVar
 
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.exceptions import HTTPError, NewConnectionError, ProtocolError
@@ -60,6 +61,37 @@ def _lookup(host: str, port: int, deadline: float) -> list[IPAddress]:
     return addresses
 
 
+class Abort:
+    """Ends every exchange of one run at once, when the run ends with calls still in flight:
+    their sockets are shut as at their deadline. Set for a fetch's thread in `current`."""
+
+    def __init__(self) -> None:
+        self.aborted = False
+        self._dogs: set[Watchdog] = set()
+        self._lock = threading.Lock()
+
+    def watch(self, dog: "Watchdog") -> None:
+        with self._lock:
+            if not self.aborted:
+                self._dogs.add(dog)
+                return
+        dog.fire()
+
+    def forget(self, dog: "Watchdog") -> None:
+        with self._lock:
+            self._dogs.discard(dog)
+
+    def abort(self) -> None:
+        with self._lock:
+            self.aborted = True
+            dogs, self._dogs = list(self._dogs), set()
+        for dog in dogs:
+            dog.fire()
+
+
+current: ContextVar[Abort | None] = ContextVar("fetch_abort", default=None)
+
+
 class Watchdog:
     """Shuts a socket at the deadline. Socket timeouts bound each read, not the whole exchange:
     a server trickling a byte a second would never trip them.
@@ -70,11 +102,14 @@ class Watchdog:
     def __init__(self, sock: Callable[[], socket.socket | None], deadline: float):
         self.sock = sock
         self.fired = False
-        self.timer = threading.Timer(max(deadline - time.monotonic(), 0), self._fire)
+        self.timer = threading.Timer(max(deadline - time.monotonic(), 0), self.fire)
         self.timer.daemon = True
         self.timer.start()
+        self.abort = current.get()
+        if self.abort is not None:
+            self.abort.watch(self)
 
-    def _fire(self) -> None:
+    def fire(self) -> None:
         self.fired = True
         sock = self.sock()
         if sock is not None:
@@ -83,6 +118,8 @@ class Watchdog:
 
     def cancel(self) -> None:
         self.timer.cancel()
+        if self.abort is not None:
+            self.abort.forget(self)
 
 
 def open_connection(

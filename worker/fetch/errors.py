@@ -12,6 +12,7 @@ KINDS = (
     "connection",
     "tls",
     "redirect",  # too many, or one refused by `redirect: "error"`
+    "aborted",  # the script's AbortSignal, or the run ended first
 )
 
 

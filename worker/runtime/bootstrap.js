@@ -31,6 +31,16 @@
   const defineProperty = Object.defineProperty;
   const Uint8ArrayCtor = Uint8Array;
   const DOMExceptionCtor = DOMException;
+  const SyntaxErrorCtor = SyntaxError;
+  const WeakMapCtor = WeakMap;
+  const weakMapGet = WeakMap.prototype.get;
+  const weakMapSet = WeakMap.prototype.set;
+  const isArray = Array.isArray;
+  const objectKeys = Object.keys;
+  const objectCreate = Object.create;
+  const toLowerCase = String.prototype.toLowerCase;
+  const sort = Array.prototype.sort;
+  const splice = Array.prototype.splice;
   const isView = ArrayBuffer.isView;
   const typedArrayProto = Object.getPrototypeOf(Int8Array.prototype);
   const typedArrayGetter = (name) => Object.getOwnPropertyDescriptor(typedArrayProto, name).get;
@@ -54,7 +64,8 @@
   const MAX_HOST_CALLS = 10000; // per run: storage and hashing are not free for the worker
   const MAX_BATCH = 500; // host calls handed to the worker at a time
 
-  function __sr_hostCall(op, arg) {
+  // `handle`, when given, learns the call's id and how to reject it (an aborted fetch).
+  function __sr_hostCall(op, arg, handle) {
     return new PromiseCtor(function __sr_enqueue(resolve, reject) {
       if (run === null) {
         reject(new ErrorCtor('host calls are only possible during a run'));
@@ -66,8 +77,13 @@
       }
       const id = run.nextId++;
       mapSet.call(run.pending, id, { resolve, reject });
+      if (handle !== undefined) {
+        handle.id = id;
+        handle.reject = reject;
+      }
       // Serialised now, by the caller: the driver never runs tenant code (toJSON, getters).
       push.call(run.calls, '{"id":' + id + ',"op":' + stringify(op) + ',"arg":' + stringify(arg) + '}');
+      push.call(run.callOps, op);
     });
   }
 
@@ -266,11 +282,245 @@
     }),
   });
 
+
+  // -- fetch: the WHATWG subset of SPEC §12 (docs/scripting.md, "Fetch") ------------------
+  // The worker makes the call (worker/fetch/): here, only the arguments' shapes are checked
+  // and the answer is dressed as a Response.
+  const MAX_FETCH_BODY = 1048576; // bytes; the worker checks it too (FetchSettings.max_body_bytes)
+
+  // Headers: lower-case names in insertion order; `get` joins repeated names with ", ".
+  const headerState = new WeakMapCtor(); // Headers -> {list: [[name, value]], immutable}
+  function __sr_headerPairs(init, what) {
+    const out = [];
+    if (init === undefined || init === null) return out;
+    const state = weakMapGet.call(headerState, init);
+    if (state !== undefined) {
+      for (let i = 0; i < state.list.length; i++) push.call(out, [state.list[i][0], state.list[i][1]]);
+      return out;
+    }
+    if (typeof init !== 'object') throw new TypeErrorCtor(what + ' must be an object, an array of [name, value] pairs or a Headers');
+    if (isArray(init)) {
+      for (let i = 0; i < init.length; i++) {
+        const pair = init[i];
+        if (!isArray(pair) || pair.length !== 2) throw new TypeErrorCtor(what + ': each entry must be a [name, value] pair');
+        push.call(out, [StringCtor(pair[0]), StringCtor(pair[1])]);
+      }
+      return out;
+    }
+    const keys = objectKeys(init);
+    for (let i = 0; i < keys.length; i++) push.call(out, [keys[i], StringCtor(init[keys[i]])]);
+    return out;
+  }
+  function __sr_headers(self) {
+    const state = weakMapGet.call(headerState, self);
+    if (state === undefined) throw new TypeErrorCtor('not a Headers object');
+    return state;
+  }
+  function __sr_mutable(self, fn) {
+    const state = __sr_headers(self);
+    if (state.immutable) throw new TypeErrorCtor('Headers.' + fn + ': the headers of a Response cannot be changed');
+    return state;
+  }
+  function __sr_dropHeader(list, name) {
+    for (let i = list.length - 1; i >= 0; i--) if (list[i][0] === name) splice.call(list, i, 1);
+  }
+  function Headers(init) {
+    if (new.target === undefined) throw new TypeErrorCtor("Headers must be called with 'new'");
+    const list = [];
+    const pairs = __sr_headerPairs(init, 'Headers');
+    for (let i = 0; i < pairs.length; i++) push.call(list, [toLowerCase.call(pairs[i][0]), pairs[i][1]]);
+    weakMapSet.call(headerState, this, { list, immutable: false });
+  }
+  function __sr_joined(list, name) {
+    let value = null;
+    for (let i = 0; i < list.length; i++) if (list[i][0] === name) value = value === null ? list[i][1] : value + ', ' + list[i][1];
+    return value;
+  }
+  function __sr_sortedEntries(list) {
+    const names = [];
+    for (let i = 0; i < list.length; i++) if (names.indexOf(list[i][0]) === -1) push.call(names, list[i][0]);
+    sort.call(names);
+    const out = [];
+    for (let i = 0; i < names.length; i++) push.call(out, [names[i], __sr_joined(list, names[i])]);
+    return out;
+  }
+  Headers.prototype.get = function get(name) { return __sr_joined(__sr_headers(this).list, toLowerCase.call(StringCtor(name))); };
+  Headers.prototype.has = function has(name) { return this.get(name) !== null; };
+  Headers.prototype.append = function append(name, value) {
+    push.call(__sr_mutable(this, 'append').list, [toLowerCase.call(StringCtor(name)), StringCtor(value)]);
+  };
+  Headers.prototype.set = function set(name, value) {
+    const list = __sr_mutable(this, 'set').list;
+    const key = toLowerCase.call(StringCtor(name));
+    __sr_dropHeader(list, key);
+    push.call(list, [key, StringCtor(value)]);
+  };
+  Headers.prototype.delete = function del(name) {
+    __sr_dropHeader(__sr_mutable(this, 'delete').list, toLowerCase.call(StringCtor(name)));
+  };
+  Headers.prototype.entries = function entries() { return __sr_sortedEntries(__sr_headers(this).list).values(); };
+  Headers.prototype.keys = function keys() { return __sr_sortedEntries(__sr_headers(this).list).map((e) => e[0]).values(); };
+  Headers.prototype.values = function values() { return __sr_sortedEntries(__sr_headers(this).list).map((e) => e[1]).values(); };
+  Headers.prototype.forEach = function forEach(callback, thisArg) {
+    const entries = __sr_sortedEntries(__sr_headers(this).list);
+    for (let i = 0; i < entries.length; i++) callback.call(thisArg, entries[i][1], entries[i][0], this);
+  };
+  Headers.prototype[Symbol.iterator] = Headers.prototype.entries;
+
+  // AbortController and AbortSignal: what fetch needs of them. No timers run here, so
+  // AbortSignal.timeout(ms) is a signal that shortens the call's own timeout.
+  const signalState = new WeakMapCtor(); // AbortSignal -> {aborted, reason, onabort, listeners, timeoutMs}
+  function AbortSignal() { throw new TypeErrorCtor('AbortSignal cannot be constructed: use new AbortController().signal'); }
+  function __sr_signal(timeoutMs) {
+    const signal = objectCreate(AbortSignal.prototype);
+    weakMapSet.call(signalState, signal, { aborted: false, reason: undefined, onabort: null, listeners: [], timeoutMs });
+    return signal;
+  }
+  function __sr_signalState(self) {
+    const state = weakMapGet.call(signalState, self);
+    if (state === undefined) throw new TypeErrorCtor('not an AbortSignal');
+    return state;
+  }
+  function __sr_abort(signal, reason) {
+    const state = __sr_signalState(signal);
+    if (state.aborted) return;
+    state.aborted = true;
+    state.reason = reason === undefined ? new DOMExceptionCtor('This operation was aborted', 'AbortError') : reason;
+    const event = freeze({ type: 'abort', target: signal });
+    const listeners = state.listeners.slice();
+    if (typeof state.onabort === 'function') push.call(listeners, state.onabort);
+    for (let i = 0; i < listeners.length; i++) {
+      try {
+        listeners[i].call(signal, event);
+      } catch (e) {
+        __sr_log('error', ['an abort listener threw:', e]);
+      }
+    }
+  }
+  defineProperty(AbortSignal.prototype, 'aborted', { get: function aborted() { return __sr_signalState(this).aborted; } });
+  defineProperty(AbortSignal.prototype, 'reason', { get: function reason() { return __sr_signalState(this).reason; } });
+  defineProperty(AbortSignal.prototype, 'onabort', {
+    get: function onabort() { return __sr_signalState(this).onabort; },
+    set: function onabort(fn) { __sr_signalState(this).onabort = fn; },
+  });
+  AbortSignal.prototype.throwIfAborted = function throwIfAborted() {
+    const state = __sr_signalState(this);
+    if (state.aborted) throw state.reason;
+  };
+  AbortSignal.prototype.addEventListener = function addEventListener(type, listener) {
+    if (type === 'abort' && typeof listener === 'function') push.call(__sr_signalState(this).listeners, listener);
+  };
+  AbortSignal.prototype.removeEventListener = function removeEventListener(type, listener) {
+    const listeners = __sr_signalState(this).listeners;
+    const at = listeners.indexOf(listener);
+    if (type === 'abort' && at !== -1) splice.call(listeners, at, 1);
+  };
+  AbortSignal.abort = function abort(reason) {
+    const signal = __sr_signal(undefined);
+    __sr_abort(signal, reason);
+    return signal;
+  };
+  AbortSignal.timeout = function timeout(ms) {
+    if (typeof ms !== 'number' || !(ms > 0) || !isFinite(ms)) throw new TypeErrorCtor('AbortSignal.timeout: ms must be a positive number');
+    return __sr_signal(ms);
+  };
+  function AbortController() {
+    if (new.target === undefined) throw new TypeErrorCtor("AbortController must be called with 'new'");
+    defineProperty(this, 'signal', { value: __sr_signal(undefined), enumerable: true });
+  }
+  AbortController.prototype.abort = function abort(reason) { __sr_abort(this.signal, reason); };
+
+  function __sr_response(raw) {
+    const headers = new Headers(raw.headers);
+    __sr_headers(headers).immutable = true;
+    const body = raw.body;
+    let used = false;
+    function consume(fn) {
+      if (used) throw new TypeErrorCtor('Response.' + fn + ': the body has already been read');
+      used = true;
+    }
+    return freeze({
+      status: raw.status,
+      statusText: raw.statusText,
+      ok: raw.status >= 200 && raw.status <= 299,
+      url: raw.url,
+      redirected: raw.redirected,
+      headers,
+      get bodyUsed() { return used; },
+      text: __sr_async(function text() {
+        consume('text');
+        return PromiseCtor.resolve(body);
+      }),
+      json: __sr_async(function json() {
+        consume('json');
+        try {
+          return PromiseCtor.resolve(parse(body));
+        } catch (e) {
+          throw new SyntaxErrorCtor('Response.json: the answer from ' + raw.url + ' is not JSON (' + __sr_describe(e).message + ')');
+        }
+      }),
+    });
+  }
+
+  function __sr_fetchUrl(input) {
+    if (typeof input === 'string') return input;
+    if (input !== null && typeof input === 'object') {
+      if (typeof input.href === 'string') return input.href; // a URL-like object
+      if (typeof input.url === 'string') return input.url; // a Request-like object
+    }
+    throw new TypeErrorCtor('fetch: the URL must be a string');
+  }
+
+  function __sr_fetch(input, init) {
+    const url = __sr_fetchUrl(input);
+    if (init === undefined || init === null) init = {};
+    if (typeof init !== 'object') throw new TypeErrorCtor('fetch: the second argument must be an object');
+    const method = init.method === undefined || init.method === null ? 'GET' : init.method;
+    if (typeof method !== 'string') throw new TypeErrorCtor('fetch: method must be a string');
+    const headers = __sr_headerPairs(init.headers, 'fetch: headers');
+    const body = init.body === undefined || init.body === null ? null : init.body;
+    if (body !== null && typeof body !== 'string') {
+      throw new TypeErrorCtor('fetch: body must be a string (JSON.stringify an object first)');
+    }
+    if (body !== null && __sr_utf8Bytes(body, MAX_FETCH_BODY) > MAX_FETCH_BODY) {
+      throw new TypeErrorCtor('fetch: the request body is over the limit of ' + MAX_FETCH_BODY + ' bytes');
+    }
+    const redirect = init.redirect === undefined || init.redirect === null ? 'follow' : init.redirect;
+    if (typeof redirect !== 'string') throw new TypeErrorCtor('fetch: redirect must be "follow", "manual" or "error"');
+    let timeoutMs = init.timeoutMs === undefined || init.timeoutMs === null ? null : init.timeoutMs;
+    if (timeoutMs !== null && (typeof timeoutMs !== 'number' || !(timeoutMs > 0) || !isFinite(timeoutMs))) {
+      throw new TypeErrorCtor('fetch: timeoutMs must be a positive number of milliseconds');
+    }
+    let signal = null;
+    if (init.signal !== undefined && init.signal !== null) {
+      signal = weakMapGet.call(signalState, init.signal);
+      if (signal === undefined) throw new TypeErrorCtor('fetch: signal must be an AbortSignal');
+      if (signal.aborted) return PromiseCtor.reject(signal.reason);
+      if (signal.timeoutMs !== undefined) timeoutMs = timeoutMs === null ? signal.timeoutMs : Math.min(timeoutMs, signal.timeoutMs);
+    }
+    const handle = {};
+    const owner = run;
+    const call = __sr_hostCall('fetch', { url, method, headers, body, redirect, timeoutMs }, handle);
+    if (signal !== null && handle.id !== undefined) {
+      push.call(signal.listeners, function __sr_abortFetch() {
+        if (run !== owner || mapGet.call(run.pending, handle.id) === undefined) return; // answered already
+        mapDelete.call(run.pending, handle.id);
+        handle.reject(signal.reason);
+        __sr_hostCall('fetch.abort', { call: handle.id });
+      });
+    }
+    return promiseThen.call(call, __sr_response);
+  }
+
   Object.defineProperty(globalThis, 'console', { value: console, enumerable: false });
   Object.defineProperty(globalThis, 'storage', { value: storage, enumerable: false });
   Object.defineProperty(globalThis, 'secrets', { value: secrets, enumerable: false });
   Object.defineProperty(globalThis, 'utils', { value: utils, enumerable: false });
   Object.defineProperty(globalThis, 'crypto', { value: crypto, enumerable: false });
+  Object.defineProperty(globalThis, 'fetch', { value: __sr_async(__sr_fetch), enumerable: false });
+  Object.defineProperty(globalThis, 'Headers', { value: Headers, enumerable: false });
+  Object.defineProperty(globalThis, 'AbortController', { value: AbortController, enumerable: false });
+  Object.defineProperty(globalThis, 'AbortSignal', { value: AbortSignal, enumerable: false });
   Object.defineProperty(globalThis, 'context', {
     get: function context() { return run === null ? null : run.context; },
     enumerable: false,
@@ -445,6 +695,7 @@
         logFull: false,
         logDropped: 0,
         calls: [],
+        callOps: [], // the op of each entry of calls
         pending: new Map(),
         nextId: 1,
         outcome: null,
@@ -477,12 +728,23 @@
     // Host calls waiting for answers, or, once main has settled, the run's outcome.
     poll: function __sr_poll() {
       const calls = run.calls;
+      if (run.outcome !== null) {
+        // The run is over: a fetch not started yet is never made (one in flight is cut off by
+        // the worker); other calls still go (an unawaited storage.set is kept).
+        for (let i = calls.length - 1; i >= 0; i--) {
+          if (run.callOps[i] === 'fetch') splice.call(calls, i, 1);
+        }
+        run.callOps = [];
+      }
       if (calls.length) {
         const batch = calls.splice(0, MAX_BATCH);
+        splice.call(run.callOps, 0, MAX_BATCH);
         // join, not +: the binding cannot read the rope strings that + may build
         return join.call(['{"calls":[', join.call(batch, ','), ']}'], '');
       }
-      return run.outcome === null ? '{"calls":[]}' : __sr_finish();
+      if (run.outcome !== null) return __sr_finish();
+      // Nothing new to ask: wait for answers still due (fetches in flight), if any.
+      return run.pending.size ? '{"calls":[],"waiting":true}' : '{"calls":[]}';
     },
     settle: function __sr_settle(answersJson) {
       const answers = parse(answersJson);

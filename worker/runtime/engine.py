@@ -158,7 +158,7 @@ class Runtime:
             state = json.loads(budget.slice(self.driver, "poll"))
             if state.get("done"):
                 return state
-            if not state["calls"]:
+            if not state["calls"] and not state.get("waiting"):
                 raise _Limit("exception", "main's promise never settled (nothing left to wait for)")
             budget.slice(self.driver, "settle", json.dumps(host(state["calls"])))
 

@@ -1,0 +1,145 @@
+"""One run's fetch calls: started in threads as the sandbox asks, answered as they end.
+
+The sandbox hands over `fetch` host calls with the others; each starts at once in a thread of
+the run's own pool (as many as may be in flight), and its answer goes back in a later batch,
+when it is ready: several calls of a run wait on the network together, and a run waiting on
+one still gets its storage answers. What the run keeps of each call is its summary.
+"""
+
+import json
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextvars import copy_context
+from typing import Any
+
+from webapp.config import FetchSettings
+from worker.fetch import client, connection
+from worker.fetch.errors import FetchError
+from worker.fetch.guard import Policy
+
+MAX_ANSWERS_BYTES = 24 * 1024 * 1024  # per batch handed back: the sandbox channel's messages stay small
+
+
+class RunFetches:
+    def __init__(self, settings: FetchSettings, policy: Policy, deadline: float):
+        self.settings = settings
+        self.policy = policy
+        self.deadline = deadline  # time.monotonic(): the run's wall limit
+        self.started = 0  # calls made, refused ones included
+        self.abort = connection.Abort()
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: dict[Future, tuple[int, str, str, float]] = {}  # future -> (id, method, url, started)
+        self.calls: list[dict[str, Any]] = []  # summaries (client.summary), in the order the calls ended
+
+    @property
+    def waiting(self) -> bool:
+        return bool(self._pending)
+
+    def start(self, call_id: int, arg: dict[str, Any]) -> dict[str, Any] | None:
+        """Start one call; its answer now when it is refused before any network."""
+        method = arg.get("method") if isinstance(arg.get("method"), str) else "GET"
+        url = arg.get("url") if isinstance(arg.get("url"), str) else ""
+        started = time.monotonic()
+        try:
+            self.started += 1
+            if self.started > self.settings.max_requests:
+                limit = self.settings.max_requests
+                raise FetchError("too_many_requests", f"fetch: too many requests: a run may make {limit}")
+            request = _request(arg)
+        except FetchError as refused:
+            return self._ended(call_id, method, url, started, refused)
+        if self._pool is None:  # its threads are the calls in flight; more wait their turn
+            self._pool = ThreadPoolExecutor(self.settings.max_in_flight, thread_name_prefix="fetch")
+        context = copy_context()
+        context.run(connection.current.set, self.abort)
+        future = self._pool.submit(context.run, self._fetch, request)
+        self._pending[future] = (call_id, method, url, started)
+        return None
+
+    def _fetch(self, request: client.Request) -> client.Response:
+        if self.abort.aborted:
+            raise FetchError("aborted", "fetch: the run ended before the call was made")
+        return client.fetch(request, self.settings, self.policy, self.deadline)
+
+    def answers(self, block: bool) -> list[dict[str, Any]]:
+        """Answers of the calls that have ended; with `block`, at least one if any is in flight,
+        waiting for it no later than the run's deadline."""
+        if not self._pending:
+            return []
+        if block:
+            wait(list(self._pending), timeout=max(self.deadline - time.monotonic(), 0) + 1, return_when=FIRST_COMPLETED)
+        out, size = [], 0
+        for future in [f for f in self._pending if f.done()]:
+            call_id, method, url, started = self._pending.pop(future)
+            try:
+                outcome: client.Response | FetchError = future.result()
+            except FetchError as failed:
+                outcome = failed
+            answer = self._ended(call_id, method, url, started, outcome)
+            out.append(answer)
+            size += len(answer.get("value") or "")
+            if size > MAX_ANSWERS_BYTES:
+                break  # the rest go in the next batch
+        return out
+
+    def cancel(self, call_id: int) -> None:
+        """The script aborted the call: its answer is not wanted (the signal rejected it)."""
+        for future, (pending_id, method, url, started) in list(self._pending.items()):
+            if pending_id == call_id:
+                del self._pending[future]
+                future.cancel()
+                self._record(method, url, started, FetchError("aborted", "fetch: aborted"))
+
+    def close(self) -> None:
+        """The run ended: calls still in flight are cut off, now."""
+        self.abort.abort()
+        for future, (_, method, url, started) in self._pending.items():
+            future.cancel()
+            self._record(method, url, started, FetchError("aborted", "fetch: the run ended first"))
+        self._pending.clear()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _ended(
+        self, call_id: int, method: str, url: str, started: float, outcome: client.Response | FetchError
+    ) -> dict[str, Any]:
+        self._record(method, url, started, outcome)
+        if isinstance(outcome, FetchError):
+            return {"id": call_id, "ok": False, "error": outcome.message}
+        return {"id": call_id, "ok": True, "value": _as_js(outcome)}
+
+    def _record(self, method: str, url: str, started: float, outcome: client.Response | FetchError) -> None:
+        duration_ms = round((time.monotonic() - started) * 1000)
+        self.calls.append(client.summary(method, url, outcome, duration_ms))
+
+
+def _request(arg: dict[str, Any]) -> client.Request:
+    """The call as the sandbox sent it (bootstrap.js checked the types; checked again here)."""
+    url, method, body = arg.get("url"), arg.get("method", "GET"), arg.get("body")
+    headers, redirect, timeout_ms = arg.get("headers") or [], arg.get("redirect", "follow"), arg.get("timeoutMs")
+    if not isinstance(url, str) or not isinstance(method, str) or not isinstance(redirect, str):
+        raise FetchError("bad_request", "fetch: url, method and redirect must be strings")
+    if not isinstance(headers, list) or not all(
+        isinstance(h, list) and len(h) == 2 and all(isinstance(x, str) for x in h) for h in headers
+    ):
+        raise FetchError("bad_request", "fetch: headers must be name and value strings")
+    if body is not None and not isinstance(body, str):
+        raise FetchError("bad_request", "fetch: body must be a string")
+    if timeout_ms is not None and (not isinstance(timeout_ms, int | float) or timeout_ms <= 0):
+        raise FetchError("bad_request", "fetch: timeoutMs must be a positive number")
+    encoded = body.encode("utf-8", "surrogatepass") if body is not None else None
+    return client.Request(url, method, [(n, v) for n, v in headers], encoded, redirect, timeout_ms)
+
+
+def _as_js(response: client.Response) -> str:
+    """The Response as bootstrap.js builds it: the body as text (decoded as UTF-8, as text() does)."""
+    return json.dumps(
+        {
+            "status": response.status,
+            "statusText": response.status_text,
+            "url": response.url,
+            "redirected": response.redirected,
+            "headers": response.headers,
+            "body": response.body.decode("utf-8", "replace"),
+        }
+    )
