@@ -128,6 +128,7 @@ def _fill_tenant(app: Flask, make_user) -> dict[str, str]:
             create_token(tenant, user, label)
         for name in ("STRIPE_LIVE_SECRET_KEY_FOR_THE_EU_MARKETPLACE_ACCOUNT_2024", "SMTP_PASSWORD"):
             secret_store.put(tenant.id, name, "a value that is never shown", admin.id)
+        tenant.fetch_allowed_hosts = ["api.payments-provider-for-the-eu-marketplace.example", "*.hooks.slack.com"]
         _, invitation_token, _ = invitations.invite(tenant, admin, "new.colleague@acme-industries.example", "viewer")
         store(app, "acme", {LONG_KEY: LARGE_VALUE, "counter": 1}, ttl=86400)
         db.session.add(
@@ -213,6 +214,7 @@ def test_no_page_is_wider_than_a_phone(
         "storage key": "/storage/item?key=" + quote(LONG_KEY, safe=""),
         "secrets": "/secrets",
         "audit log": "/audit",
+        "settings": "/settings",
         "audit log, filtered": f"/audit?actor={ADMIN}&action=script&since=2020-01-01",
         "tenant chooser": "/tenant",
         "invitation for another address": f"/invitations/{ids['invitation']}",

@@ -19,6 +19,7 @@ FORMS = {
     "admin.create_token": {"name": "stolen", "role": "admin"},
     "scripts.rollback": {},
     "executions.run": {"params": "{}"},
+    "admin.update_settings": {"fetch": "only", "hosts": "attacker.example"},
 }
 
 
@@ -45,6 +46,7 @@ def _state(app) -> dict:
             ),
             "users": sorted(db.session.scalars(db.select(User.email))),
             "storage": sorted(db.session.scalars(db.select(StorageItem.key))),
+            "allowed hosts": [t.fetch_allowed_hosts for t in db.session.scalars(db.select(Tenant).order_by(Tenant.id))],
         }
 
 

@@ -86,6 +86,10 @@ MINIMUM_ROLE = {
     "audit.index": "admin",
     "audit.export": "admin",
     "api.list_audit": "admin",
+    "admin.settings": "admin",
+    "admin.update_settings": "admin",
+    "api.get_settings": "admin",
+    "api.update_settings": "admin",
 }
 NOT_IN_MATRIX = PUBLIC | {"endpoints.serve"}  # endpoints:call is every role's: tests/test_endpoints.py
 RANK = {"viewer": 0, "editor": 1, "admin": 2}
@@ -96,6 +100,7 @@ API_BODIES = {
     "api.run_script": {"params": {}, "wait": 0},
     "api.validate_cron": {"expression": "@daily"},
     "api.put_secret": {"value": "a new value"},
+    "api.update_settings": {"fetch_allowed_hosts": ["api.example.com"]},
 }
 UI_FORMS = {
     "scripts.set_status": {"status": "disabled"},
@@ -107,6 +112,7 @@ UI_FORMS = {
     "auth.switch_tenant": {"tenant_id": "1"},
     "secrets.create": {"name": "NEW_KEY", "value": "a new value"},
     "secrets.replace": {"value": "a new value"},
+    "admin.update_settings": {"fetch": "only", "hosts": "api.example.com"},
 }
 
 

@@ -1,4 +1,4 @@
-"""Tenant administration: API tokens, members and invitations, usage (admins only).
+"""Tenant administration: API tokens, members and invitations, usage, settings (admins only).
 
 Admins never add an account directly, nor set anyone's password: they invite an address
 (webapp/invitations), and only the platform CLI sets passwords for others.
@@ -6,11 +6,11 @@ Admins never add an account directly, nor set anyone's password: they invite an 
 
 import secrets
 
-from flask import Blueprint, redirect, render_template, request, session, url_for
+from flask import Blueprint, flash, redirect, render_template, request, session, url_for
 from redis.exceptions import RedisError
 from sqlalchemy import func, update
 
-from webapp import quotas
+from webapp import quotas, tenant_settings
 from webapp.audit.log import member_target, record
 from webapp.auth import tokens as token_service
 from webapp.auth.identity import current_principal
@@ -194,3 +194,42 @@ def remove_member(membership_id: int):
 @require("usage:read")
 def usage():
     return render_template("admin/usage.html", report=quotas.report(current_tenant().id))
+
+
+def _settings_page(errors: dict[str, str] | None = None, form: dict | None = None):
+    hosts = current_tenant().fetch_allowed_hosts
+    if form is None:
+        form = {"fetch": "any" if hosts is None else "only", "hosts": "\n".join(hosts or ())}
+    page = render_template("admin/settings.html", form=form, errors=errors or {}, max_hosts=tenant_settings.MAX_HOSTS)
+    return page, 422 if errors else 200
+
+
+@bp.get("/settings")
+@require("settings:manage")
+def settings():
+    return _settings_page()
+
+
+@bp.post("/settings")
+@require("settings:manage")
+def update_settings():
+    form = {"fetch": request.form.get("fetch", ""), "hosts": request.form.get("hosts", "")}
+    if form["fetch"] not in ("any", "only"):
+        return _settings_page({"fetch": "choose whether scripts may fetch any public host or only these"}, form)
+    try:
+        hosts = tenant_settings.hosts_from_text(form["hosts"]) if form["fetch"] == "only" else None
+    except tenant_settings.SettingsInvalid as exc:
+        return _settings_page(exc.fields, form)
+    if tenant_settings.update(current_tenant().id, hosts):
+        flash(_saved(hosts))
+    else:
+        flash("Nothing changed: these were already the settings.")
+    return redirect(url_for("admin.settings"), 303)
+
+
+def _saved(hosts: list[str] | None) -> str:
+    if hosts is None:
+        return "Saved: scripts may fetch any public host."
+    if not hosts:
+        return "Saved: scripts may not fetch at all."
+    return f"Saved: scripts may fetch only {len(hosts)} host pattern{'s' if len(hosts) != 1 else ''}."

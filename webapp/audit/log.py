@@ -39,6 +39,7 @@ ACTIONS = (
     "member.add",
     "member.update",
     "member.remove",
+    "settings.update",
     "login.success",
     "login.failure",
     "logout",
@@ -95,7 +96,7 @@ def current_actor() -> Actor:
 
 @dataclass(frozen=True)
 class Target:
-    type: str  # script, secret, token, member, user
+    type: str  # script, secret, token, member, user, tenant
     id: str
     label: str = ""
     version: int | None = None  # the script version the change made

@@ -5,7 +5,7 @@ ROLE_RANK = {role: rank for rank, role in enumerate(ROLES)}
 
 _VIEWER = frozenset({"scripts:read", "executions:read", "endpoints:call", "secrets:read"})  # secrets: names only
 _EDITOR = _VIEWER | {"scripts:write", "scripts:run", "storage:manage", "secrets:write"}
-_ADMIN = _EDITOR | {"members:manage", "tokens:manage", "usage:read", "audit:read"}
+_ADMIN = _EDITOR | {"members:manage", "tokens:manage", "usage:read", "audit:read", "settings:manage"}
 PERMISSIONS: dict[str, frozenset[str]] = {"viewer": _VIEWER, "editor": _EDITOR, "admin": _ADMIN}
 # What each permission lets a member do, as the 403 page says it ("… can run scripts").
 ACTIONS = {
@@ -21,6 +21,7 @@ ACTIONS = {
     "secrets:read": "see the names of secrets",
     "secrets:write": "set and delete secrets",
     "audit:read": "see the audit log",
+    "settings:manage": "change the tenant's settings",
 }
 
 
