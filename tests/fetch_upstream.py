@@ -34,6 +34,8 @@ class Upstream(ThreadingHTTPServer):
         self.seen: list[str] = []  # request lines, in order
         self.stop = threading.Event()
         self.sent = 0  # bytes of body written by /big
+        self.slow_now = self.slow_most = 0  # /slow requests being answered, and the most at once
+        self.lock = threading.Lock()
 
     @property
     def origin(self) -> str:
@@ -95,9 +97,18 @@ class Handler(BaseHTTPRequestHandler):
     def do_gzip(self, query: dict) -> None:
         self._send(200, gzip_bomb(), (("Content-Encoding", "gzip"),))
 
+    def do_bytes(self, query: dict) -> None:
+        """`n` bytes, each the byte `fill` (hex): 0xff is never valid UTF-8."""
+        self._send(200, bytes.fromhex(query.get("fill", "78")) * int(query["n"]))
+
     def do_slow(self, query: dict) -> None:
         """Answers as /echo does, after `ms` milliseconds."""
+        with self.server.lock:
+            self.server.slow_now += 1
+            self.server.slow_most = max(self.server.slow_most, self.server.slow_now)
         self.server.stop.wait(int(query.get("ms", 100)) / 1000)
+        with self.server.lock:
+            self.server.slow_now -= 1
         self.do_echo(query)
 
     def do_hang(self, query: dict) -> None:

@@ -49,6 +49,7 @@ def test_values_read(monkeypatch: pytest.MonkeyPatch):
         ("FETCH_BLOCKED_HOSTS", "ok.com,*", "'*' is not a host name or a *.pattern"),
         ("SCRIPT_FETCH_MAX_REQUESTS", "many", "must be an integer, got 'many'"),
         ("SCRIPT_FETCH_MAX_RESPONSE_KB", "0", "must be greater than 0, got 0"),
+        ("SCRIPT_FETCH_MAX_RESPONSE_KB", "8193", "must be at most 8192, got 8193"),
         ("SCRIPT_FETCH_TIMEOUT_SECONDS", "-1", "must be greater than 0, got -1"),
     ],
 )

@@ -39,6 +39,11 @@ class TenantLimits:
         )
 
 
+# An answer crosses the sandbox's channel as JSON text inside JSON: escaped twice, it may grow
+# sevenfold, and a message may not pass 64 MiB (worker/runtime/protocol.py).
+MAX_RESPONSE_KB = 8192
+
+
 @dataclass(frozen=True)
 class FetchSettings:
     """Outbound HTTP of scripts (`fetch`, docs/fetch-guard.md)."""
@@ -58,7 +63,7 @@ class FetchSettings:
             allowed_networks=_env_parsed("FETCH_ALLOWED_NETWORKS", _networks, ()),
             blocked_hosts=_env_parsed("FETCH_BLOCKED_HOSTS", parse_host_patterns, ()),
             max_requests=_positive_int("SCRIPT_FETCH_MAX_REQUESTS", d.max_requests),
-            max_response_kb=_positive_int("SCRIPT_FETCH_MAX_RESPONSE_KB", d.max_response_kb),
+            max_response_kb=_positive_int("SCRIPT_FETCH_MAX_RESPONSE_KB", d.max_response_kb, MAX_RESPONSE_KB),
             timeout_seconds=_positive_int("SCRIPT_FETCH_TIMEOUT_SECONDS", d.timeout_seconds),
         )
 
@@ -87,10 +92,12 @@ def _env_parsed(name: str, parse: Callable[[str], T], default: T) -> T:
         raise RuntimeError(f"environment variable {name}: {exc}") from exc
 
 
-def _positive_int(name: str, default: int) -> int:
+def _positive_int(name: str, default: int, most: int | None = None) -> int:
     value = env_int(name, default)
     if value <= 0:
         raise RuntimeError(f"environment variable {name} must be greater than 0, got {value}")
+    if most is not None and value > most:
+        raise RuntimeError(f"environment variable {name} must be at most {most}, got {value}")
     return value
 
 
