@@ -16,6 +16,7 @@ import pytest
 from webapp.extensions import db
 from webapp.models import Execution, Script, Tenant, User, utcnow
 from webapp.scripts import service
+from worker.fetch.errors import KINDS
 
 HTMX = {"HX-Request": "true", "HX-Target": "run-result"}
 XSS = "<img src=x onerror=alert(1)>"
@@ -401,3 +402,79 @@ def test_dashboard_links_to_the_execution_page(client, history):
     page = client.get("/").get_data(as_text=True)
     match = re.search(r'href="(/executions/[0-9a-f-]{36})"', page)
     assert match and client.get(match.group(1)).status_code == 200
+
+
+LONG_URL = "https://api.example.com/" + "v1/orders/" * 30
+CALLS = [
+    {"method": "POST", "url": "https://api.example.com/v1/orders", "duration_ms": 120, "status": 201, "bytes": 2048},
+    {
+        "method": "GET",
+        "url": "https://hooks.example.com/[secret SLACK_PATH]",
+        "duration_ms": 30,
+        "status": 404,
+        "bytes": 0,
+    },
+    {"method": "GET", "url": "http://127.0.0.1/admin", "duration_ms": 1, "error": "blocked", "bytes": 0},
+    {"method": "GET", "url": LONG_URL, "duration_ms": 10_000, "error": "timeout", "bytes": 0},
+]
+
+
+def _set_calls(app, execution_id: str, calls: list | None) -> None:
+    with app.app_context():
+        db.session.get(Execution, uuid.UUID(execution_id)).http_calls = calls
+        db.session.commit()
+
+
+def _fetch_rows(html: str) -> list[list[str]]:
+    """Each row of the Outbound HTTP table as the text of its cells."""
+    table = re.search(r'<table class="stack fetches".*?</table>', html, re.S)
+    assert table, html
+    rows = re.findall(r"<tr>(.*?)</tr>", table.group(0).split("<tbody>")[1], re.S)
+    return [
+        [re.sub(r"<[^>]+>|\s+", " ", cell).strip() for cell in re.findall(r"<td[^>]*>(.*?)</td>", r, re.S)]
+        for r in rows
+    ]
+
+
+def test_the_execution_page_lists_the_runs_outbound_calls(app, client, history):
+    ids, gamma_execution = history
+    with app.app_context():
+        execution_id = str(
+            db.session.scalar(db.select(Execution.id).where(Execution.script_id == uuid.UUID(ids["beta"])))
+        )
+    assert "Outbound HTTP" not in client.get(f"/executions/{execution_id}").get_data(as_text=True)
+    _set_calls(app, execution_id, [])
+    assert "Outbound HTTP" not in client.get(f"/executions/{execution_id}").get_data(as_text=True)
+
+    _set_calls(app, execution_id, CALLS)
+    _set_calls(app, gamma_execution, CALLS)
+    page = client.get(f"/executions/{execution_id}").get_data(as_text=True)
+    assert '<h2 id="fetches-heading">Outbound HTTP</h2>' in page
+    assert "4 calls, 2 failed, total 10.15 s" in page
+    assert _fetch_rows(page) == [
+        ["POST", "https://api.example.com/v1/orders", "201", "120.0 ms", "2.0 KB"],
+        ["GET", "https://hooks.example.com/[secret SLACK_PATH]", "404", "30.0 ms", "empty"],
+        ["GET", "http://127.0.0.1/admin", "blocked", "1.0 ms", "—"],
+        ["GET", LONG_URL, "timed out", "10.00 s", "—"],
+    ]
+    assert '<span class="badge succeeded">201</span>' in page and '<span class="badge failed">404</span>' in page
+    assert '<span class="badge failed">timed out</span>' in page
+    # The same section in the body an unfinished run's page swaps in (htmx).
+    body = client.get(f"/executions/{execution_id}", headers={"HX-Request": "true", "HX-Target": "execution-body"})
+    assert "4 calls, 2 failed" in body.get_data(as_text=True)
+    assert client.get(f"/executions/{gamma_execution}").status_code == 404  # another tenant's calls stay theirs
+
+
+def test_every_fetch_error_kind_reads_in_words(app, client, history):
+    ids, _ = history
+    with app.app_context():
+        execution_id = str(
+            db.session.scalar(db.select(Execution.id).where(Execution.script_id == uuid.UUID(ids["beta"])))
+        )
+    calls = [
+        {"method": "GET", "url": "https://x.example/", "duration_ms": 5, "error": kind, "bytes": 0} for kind in KINDS
+    ]
+    _set_calls(app, execution_id, calls)
+    statuses = [row[2] for row in _fetch_rows(client.get(f"/executions/{execution_id}").get_data(as_text=True))]
+    assert len(statuses) == len(KINDS) and not [s for s in statuses if "_" in s or s in ("dns", "tls", "timeout")]
+    assert "DNS failure" in statuses and "connection failed" in statuses and "redirect refused" in statuses

@@ -42,6 +42,18 @@ LONG_RESULT = {"reconciled": 1284, "note": "x" * 160, "regions": ["eu-west-1", "
 # large value with long unbroken strings and deep indentation.
 LONG_KEY = ("reconciliation_eu_west_1." + "orders_awaiting_the_nightly_report_" * 6)[:200]
 LARGE_VALUE = {"orders": [{"id": f"order-{n:06}", "payload": {"lines": [{"sku": "s" * 120}]}} for n in range(300)]}
+# A run's fetch() calls, one to a 300-character URL with nowhere a line may break.
+LONG_URL = ("https://api.payments-provider-for-the-eu-marketplace.example/v1/" + "reconciliation_orders_" * 14)[:300]
+HTTP_CALLS = [
+    {"method": "POST", "url": LONG_URL, "duration_ms": 1_284, "status": 503, "bytes": 18_432},
+    {
+        "method": "OPTIONS",
+        "url": "https://hooks.slack.com/services/[secret SLACK_WEBHOOK_PATH]",
+        "duration_ms": 10_000,
+        "error": "too_many_requests",
+        "bytes": 0,
+    },
+]
 
 
 def _execution(script_id: uuid.UUID, tenant_id: int, status: str, **fields) -> str:
@@ -123,6 +135,7 @@ def _fill_tenant(app: Flask, make_user) -> dict[str, str]:
             },
         )
         draft = _execution(manual.id, tenant.id, "succeeded", trigger="draft", source=SOURCE + "// " + "x" * 200 + "\n")
+        fetches = _execution(manual.id, tenant.id, "succeeded", result=LONG_RESULT, http_calls=HTTP_CALLS)
         for email, label in ((ADMIN, "CI deploys from the main branch"), (MEMBERS[0], "Grafana dashboards")):
             user = db.session.scalar(db.select(User).where(User.email == email))
             create_token(tenant, user, label)
@@ -162,6 +175,7 @@ def _fill_tenant(app: Flask, make_user) -> dict[str, str]:
             "failed": failed,
             "endpoint call": endpoint_call,
             "draft": draft,
+            "fetches": fetches,
             "invitation": invitation_token,
         }
 
@@ -206,6 +220,7 @@ def test_no_page_is_wider_than_a_phone(
         "failed execution": run.format(ids["failed"]),
         "endpoint call": run.format(ids["endpoint call"]),
         "draft execution": run.format(ids["draft"]),
+        "execution with outbound HTTP calls": run.format(ids["fetches"]),
         "tokens": "/tokens",
         "account": "/account",
         "members": "/members",
@@ -244,3 +259,23 @@ def test_no_page_is_wider_than_a_phone(
         if sizes := _overflow(phone_page):
             wide.append(f"{name} ({path}): {sizes}")
     assert wide == [], "wider than a 390 px screen: " + "; ".join(wide)
+
+
+def test_outbound_calls_fit_a_phone(
+    app: Flask, phone_page: Page, live_server: str, make_user, make_script: Callable, log_in: Callable
+) -> None:
+    make_user(ADMIN, "acme", "admin")
+    script_id = make_script(ADMIN, name="Nightly reconciliation")
+    with app.app_context():
+        tenant = db.session.scalar(db.select(Tenant).where(Tenant.name == "acme"))
+        execution_id = _execution(script_id, tenant.id, "succeeded", http_calls=HTTP_CALLS)
+    log_in(phone_page, ADMIN)
+    phone_page.goto(f"{live_server}/executions/{execution_id}")
+    section = phone_page.get_by_role("region", name="Outbound HTTP")
+    expect(section.get_by_text("2 calls, 1 failed, total 11.28 s")).to_be_visible()
+    url = section.get_by_text(LONG_URL, exact=True)
+    expect(url).to_be_visible()
+    expect(section.get_by_text("too many requests")).to_be_visible()
+    assert _overflow(phone_page) is None
+    box = url.bounding_box()
+    assert box and box["x"] >= 0 and box["x"] + box["width"] <= 390, box
