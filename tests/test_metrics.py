@@ -17,6 +17,7 @@ import requests
 from flask import Flask
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.fetch_upstream import upstream
 from tests.services import SINGLE_TENANT_LOAD, eventually
 from webapp.app import create_app
 from webapp.extensions import db
@@ -299,6 +300,60 @@ def test_a_deleted_scripts_series_leave_the_scrape(client, editor, start_worker)
     for script_id in (doomed, endpoint, in_flight):
         assert script_id not in text
     assert f'script_executions_total{{script_id="{kept}"' in text
+
+
+FETCHES = """async function main(e) {
+  const answered = await fetch(e.exempt + '/echo?status=404');
+  try { await fetch(e.other + '/'); } catch (error) { return [answered.status, error.message] }
+}"""
+
+
+def _fetch_samples(samples: Samples, outcome: str, le: str = "+Inf") -> tuple[float, float, float]:
+    """(calls counted, histogram count, its bucket `le`) of one fetch outcome."""
+    labels = (("outcome", outcome),)
+    return (
+        samples[("script_fetch_requests_total", labels)],
+        samples.get(("script_fetch_duration_seconds_count", labels), 0),
+        samples.get(("script_fetch_duration_seconds_bucket", (("le", le), *labels)), 0),
+    )
+
+
+def test_fetch_calls_by_outcome_from_runs_and_endpoint_calls(app, client, editor, start_worker):
+    start_worker(FETCH_ALLOWED_NETWORKS="127.0.0.1/32")  # 127.0.0.2 stays blocked
+    samples = scrape(client)
+    assert {_fetch_samples(samples, o) for o in ("answered", "blocked", "timeout", "dns")} == {(0, 0, 0)}
+    with upstream("127.0.0.1") as exempt, upstream("127.0.0.2") as other:
+        manual = _script(client, editor, "fetches", FETCHES)
+        params = {"exempt": exempt.origin, "other": other.origin}
+        ran = client.post(f"/api/v1/scripts/{manual}/run", json={"params": params, "wait": 20}, headers=editor)
+        assert ran.get_json()["result"] == [404, "fetch: blocked address 127.0.0.2 (loopback) for 127.0.0.2"]
+        source = f"async function main() {{ return {{ body: (await fetch('{exempt.origin}/echo')).statusText }} }}"
+        _endpoint(client, editor, "relay", source, "/relay")
+        eventually(lambda: client.get("/api/scripts/relay", headers=editor).status_code == 200, 5, "the call answered")
+        assert other.seen == [] and len(exempt.seen) == 2
+
+    def every_call_counted() -> Samples | None:  # the endpoint call's counts: within 0.1 s of its answer
+        samples = scrape(client)
+        return samples if _fetch_samples(samples, "answered")[0] == 2 else None
+
+    samples = eventually(every_call_counted, 2, "both answered calls counted")
+    assert _fetch_samples(samples, "answered") == (2, 2, 2)
+    assert _fetch_samples(samples, "blocked") == (1, 1, 1)
+    assert sum(v for (n, _), v in samples.items() if n == "script_fetch_requests_total") == 3
+    fetch_series = [labels for name, labels in samples if name.startswith("script_fetch_")]
+    assert {key for labels in fetch_series for key, _ in labels} == {"outcome", "le"}  # never per script
+    # The histogram holds the durations the executions recorded (the endpoint call's row is
+    # written with its counts, a moment after them).
+    calls = eventually(
+        lambda: len(c := [c for e in _rows(app) for c in e.http_calls or ()]) == 3 and c, 5, "3 calls recorded"
+    )
+    for outcome in ("answered", "blocked"):
+        mine = [c for c in calls if c.get("error", "answered") == outcome]
+        fast = sum(1 for c in mine if c["duration_ms"] <= 500)
+        assert _fetch_samples(samples, outcome, "0.5") == (len(mine), len(mine), fast)
+        seconds = samples[("script_fetch_duration_seconds_sum", (("outcome", outcome),))]
+        assert seconds == pytest.approx(sum(c["duration_ms"] for c in mine) / 1000, abs=1e-9)
+    assert_only_seed_names_flagged(scrape_text(client))
 
 
 def test_metrics_token(settings, app):

@@ -108,7 +108,7 @@ def scrape(app, client, make_user, make_token, start_worker) -> str:
 
 
 def test_alert_rules_pass_promtool():
-    assert "SUCCESS: 8 rules found" in promtool("check", "rules", str(ALERTS))
+    assert "SUCCESS: 9 rules found" in promtool("check", "rules", str(ALERTS))
     assert "SUCCESS" in promtool("test", "rules", "alerts_test.yml", cwd=ROOT / "tests")
 
 
@@ -124,7 +124,7 @@ def test_monitoring_md_shows_the_alert_rules_of_alerts_yml():
 def test_every_exported_metric_is_documented(scrape):
     page = (DOCS / "monitoring.md").read_text()
     families = list(text_string_to_metric_families(scrape))
-    assert len(families) == 18  # 14 script and operator families, 4 HTTP ones
+    assert len(families) == 20  # 16 script and operator families, 4 HTTP ones
     for family in families:
         name = f"{family.name}_total" if family.type == "counter" else family.name
         assert f"`{name}`" in page, f"{name} is exported but not documented in docs/monitoring.md"
@@ -133,7 +133,7 @@ def test_every_exported_metric_is_documented(scrape):
 def test_alerts_and_grafana_query_only_exported_metrics(scrape):
     exported = exported_names(scrape)
     queries = {**{f"alert {k}": v for k, v in alert_exprs().items()}, **grafana_exprs()}
-    assert len(alert_exprs()) == 8 and len(queries) > 25
+    assert len(alert_exprs()) == 9 and len(queries) > 25
     for where, expr in queries.items():
         names = metric_names(expr)
         assert names, f"{where}: no metric found in {expr!r}"

@@ -1,9 +1,11 @@
 """Script metrics, aggregated in Redis so that every process and host counts into one place.
 
 Workers and schedulers write (one pipeline per run or tick); whichever web process is scraped
-reads them back as Prometheus families at `GET /metrics`. A process that dies or restarts
-takes nothing with it. Gauges that describe "now" are read at scrape time: active scripts
-from the database, busy runtimes from short-lived keys, queues and workers from RQ.
+reads them back as Prometheus families at `GET /metrics`. Scripts' fetch calls are counted
+with their run (`RunCounts.add`), by outcome only: never per script or per host. A process
+that dies or restarts takes nothing with it. Gauges that describe "now" are read at scrape
+time: active scripts from the database, busy runtimes from short-lived keys, queues and
+workers from RQ.
 The same scrape carries the web app's HTTP metrics (webapp/http_metrics.py).
 
 A deleted script's series go at the next scrape: the scrape drops (and deletes from Redis) the
@@ -16,6 +18,7 @@ import hmac
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from typing import Any
 
 from flask import Blueprint, Response, current_app, request
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
@@ -31,6 +34,7 @@ from webapp.cron_registry import CronRegistry
 from webapp.extensions import db
 from webapp.models import Script
 from webapp.redis_client import get_redis
+from worker.fetch import errors as fetch_errors
 
 PREFIX = "sr:metrics:"
 EXECUTIONS = PREFIX + "executions"  # hash "script_id|type|status" -> count
@@ -39,8 +43,15 @@ EXECUTIONS = PREFIX + "executions"  # hash "script_id|type|status" -> count
 DURATION = PREFIX + "duration-buckets"  # not "duration": that key held cumulative counts before
 ERRORS = PREFIX + "errors"  # hash error_kind -> count
 EVENTS = PREFIX + "events"  # hash name -> count (cache hits/misses, recycles, cron fires/skips)
+# hash "outcome|bound" / "outcome|sum" / "outcome|count", as DURATION: scripts' fetch calls
+# (worker/fetch). The counter script_fetch_requests_total is read from the count fields.
+FETCH_DURATION = PREFIX + "fetch-duration-buckets"
 BUSY = PREFIX + "busy:"  # one key per worker while it runs a script, with a TTL
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+FETCH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+# A fetch call's outcome label: "answered" (any HTTP status; the status stays in the
+# execution's http_calls, out of the labels) or the error kind it failed with.
+FETCH_OUTCOMES = ("answered", *fetch_errors.KINDS)
 BUSY_TTL_SECONDS = 120
 
 
@@ -62,25 +73,32 @@ class RunCounts:
         error_kind: str | None,
         cache_hit: bool | None,
         recycled: int = 0,
+        http_calls: list[dict[str, Any]] | None = None,
     ) -> None:
-        """One run (status: succeeded | failed | skipped)."""
+        """One run (status: succeeded | failed | skipped) and its fetch calls (their summaries,
+        worker/fetch/client.py `summary`)."""
         if status != "skipped":
             outcome = "success" if status == "succeeded" else "failed"
             self.ints[EXECUTIONS, f"{script_id}|{script_type}|{outcome}"] += 1
         if seconds is not None:
-            base = f"{script_id}|{script_type}"
-            # Only the smallest bucket that holds the value: the scrape adds them up (cumulative).
-            bound = next((b for b in BUCKETS if seconds <= b), None)
-            if bound is not None:
-                self.ints[DURATION, f"{base}|{bound}"] += 1
-            self.sums[DURATION, f"{base}|sum"] += seconds
-            self.ints[DURATION, f"{base}|count"] += 1
+            self._observe(DURATION, BUCKETS, f"{script_id}|{script_type}", seconds)
         if error_kind:
             self.ints[ERRORS, error_kind] += 1
         if cache_hit is not None:
             self.ints[EVENTS, "compile_cache_hits" if cache_hit else "compile_cache_misses"] += 1
         if recycled:
             self.ints[EVENTS, "runtime_recycles"] += recycled
+        for call in http_calls or ():
+            self._observe(FETCH_DURATION, FETCH_BUCKETS, call.get("error") or "answered", call["duration_ms"] / 1000)
+
+    def _observe(self, key: str, buckets: tuple[float, ...], labels: str, seconds: float) -> None:
+        """One value into the histogram hash `key`: only the smallest bucket that holds it is
+        counted; the scrape adds them up (cumulative)."""
+        bound = next((b for b in buckets if seconds <= b), None)
+        if bound is not None:
+            self.ints[key, f"{labels}|{bound}"] += 1
+        self.sums[key, f"{labels}|sum"] += seconds
+        self.ints[key, f"{labels}|count"] += 1
 
     def write(self, pipe: Pipeline) -> None:
         for (key, field), amount in self.ints.items():
@@ -101,10 +119,11 @@ def record_run(
     error_kind: str | None,
     cache_hit: bool | None,
     recycled: int = 0,
+    http_calls: list[dict[str, Any]] | None = None,
 ) -> None:
     """Count one finished run at once."""
     counts = RunCounts()
-    counts.add(script_id, script_type, status, seconds, error_kind, cache_hit, recycled)
+    counts.add(script_id, script_type, status, seconds, error_kind, cache_hit, recycled, http_calls)
     pipe = redis.pipeline(transaction=False)
     counts.write(pipe)
     pipe.execute()
@@ -136,7 +155,11 @@ class ScriptMetrics(Collector):
             script_id, script_type, status = field.split("|")
             executions.add_metric([script_id, script_type, status], float(value))
         yield executions
-        yield self._durations(duration_series)
+        durations = HistogramMetricFamily(
+            "script_execution_duration_seconds", "Run duration by script and type.", labels=["script_id", "type"]
+        )
+        yield _histogram(durations, duration_series, BUCKETS)
+        yield from self._fetches()
         errors = CounterMetricFamily("script_errors", "Failed runs by error kind.", labels=["error_kind"])
         for kind, value in self._hash(ERRORS):
             errors.add_metric([kind], float(value))
@@ -194,22 +217,39 @@ class ScriptMetrics(Collector):
         )
         return executions, durations
 
-    def _durations(self, fields: list[tuple[str, str]]) -> HistogramMetricFamily:
-        family = HistogramMetricFamily(
-            "script_execution_duration_seconds", "Run duration by script and type.", labels=["script_id", "type"]
+    def _fetches(self) -> Iterator:
+        fields = self._hash(FETCH_DURATION)
+        calls = CounterMetricFamily(
+            "script_fetch_requests",
+            "Scripts' fetch calls by outcome (answered, or the error kind).",
+            labels=["outcome"],
         )
-        series: dict[tuple[str, str], dict[str, float]] = {}
-        for field, value in fields:
-            script_id, script_type, part = field.split("|")
-            series.setdefault((script_id, script_type), {})[part] = float(value)
-        for (script_id, script_type), parts in sorted(series.items()):
-            buckets, running = [], 0.0
-            for bound in BUCKETS:
-                running += parts.get(str(bound), 0.0)
-                buckets.append((str(bound), running))
-            buckets.append(("+Inf", parts.get("count", 0.0)))
-            family.add_metric([script_id, script_type], buckets, parts.get("sum", 0.0))
-        return family
+        counted = {field.partition("|")[0]: float(value) for field, value in fields if field.endswith("|count")}
+        for outcome in sorted({*FETCH_OUTCOMES, *counted}):  # every known outcome from 0, so rate() sees the first
+            calls.add_metric([outcome], counted.get(outcome, 0.0))
+        yield calls
+        durations = HistogramMetricFamily(
+            "script_fetch_duration_seconds", "Scripts' fetch call duration by outcome.", labels=["outcome"]
+        )
+        yield _histogram(durations, fields, FETCH_BUCKETS)
+
+
+def _histogram(
+    family: HistogramMetricFamily, fields: list[tuple[str, str]], buckets: tuple[float, ...]
+) -> HistogramMetricFamily:
+    """`family` with the series of a histogram hash (fields "label|…|bound", "…|sum", "…|count")."""
+    series: dict[tuple[str, ...], dict[str, float]] = {}
+    for field, value in fields:
+        *labels, part = field.split("|")
+        series.setdefault(tuple(labels), {})[part] = float(value)
+    for labels, parts in sorted(series.items()):
+        cumulative, running = [], 0.0
+        for bound in buckets:
+            running += parts.get(str(bound), 0.0)
+            cumulative.append((str(bound), running))
+        cumulative.append(("+Inf", parts.get("count", 0.0)))
+        family.add_metric(list(labels), cumulative, parts.get("sum", 0.0))
+    return family
 
 
 def _script_id(field: str) -> str:

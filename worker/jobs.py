@@ -391,11 +391,11 @@ def _redacted_calls(host: HostApi, redact: Redactor) -> list[dict[str, Any]] | N
 
 def _count(script_id: str, script_type: str, ran: Ran, counts: metrics.RunCounts | None = None) -> None:
     seconds = (ran.duration_ms or 0) / 1000
-    kind, hit, recycled = ran.error_kind, ran.cache_hit, ran.recycled
+    kind, hit, recycled, calls = ran.error_kind, ran.cache_hit, ran.recycled, ran.http_calls
     if counts is not None:
-        counts.add(script_id, script_type, ran.status, seconds, kind, hit, recycled)
+        counts.add(script_id, script_type, ran.status, seconds, kind, hit, recycled, calls)
     else:
-        _metrics(metrics.record_run, script_id, script_type, ran.status, seconds, kind, hit, recycled)
+        _metrics(metrics.record_run, script_id, script_type, ran.status, seconds, kind, hit, recycled, calls)
 
 
 def _recycles(state: Any, outcome: dict[str, Any]) -> int:
