@@ -10,6 +10,7 @@ import json
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextvars import copy_context
+from dataclasses import dataclass
 from typing import Any
 
 from webapp.config import FetchSettings
@@ -20,6 +21,15 @@ from worker.fetch.guard import Policy
 MAX_ANSWERS_BYTES = 24 * 1024 * 1024  # per batch handed back: the sandbox channel's messages stay small
 
 
+@dataclass(frozen=True)
+class _Call:
+    id: int  # the sandbox's host call id
+    method: str
+    url: str
+    started: float
+    slot: int  # its place among the run's calls, in the order made
+
+
 class RunFetches:
     def __init__(self, settings: FetchSettings, policy: Policy, deadline: float):
         self.settings = settings
@@ -28,18 +38,20 @@ class RunFetches:
         self.started = 0  # calls made, refused ones included
         self.abort = connection.Abort()
         self._pool: ThreadPoolExecutor | None = None
-        self._pending: dict[Future, tuple[int, str, str, float]] = {}  # future -> (id, method, url, started)
-        self.calls: list[dict[str, Any]] = []  # summaries (client.summary), in the order the calls ended
+        self._pending: dict[Future, _Call] = {}
+        self._summaries: list[dict[str, Any] | None] = []  # client.summary of each call, in the order made
 
     @property
-    def waiting(self) -> bool:
-        return bool(self._pending)
+    def calls(self) -> list[dict[str, Any]]:
+        """The summaries of the calls that have ended, in the order they were made."""
+        return [summary for summary in self._summaries if summary is not None]
 
     def start(self, call_id: int, arg: dict[str, Any]) -> dict[str, Any] | None:
         """Start one call; its answer now when it is refused before any network."""
         method = arg.get("method") if isinstance(arg.get("method"), str) else "GET"
         url = arg.get("url") if isinstance(arg.get("url"), str) else ""
-        started = time.monotonic()
+        call = _Call(call_id, method, url, time.monotonic(), len(self._summaries))
+        self._summaries.append(None)
         try:
             self.started += 1
             if self.started > self.settings.max_requests:
@@ -47,13 +59,13 @@ class RunFetches:
                 raise FetchError("too_many_requests", f"fetch: too many requests: a run may make {limit}")
             request = _request(arg)
         except FetchError as refused:
-            return self._ended(call_id, method, url, started, refused)
+            return self._ended(call, refused)
         if self._pool is None:  # its threads are the calls in flight; more wait their turn
             self._pool = ThreadPoolExecutor(self.settings.max_in_flight, thread_name_prefix="fetch")
         context = copy_context()
         context.run(connection.current.set, self.abort)
         future = self._pool.submit(context.run, self._fetch, request)
-        self._pending[future] = (call_id, method, url, started)
+        self._pending[future] = call
         return None
 
     def _fetch(self, request: client.Request) -> client.Response:
@@ -70,12 +82,12 @@ class RunFetches:
             wait(list(self._pending), timeout=max(self.deadline - time.monotonic(), 0) + 1, return_when=FIRST_COMPLETED)
         out, size = [], 0
         for future in [f for f in self._pending if f.done()]:
-            call_id, method, url, started = self._pending.pop(future)
+            call = self._pending.pop(future)
             try:
                 outcome: client.Response | FetchError = future.result()
             except FetchError as failed:
                 outcome = failed
-            answer = self._ended(call_id, method, url, started, outcome)
+            answer = self._ended(call, outcome)
             out.append(answer)
             size += len(answer.get("value") or "")
             if size > MAX_ANSWERS_BYTES:
@@ -84,33 +96,31 @@ class RunFetches:
 
     def cancel(self, call_id: int) -> None:
         """The script aborted the call: its answer is not wanted (the signal rejected it)."""
-        for future, (pending_id, method, url, started) in list(self._pending.items()):
-            if pending_id == call_id:
+        for future, call in list(self._pending.items()):
+            if call.id == call_id:
                 del self._pending[future]
                 future.cancel()
-                self._record(method, url, started, FetchError("aborted", "fetch: aborted"))
+                self._record(call, FetchError("aborted", "fetch: aborted"))
 
     def close(self) -> None:
         """The run ended: calls still in flight are cut off, now."""
         self.abort.abort()
-        for future, (_, method, url, started) in self._pending.items():
+        for future, call in self._pending.items():
             future.cancel()
-            self._record(method, url, started, FetchError("aborted", "fetch: the run ended first"))
+            self._record(call, FetchError("aborted", "fetch: the run ended first"))
         self._pending.clear()
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
 
-    def _ended(
-        self, call_id: int, method: str, url: str, started: float, outcome: client.Response | FetchError
-    ) -> dict[str, Any]:
-        self._record(method, url, started, outcome)
+    def _ended(self, call: _Call, outcome: client.Response | FetchError) -> dict[str, Any]:
+        self._record(call, outcome)
         if isinstance(outcome, FetchError):
-            return {"id": call_id, "ok": False, "error": outcome.message}
-        return {"id": call_id, "ok": True, "value": _as_js(outcome)}
+            return {"id": call.id, "ok": False, "error": outcome.message}
+        return {"id": call.id, "ok": True, "value": _as_js(outcome)}
 
-    def _record(self, method: str, url: str, started: float, outcome: client.Response | FetchError) -> None:
-        duration_ms = round((time.monotonic() - started) * 1000)
-        self.calls.append(client.summary(method, url, outcome, duration_ms))
+    def _record(self, call: _Call, outcome: client.Response | FetchError) -> None:
+        duration_ms = round((time.monotonic() - call.started) * 1000)
+        self._summaries[call.slot] = client.summary(call.method, call.url, outcome, duration_ms)
 
 
 def _request(arg: dict[str, Any]) -> client.Request:
