@@ -79,9 +79,10 @@ test: venv-dev system-test lint
 test-fast: venv-dev system-test
 	TEST_DATABASES=sqlite $(BIN)/python -m pytest -m "not slow" -q -n 2
 
+# Every bench/*.py but bench/_*.py, the modules the benchmarks share.
 bench: venv-dev system-test
 	@command -v wrk >/dev/null || { $(APT) update -qq && $(APT) install -y -qq wrk; }
-	@ls bench/*.py >/dev/null 2>&1 && for b in bench/*.py; do $(BIN)/python $$b || exit 1; done || echo "no benchmarks yet"
+	@ls bench/*.py >/dev/null 2>&1 && for b in bench/[!_]*.py; do $(BIN)/python $$b || exit 1; done || echo "no benchmarks yet"
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
