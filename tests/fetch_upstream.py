@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 GIB = 1024**3
+JSON = (("Content-Type", "application/json"),)
 
 
 class Upstream(ThreadingHTTPServer):
@@ -54,7 +55,9 @@ class Handler(BaseHTTPRequestHandler):
         self.server.seen.append(f"{self.command} {self.path}")
         url = urlsplit(self.path)
         query = {k: v[0] for k, v in parse_qs(url.query).items()}
-        getattr(self, "do_" + url.path.strip("/").replace("/", "_"), self.do_echo)(query)
+        handler = "do_" + url.path.strip("/").replace("/", "_")
+        first = "do_" + url.path.strip("/").split("/")[0]  # /users/2: do_users
+        getattr(self, handler, getattr(self, first, self.do_echo))(query)
 
     do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _route
 
@@ -73,6 +76,18 @@ class Handler(BaseHTTPRequestHandler):
         answer = {"method": self.command, "path": self.path, "headers": dict(self.headers.items()), "body": body}
         extra = (("X-Reply", "yes"), ("Set-Cookie", "a=1"), ("Set-Cookie", "b=2"), ("Content-Type", "application/json"))
         self._send(int(query.get("status", 200)), json.dumps(answer).encode(), extra)
+
+    def do_users(self, query: dict) -> None:
+        """/users/<id>: a user as an API answers one (docs/scripting.md's examples)."""
+        user_id = int(urlsplit(self.path).path.rsplit("/", 1)[-1])
+        self._send(200, json.dumps({"id": user_id, "name": f"User {user_id}"}).encode(), JSON)
+
+    def do_items(self, query: dict) -> None:
+        """Three pages of two items, each linking to the next page (absolute), the last to null."""
+        page = int(query.get("page", 1))
+        following = f"{self.server.origin}/items?page={page + 1}" if page < 3 else None
+        answer = {"items": [2 * page - 1, 2 * page], "next": following}
+        self._send(200, json.dumps(answer).encode(), JSON)
 
     def do_redirect(self, query: dict) -> None:
         self._send(int(query.get("code", 302)), b"moved", (("Location", query["to"]),))

@@ -2,10 +2,12 @@
 real worker: what the htmx requests answer."""
 
 import re
+from contextlib import nullcontext
 
 import pytest
 
 from tests.conftest import PASSWORD, csrf_from
+from tests.fetch_upstream import upstream
 from tests.services import eventually
 from webapp.scripts.examples import EXAMPLES
 from webapp.scripts.fields import FIELDS
@@ -52,19 +54,34 @@ def test_the_sample_fields_follow_the_forms_type_and_path(client, editor_session
     assert "cron event fired now" in html and "draft_param" not in html
 
 
+SECRET_VALUE = "example-token-4711"
+
+
 @pytest.mark.parametrize("example", EXAMPLES, ids=[e.key for e in EXAMPLES])
 def test_every_example_runs_as_a_draft_before_it_is_saved(client, editor_session, start_worker, example):
+    """The secrets an example reads are set first; an example that fetches (its sample has a
+    `url`) calls a loopback upstream instead, exempted as an operator would exempt one."""
     from webapp.executions.draft_views import typed_sample
 
-    start_worker()
-    typed = typed_sample(example.fields["type"], example.sample)
-    response = client.post("/scripts/draft", data=_form(example.fields, editor_session, **typed), headers=HTMX)
-    assert response.status_code == 200
-    html = _outcome(client, response.get_data(as_text=True))
+    csrf = {"X-CSRFToken": editor_session}
+    for name in re.findall(r'secrets\.get\("(\w+)"\)', example.fields["source"]):
+        assert client.put(f"/api/v1/secrets/{name}", json={"value": SECRET_VALUE}, headers=csrf).status_code == 201
+    fetches = "url" in example.sample
+    with upstream("127.0.0.1") if fetches else nullcontext() as server:
+        sample = {**example.sample, "url": f"{server.origin}/post"} if fetches else example.sample
+        start_worker(**({"FETCH_ALLOWED_NETWORKS": "127.0.0.1/32"} if fetches else {}))
+        typed = typed_sample(example.fields["type"], sample)
+        response = client.post("/scripts/draft", data=_form(example.fields, editor_session, **typed), headers=HTMX)
+        assert response.status_code == 200
+        html = _outcome(client, response.get_data(as_text=True))
     assert 'data-status="succeeded"' in html, html
     assert "Execution details" not in html  # nothing was recorded
+    assert SECRET_VALUE not in html
     if example.fields["type"] == "endpoint":  # a valid response: else it failed bad_response
         assert "&#34;status&#34;: 200" in html and "Hallo, Ann!" in html
+    if fetches:  # the upstream echoed the request: its token shows redacted
+        assert server.seen == ["POST /post"]
+        assert "Bearer [secret API_TOKEN]" in html
     assert client.get("/api/v1/scripts").get_json()["total"] == 0
 
 

@@ -79,5 +79,34 @@ EXAMPLES: tuple[Example, ...] = (
         },
         sample={"name": "visits", "by": 2},
     ),
+    Example(
+        key="fetch-with-secret",
+        title="Fetch with a secret",
+        summary="Posts JSON to an API with a Bearer token read from the secret API_TOKEN.",
+        fields={
+            "name": "Post to an API",
+            "type": "manual",
+            "source": """async function main(event) {
+  // Set the secret API_TOKEN first (Secrets page): it is sent, never recorded.
+  const token = await secrets.get("API_TOKEN");
+  if (token === null) throw new Error("set the secret API_TOKEN first (Secrets page)");
+  const url = event.url ?? "https://httpbin.org/post";
+  const response = await fetch(url, {
+    method: "POST",
+    headers: { Authorization: `Bearer ${token}`, "Content-Type": "application/json" },
+    body: JSON.stringify({ text: event.text ?? "Hello", sent_at: new Date().toISOString() }),
+    timeoutMs: 5000,
+  });
+  if (!response.ok) {
+    const detail = (await response.text()).slice(0, 200);
+    throw new Error(`${url} answered ${response.status} ${response.statusText}: ${detail}`);
+  }
+  console.log("posted:", response.status);
+  return { status: response.status, answer: await response.json() };
+}
+""",
+        },
+        sample={"url": "https://httpbin.org/post", "text": "Deploy finished"},
+    ),
 )
 BY_KEY = {example.key: example for example in EXAMPLES}
