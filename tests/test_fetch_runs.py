@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from ipaddress import ip_network
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 
@@ -426,3 +427,33 @@ def test_the_largest_answers_allowed_cross_to_the_sandbox_whole(run, server: Ups
         limits=limits,
     )
     assert ran.result == [[size, True, True]] * 2
+
+
+# -- review 16: a hostile tenant's upstream, and the run's end -------------------------------
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        # a Location urljoin cannot even split
+        (
+            "HTTP/1.1 302 Found\r\nLocation: http://[::1/\r\nContent-Length: 0\r\n\r\n",
+            "fetch: 127.0.0.1 redirected to an invalid URL: a bracketed IPv6 host is not closed",
+        ),
+        # a Content-Length that str.isdigit() accepts and int() does not (a latin-1 superscript)
+        ("HTTP/1.1 200 OK\r\nContent-Length: \xb2\r\nConnection: close\r\n\r\nxx", 2),
+    ],
+)
+def test_a_malformed_answer_is_a_rejection_and_the_sandbox_lives_on(run, sandbox, server: Upstream, answer, expected):
+    """The upstream is the tenant's own: nothing it answers may take the sandbox process (every
+    tenant's warm runtimes) down with the run."""
+    run("async function main() { return 1 }")
+    pid = sandbox.pid
+    ran = run(
+        """async function main(e) {
+          try { return (await (await fetch(e.url)).text()).length; } catch (err) { return err.message; }
+        }""",
+        {"url": f"{server.origin}/raw?answer={quote(answer)}"},
+    )
+    assert ran.result == expected
+    assert sandbox.pid == pid

@@ -97,7 +97,7 @@ def fetch(
             raise FetchError("redirect", f'fetch: {hop.target.host} answered a redirect, and redirect is "error"')
         if redirects == MAX_REDIRECTS:
             raise FetchError("redirect", f"fetch: too many redirects (more than {MAX_REDIRECTS})")
-        hop = _next_hop(hop, answer.status, urljoin(hop.target.url, location))
+        hop = _next_hop(hop, answer.status, location)
     raise AssertionError("unreachable")
 
 
@@ -191,7 +191,7 @@ def _read_capped(sock: socket.socket, answer: HTTPResponse, host: str, cap: int,
     """The body, decoded, read in chunks: never more than cap + 1 bytes are held."""
     too_large = FetchError("too_large", f"fetch: the answer of {host} is over the limit of {cap // 1024} KiB")
     length = answer.headers.get("content-length", "")
-    if length.isdigit() and int(length) > cap:
+    if length.isascii() and length.isdigit() and int(length) > cap:  # not "²": isdigit, yet no int
         raise too_large
     chunks: list[bytes] = []
     total = 0
@@ -208,10 +208,12 @@ def _read_capped(sock: socket.socket, answer: HTTPResponse, host: str, cap: int,
 
 def _next_hop(hop: _Hop, status: int, location: str) -> _Hop:
     """The request a redirect asks for, as WHATWG fetch makes it."""
+    where = f"fetch: {hop.target.host} redirected to an invalid URL"
     try:
-        target = parse_url(location)
+        target = parse_url(urljoin(hop.target.url, location))
+    except ValueError as exc:  # urljoin cannot split it (an unclosed [)
+        raise FetchError("redirect", f"{where}: a bracketed IPv6 host is not closed") from exc
     except FetchError as exc:
-        where = f"fetch: {hop.target.host} redirected to an invalid URL"
         raise FetchError("redirect", exc.message.replace("fetch: invalid URL", where, 1)) from exc
     method, body, headers = hop.method, hop.body, hop.headers
     if (status in (301, 302) and method == "POST") or (status == 303 and method not in ("GET", "HEAD")):

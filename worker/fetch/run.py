@@ -7,6 +7,7 @@ one still gets its storage answers. What the run keeps of each call is its summa
 """
 
 import json
+import logging
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextvars import copy_context
@@ -17,6 +18,7 @@ from worker.fetch import client, connection
 from worker.fetch.errors import FetchError
 from worker.fetch.guard import Policy
 
+log = logging.getLogger(__name__)
 MAX_ANSWERS_BYTES = 24 * 1024 * 1024  # per batch handed back: the sandbox channel's messages stay small
 
 
@@ -59,7 +61,15 @@ class RunFetches:
     def _fetch(self, request: client.Request) -> client.Response:
         if self.abort.aborted:
             raise FetchError("aborted", "fetch: the run ended before the call was made")
-        return client.fetch(request, self.settings, self.policy, self.deadline)
+        try:
+            return client.fetch(request, self.settings, self.policy, self.deadline)
+        except FetchError:
+            raise
+        except Exception as exc:
+            # What an upstream answers is the tenant's to choose: a case the client did not
+            # foresee fails this call, never the run's sandbox (every tenant's warm runtimes).
+            log.warning("fetch: unexpected %s in the client", type(exc).__name__)  # its text may quote a secret
+            raise FetchError("connection", f"fetch: the call failed ({type(exc).__name__})") from None
 
     def answers(self, block: bool) -> list[dict[str, Any]]:
         """Answers of the calls that have ended; with `block`, at least one if any is in flight,
