@@ -457,3 +457,50 @@ def test_a_malformed_answer_is_a_rejection_and_the_sandbox_lives_on(run, sandbox
     )
     assert ran.result == expected
     assert sandbox.pid == pid
+
+
+def test_huge_answer_headers_cannot_break_the_sandbox_channel(run, sandbox, server: Upstream):
+    """At the default response cap: a body of bytes JSON escapes sixfold (\\u0001), and 90
+    headers of 60 KiB of bytes escaped as much: over the channel's 64 MiB once escaped twice."""
+    run("async function main() { return 1 }")
+    pid = sandbox.pid
+    settings = FetchSettings(allowed_networks=EXEMPT.allowed_networks)
+    limits = EffectiveLimits(cpu_seconds=5, wall_seconds=20, memory_bytes=256 << 20, log_bytes=4096, result_bytes=4096)
+    ran = run(
+        """async function main(e) {
+          try { return (await (await fetch(e.url)).text()).length; } catch (err) { return err.message; }
+        }""",
+        {"url": f"{server.origin}/bytes?fill=01&n={settings.max_response_kb * 1024}&pad=90&pad_kb=60"},
+        settings=settings,
+        limits=limits,
+    )
+    assert ran.result == "fetch: the headers of 127.0.0.1's answer are over the limit of 256 KiB"
+    assert sandbox.pid == pid
+
+
+def test_two_answers_that_together_pass_the_channel_go_in_two_batches(run, sandbox, server: Upstream):
+    """Answers ready together share a batch only while it stays small: the first just under the
+    batch budget (counted once escaped), the second at the largest cap, of bytes escaped sixfold."""
+    run("async function main() { return 1 }")
+    pid = sandbox.pid
+    settings = FetchSettings(allowed_networks=EXEMPT.allowed_networks, max_response_kb=MAX_RESPONSE_KB)
+    limits = EffectiveLimits(cpu_seconds=5, wall_seconds=20, memory_bytes=256 << 20, log_bytes=4096, result_bytes=4096)
+    first, second = 3900 * 1024, MAX_RESPONSE_KB * 1024
+    ran = run(
+        """async function main(e) {
+          const calls = [fetch(e.url + e.first), fetch(e.url + e.second)];
+          await utils.hash('x');  // hands both over
+          const until = Date.now() + 1500; while (Date.now() < until) {}  // both end meanwhile
+          const all = await Promise.all(calls);
+          return await Promise.all(all.map(async (r) => (await r.text()).length));
+        }""",
+        {
+            "url": server.origin,
+            "first": f"/bytes?fill=01&n={first}&i=1",
+            "second": f"/bytes?fill=01&n={second}&i=2",
+        },
+        settings=settings,
+        limits=limits,
+    )
+    assert ran.result == [first, second]
+    assert sandbox.pid == pid

@@ -22,6 +22,9 @@ MAX_REDIRECTS = 5
 REDIRECT_STATUSES = {301, 302, 303, 307, 308}
 REDIRECT_MODES = ("follow", "manual", "error")
 READ_CHUNK = 64 * 1024
+# An answer's headers, names and values: beside a body at the cap, an answer still crosses the
+# sandbox channel whole (http.client alone lets 100 lines of 64 KiB through).
+MAX_HEADER_BYTES = 256 * 1024
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _FORBIDDEN_METHODS = {"CONNECT", "TRACE", "TRACK"}
 _NORMAL_METHODS = {"DELETE", "GET", "HEAD", "OPTIONS", "POST", "PUT"}
@@ -172,7 +175,11 @@ def _close(sock: socket.socket, answer: HTTPResponse) -> None:
 def _response(
     sock: socket.socket, answer: HTTPResponse, target: Target, redirected: bool, cap: int, end: float, started: float
 ) -> Response:
+    headers = [(name.lower(), value) for name, value in answer.headers.items()]
     try:
+        if sum(len(name) + len(value) for name, value in headers) > MAX_HEADER_BYTES:
+            limit = f"{MAX_HEADER_BYTES // 1024} KiB"
+            raise FetchError("too_large", f"fetch: the headers of {target.host}'s answer are over the limit of {limit}")
         body = _read_capped(sock, answer, target.host, cap, end)
     finally:
         _close(sock, answer)
@@ -181,7 +188,7 @@ def _response(
         status_text=answer.reason or "",
         url=target.url,
         redirected=redirected,
-        headers=[(name.lower(), value) for name, value in answer.headers.items()],
+        headers=headers,
         body=body,
         duration_ms=round((time.monotonic() - started) * 1000),
     )

@@ -19,7 +19,10 @@ from worker.fetch.errors import FetchError
 from worker.fetch.guard import Policy
 
 log = logging.getLogger(__name__)
-MAX_ANSWERS_BYTES = 24 * 1024 * 1024  # per batch handed back: the sandbox channel's messages stay small
+# Per batch handed back, as the channel carries it: several answers share a batch only within
+# it (one alone may be larger: a body at the largest cap, with headers, is under 58 MiB), so
+# that no message passes the channel's 64 MiB.
+MAX_ANSWERS_BYTES = 24 * 1024 * 1024
 
 
 class RunFetches:
@@ -71,25 +74,29 @@ class RunFetches:
             log.warning("fetch: unexpected %s in the client", type(exc).__name__)  # its text may quote a secret
             raise FetchError("connection", f"fetch: the call failed ({type(exc).__name__})") from None
 
-    def answers(self, block: bool) -> list[dict[str, Any]]:
-        """Answers of the calls that have ended; with `block`, at least one if any is in flight,
-        waiting for it no later than the run's deadline."""
+    def answers(self, block: bool, used: int = 0) -> list[dict[str, Any]]:
+        """Answers of the calls that have ended, as many as fit beside `used` bytes of other
+        answers in one batch (an answer alone in its batch always goes); with `block`, at least
+        one if any is in flight, waiting for it no later than the run's deadline."""
         if not self._pending:
             return []
         if block:
             wait(list(self._pending), timeout=max(self.deadline - time.monotonic(), 0) + 1, return_when=FIRST_COMPLETED)
-        out, size = [], 0
+        out: list[dict[str, Any]] = []
         for future in [f for f in self._pending if f.done()]:
-            call_id, method, url, started = self._pending.pop(future)
+            call_id, method, url, started = self._pending[future]
             try:
                 outcome: client.Response | FetchError = future.result()
             except FetchError as failed:
                 outcome = failed
-            answer = self._ended(call_id, method, url, started, outcome)
+            answer = _answer(call_id, outcome)
+            cost = channel_bytes(answer)
+            if used and used + cost > MAX_ANSWERS_BYTES:
+                break  # the rest go in a later batch
+            del self._pending[future]
+            self._record(method, url, started, outcome)
             out.append(answer)
-            size += len(answer.get("value") or "")
-            if size > MAX_ANSWERS_BYTES:
-                break  # the rest go in the next batch
+            used += cost
         return out
 
     def cancel(self, call_id: int) -> None:
@@ -114,13 +121,23 @@ class RunFetches:
         self, call_id: int, method: str, url: str, started: float, outcome: client.Response | FetchError
     ) -> dict[str, Any]:
         self._record(method, url, started, outcome)
-        if isinstance(outcome, FetchError):
-            return {"id": call_id, "ok": False, "error": outcome.message}
-        return {"id": call_id, "ok": True, "value": _as_js(outcome)}
+        return _answer(call_id, outcome)
 
     def _record(self, method: str, url: str, started: float, outcome: client.Response | FetchError) -> None:
         duration_ms = round((time.monotonic() - started) * 1000)
         self.calls.append(client.summary(method, url, outcome, duration_ms))
+
+
+def _answer(call_id: int, outcome: client.Response | FetchError) -> dict[str, Any]:
+    if isinstance(outcome, FetchError):
+        return {"id": call_id, "ok": False, "error": outcome.message}
+    return {"id": call_id, "ok": True, "value": _as_js(outcome)}
+
+
+def channel_bytes(answer: dict[str, Any]) -> int:
+    """About what an answer weighs on the sandbox channel, where its JSON text is escaped again."""
+    text = answer.get("value") or answer.get("error") or ""
+    return len(text) + text.count("\\") + text.count('"') + 64
 
 
 def _request(arg: dict[str, Any]) -> client.Request:
