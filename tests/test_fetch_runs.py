@@ -504,3 +504,25 @@ def test_two_answers_that_together_pass_the_channel_go_in_two_batches(run, sandb
     )
     assert ran.result == [first, second]
     assert sandbox.pid == pid
+
+
+def test_a_fetch_started_after_main_settled_is_never_made(run, server: Upstream):
+    """More than one batch of host calls left when main settles: a fetch queued by a callback
+    of the first batch is dropped too, and no other call in its place."""
+    ran = run(
+        """async function main(e) {
+          for (let i = 0; i < 600; i++) {
+            utils.hash('x').then(async () => {
+              if (i === 0) {
+                fetch(e.url + '/late').catch(() => {});
+                for (let k = 0; k < 200; k++) await utils.hash('y');  // keeps the run's calls going
+              }
+            });
+          }
+          return 'done';
+        }""",
+        {"url": server.origin},
+    )
+    assert ran.result == "done"
+    assert ran.calls == []
+    assert server.seen == []

@@ -731,10 +731,14 @@
       if (run.outcome !== null) {
         // The run is over: a fetch not started yet is never made (one in flight is cut off by
         // the worker); other calls still go (an unawaited storage.set is kept).
+        // callOps stays in step with calls: a batch may still be left, and a callback of this
+        // one may queue a fetch behind it.
         for (let i = calls.length - 1; i >= 0; i--) {
-          if (run.callOps[i] === 'fetch') splice.call(calls, i, 1);
+          if (run.callOps[i] === 'fetch') {
+            splice.call(calls, i, 1);
+            splice.call(run.callOps, i, 1);
+          }
         }
-        run.callOps = [];
       }
       if (calls.length) {
         const batch = calls.splice(0, MAX_BATCH);
