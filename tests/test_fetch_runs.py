@@ -7,6 +7,8 @@ Traffic stays on loopback: the upstream on 127.0.0.1 is exempted with FETCH_ALLO
 """
 
 import json
+import socket
+import threading
 import time
 from collections.abc import Iterator
 from ipaddress import ip_network
@@ -526,3 +528,38 @@ def test_a_fetch_started_after_main_settled_is_never_made(run, server: Upstream)
     assert ran.result == "done"
     assert ran.calls == []
     assert server.seen == []
+
+
+def test_a_call_still_resolving_when_the_run_ends_never_connects(run, monkeypatch):
+    """A fetch waiting on DNS when its run ends: once the name resolves, it connects nowhere
+    (the run is over, and the next run, maybe another tenant's, is on)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    looked_up, release = threading.Event(), threading.Event()
+    real = socket.getaddrinfo
+
+    def slow(host, *args, **kwargs):
+        if host != "slow.test":
+            return real(host, *args, **kwargs)
+        looked_up.set()
+        release.wait(5)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", slow)
+    ran = run(
+        """async function main(e) {
+          fetch(e.url).catch(() => {});
+          await utils.hash('x');  // hands the fetch over
+          return 'done';
+        }""",
+        {"url": f"http://slow.test:{port}/late"},
+    )
+    assert ran.result == "done"
+    assert looked_up.is_set()
+    release.set()
+    for thread in [t for t in threading.enumerate() if t.name.startswith("fetch")]:
+        thread.join(5)
+    listener.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        listener.accept()
+    listener.close()
