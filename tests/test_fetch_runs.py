@@ -563,3 +563,39 @@ def test_a_call_still_resolving_when_the_run_ends_never_connects(run, monkeypatc
     with pytest.raises(BlockingIOError):
         listener.accept()
     listener.close()
+
+
+@pytest.mark.xfail(strict=True, reason="review 16: every lookup has a thread of its own, left running past its call")
+def test_lookups_that_never_answer_do_not_pile_up_threads_run_after_run(run, monkeypatch):
+    """A tenant's own name server may never answer: each call gives up at its timeout, but the
+    worker's threads must not grow with every run (a lookup cannot be interrupted)."""
+    release = threading.Event()
+    real = socket.getaddrinfo
+
+    def never(host, *args, **kwargs):
+        if host != "blackhole.test":
+            return real(host, *args, **kwargs)
+        release.wait(30)
+        raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+
+    monkeypatch.setattr(socket, "getaddrinfo", never)
+    source = """async function main() {
+      for (let i = 0; i < 20; i++) {
+        try { await fetch('http://blackhole.test/' + i, {timeoutMs: 20}); } catch (err) {}
+      }
+      return 'done';
+    }"""
+
+    def threads_after_a_run() -> int:
+        assert run(source).result == "done"
+        for thread in [t for t in threading.enumerate() if t.name.startswith("fetch_")]:
+            thread.join(5)  # the calls' own threads end with them
+        return threading.active_count()
+
+    try:
+        before = threading.active_count()
+        first = threads_after_a_run() - before
+        second = threads_after_a_run() - before
+        assert second <= first <= 8, (first, second)
+    finally:
+        release.set()
