@@ -412,6 +412,18 @@ def test_response_headers_cannot_be_changed_and_bodies_read_once(run, server: Up
     }
 
 
+def test_a_json_error_names_the_answer_without_its_query_string(run, server: Upstream):
+    ran = run(
+        """async function main(e) {
+          await (await fetch(e.url + '/redirect?to=/x&sig=s3cr3t-signature', {redirect: 'manual'})).json();
+        }""",
+        {"url": server.origin},
+    )
+    message = ran.outcome["error_message"]
+    assert message.startswith(f"SyntaxError: Response.json: the answer from {server.origin}/redirect is not JSON")
+    assert "s3cr3t" not in message
+
+
 def test_the_largest_answers_allowed_cross_to_the_sandbox_whole(run, server: Upstream):
     """Two answers at the highest cap, each byte invalid UTF-8 (one U+FFFD each, the costliest
     to carry): both reach the script whole."""

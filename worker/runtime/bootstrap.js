@@ -39,6 +39,8 @@
   const objectKeys = Object.keys;
   const objectCreate = Object.create;
   const toLowerCase = String.prototype.toLowerCase;
+  const stringIndexOf = String.prototype.indexOf;
+  const stringSlice = String.prototype.slice;
   const sort = Array.prototype.sort;
   const splice = Array.prototype.splice;
   const isView = ArrayBuffer.isView;
@@ -456,7 +458,10 @@
         try {
           return PromiseCtor.resolve(parse(body));
         } catch (e) {
-          throw new SyntaxErrorCtor('Response.json: the answer from ' + raw.url + ' is not JSON (' + __sr_describe(e).message + ')');
+          // Scheme, host and path only: the query string (a key, a signed redirect's signature) may hold a secret.
+          const query = stringIndexOf.call(raw.url, '?');
+          const where = query === -1 ? raw.url : stringSlice.call(raw.url, 0, query);
+          throw new SyntaxErrorCtor('Response.json: the answer from ' + where + ' is not JSON (' + __sr_describe(e).message + ')');
         }
       }),
     });
