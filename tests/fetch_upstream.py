@@ -113,8 +113,16 @@ class Handler(BaseHTTPRequestHandler):
         self._send(200, gzip_bomb(), (("Content-Encoding", "gzip"),))
 
     def do_bytes(self, query: dict) -> None:
-        """`n` bytes, each the byte `fill` (hex): 0xff is never valid UTF-8."""
-        self._send(200, bytes.fromhex(query.get("fill", "78")) * int(query["n"]))
+        """`n` bytes, each the byte `fill` (hex): 0xff is never valid UTF-8. With `pad`: as many
+        headers, each of `pad_kb` KiB of that byte too."""
+        fill = bytes.fromhex(query.get("fill", "78"))
+        pad = fill.decode("latin-1") * (int(query.get("pad_kb", 0)) * 1024)
+        headers = tuple((f"X-Pad-{i}", pad) for i in range(int(query.get("pad", 0))))
+        self._send(200, fill * int(query["n"]), headers)
+
+    def do_raw(self, query: dict) -> None:
+        """The answer written as `answer` says, byte for byte (latin-1)."""
+        self.wfile.write(query["answer"].encode("latin-1"))
 
     def do_slow(self, query: dict) -> None:
         """Answers as /echo does, after `ms` milliseconds."""

@@ -118,3 +118,34 @@ def test_a_huge_answer_leaves_the_worker_flat_and_serving(client, editor, start_
     assert server.sent < 64 * 1024 * 1024  # the upstream was cut off near the cap, five times
     normal = run_script(editor, "async function main(e) { return (await fetch(e.url)).status }", {"url": server.origin})
     assert normal["result"] == 200
+
+
+def test_a_secret_in_a_url_the_platform_or_the_script_encoded_is_kept_out_of_the_record(
+    client, editor, start_worker, run_script, server
+):
+    """The record keeps the URL as sent (%-encoded, fragment dropped), not as the secret was
+    written: the value is looked for in that form too."""
+    start_worker(**EXEMPT)
+    client.put("/api/v1/secrets/KEY", json={"value": "k3y/xyzzy+plugh=="}, headers=editor)
+    client.put("/api/v1/secrets/HOOK_URL", json={"value": f"{server.origin}/hooks/xyzzy-höök#top"}, headers=editor)
+    execution = run_script(
+        editor,
+        """async function main(e) {
+          const key = await secrets.get('KEY');
+          const a = await fetch(e.url + '/keys/' + encodeURIComponent(key));
+          const b = await fetch(await secrets.get('HOOK_URL'), {method: 'POST', body: 'hi'});
+          await (await fetch(e.url + '/echo?k=' + encodeURIComponent(key))).json();
+          const manual = await fetch(e.url + '/redirect?to=/x&k=' + encodeURIComponent(key), {redirect: 'manual'});
+          await manual.json();  // "moved": not JSON, and the error names the URL
+        }""",
+        {"url": server.origin},
+    )
+    assert [c["url"] for c in execution["http_calls"]] == [
+        f"{server.origin}/keys/[secret KEY]",
+        "[secret HOOK_URL]",
+        f"{server.origin}/echo",
+        f"{server.origin}/redirect",
+    ]
+    assert execution["error_message"].startswith("SyntaxError: Response.json: the answer from "), execution
+    for encoded in ("xyzzy", "h%C3%B6%C3%B6k"):
+        assert encoded not in str(execution)

@@ -25,7 +25,7 @@ from webapp.secret_store import service as secret_store
 from webapp.secret_store.keys import SecretUnreadable
 from webapp.storage import service as storage
 from worker.fetch.guard import Policy
-from worker.fetch.run import RunFetches
+from worker.fetch.run import RunFetches, channel_bytes
 
 MAX_KEY_CHARS = 200
 MAX_VALUE_BYTES = 256 * 1024
@@ -56,7 +56,7 @@ class HostApi:
         else to answer, it waits for a fetch in flight to end: the script waits on nothing else."""
         answers = self._answer(calls)
         if self.fetches is not None:
-            answers += self.fetches.answers(block=not answers)
+            answers += self.fetches.answers(block=not answers, used=sum(channel_bytes(a) for a in answers))
         return answers
 
     def close(self) -> None:

@@ -7,7 +7,10 @@ script returned it: docs/secrets.md).
 
 import json
 import re
+from urllib.parse import quote
 
+from worker.fetch.errors import FetchError
+from worker.fetch.guard import PATH_SAFE, QUERY_SAFE, parse_url
 from worker.runtime.protocol import CLIP_MARK
 
 _STRING = re.compile(r'"(?:[^"\\]|\\.)*"')  # a JSON string literal
@@ -23,8 +26,9 @@ class Redactor:
                 continue
             forms.setdefault(value, name)
             escaped = json.dumps(value, ensure_ascii=False)[1:-1]  # as it appears inside JSON text
-            if escaped != value:
-                forms.setdefault(escaped, name)
+            for form in (escaped, *_url_forms(value)):
+                if form != value and len(form) >= MIN_CHARS:
+                    forms.setdefault(form, name)
         # Longest first: a value that contains another is replaced whole.
         self._forms = sorted(forms.items(), key=lambda item: len(item[0]), reverse=True)
 
@@ -65,6 +69,19 @@ class Redactor:
         if not text or not self._forms or not any(value in text for value, _ in self._forms):
             return text
         return _STRING.sub(lambda m: json.dumps(self.text(json.loads(m.group())), ensure_ascii=False), text)
+
+
+def _url_forms(value: str) -> set[str]:
+    """The value as a fetch's URL may hold it once %-encoded (by the script's encodeURIComponent,
+    or by the platform, which also writes a URL in its normal form: host in lower case, no
+    default port, no fragment): a call summary or a fetch message shows that form, not the value."""
+    forms = {quote(value, safe=safe) for safe in (PATH_SAFE, QUERY_SAFE, "!*'()")}
+    forms.add(value.lower())  # a host name
+    try:
+        target = parse_url(value)
+    except (FetchError, ValueError):
+        return forms
+    return forms | {target.url, target.redacted}
 
 
 def _tail_of(text: str, value: str) -> int:

@@ -133,6 +133,10 @@ def open_connection(
             break
         conn = _connection(target, ip, timeout, ca_certs)
         watchdog = Watchdog(lambda conn=conn: conn.sock, deadline)
+        if watchdog.abort is not None and watchdog.abort.aborted:
+            # The run ended while the host was looked up: its call connects nowhere, later.
+            watchdog.cancel()
+            raise FetchError("aborted", "fetch: the run ended first")
         try:
             conn.connect()
             return conn

@@ -22,8 +22,8 @@ Network = IPv4Network | IPv6Network
 DEFAULT_PORTS = {"http": 80, "https": 443}
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\\]")
 # What stays as it is in the request target; anything else (spaces, non-ASCII) is %-encoded.
-_PATH_SAFE = "/%:@!$&'()*+,;=-._~"
-_QUERY_SAFE = _PATH_SAFE + "?"
+PATH_SAFE = "/%:@!$&'()*+,;=-._~"
+QUERY_SAFE = PATH_SAFE + "?"
 
 # Why an address is refused, most specific first; `blocked_reason` falls back to ipaddress's
 # own flags and finally to "not public" for whatever is not `is_global`.
@@ -103,9 +103,9 @@ def parse_url(url: str) -> Target:
         raise bad_url("user names and passwords in the URL are not allowed; send an Authorization header")
     host, port = _split_netloc(parts.netloc, DEFAULT_PORTS[scheme])
     name, ip = parse_host(host)
-    target = quote(parts.path or "/", safe=_PATH_SAFE)
+    target = quote(parts.path or "/", safe=PATH_SAFE)
     if parts.query:
-        target += "?" + quote(parts.query, safe=_QUERY_SAFE)
+        target += "?" + quote(parts.query, safe=QUERY_SAFE)
     return Target(scheme, name, port, target, ip)
 
 

@@ -7,6 +7,7 @@ one still gets its storage answers. What the run keeps of each call is its summa
 """
 
 import json
+import logging
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextvars import copy_context
@@ -18,7 +19,11 @@ from worker.fetch import client, connection
 from worker.fetch.errors import FetchError
 from worker.fetch.guard import Policy
 
-MAX_ANSWERS_BYTES = 24 * 1024 * 1024  # per batch handed back: the sandbox channel's messages stay small
+log = logging.getLogger(__name__)
+# Per batch handed back, as the channel carries it: several answers share a batch only within
+# it (one alone may be larger: a body at the largest cap, with headers, is under 58 MiB), so
+# that no message passes the channel's 64 MiB.
+MAX_ANSWERS_BYTES = 24 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -71,27 +76,39 @@ class RunFetches:
     def _fetch(self, request: client.Request) -> client.Response:
         if self.abort.aborted:
             raise FetchError("aborted", "fetch: the run ended before the call was made")
-        return client.fetch(request, self.settings, self.policy, self.deadline)
+        try:
+            return client.fetch(request, self.settings, self.policy, self.deadline)
+        except FetchError:
+            raise
+        except Exception as exc:
+            # What an upstream answers is the tenant's to choose: a case the client did not
+            # foresee fails this call, never the run's sandbox (every tenant's warm runtimes).
+            log.warning("fetch: unexpected %s in the client", type(exc).__name__)  # its text may quote a secret
+            raise FetchError("connection", f"fetch: the call failed ({type(exc).__name__})") from None
 
-    def answers(self, block: bool) -> list[dict[str, Any]]:
-        """Answers of the calls that have ended; with `block`, at least one if any is in flight,
-        waiting for it no later than the run's deadline."""
+    def answers(self, block: bool, used: int = 0) -> list[dict[str, Any]]:
+        """Answers of the calls that have ended, as many as fit beside `used` bytes of other
+        answers in one batch (an answer alone in its batch always goes); with `block`, at least
+        one if any is in flight, waiting for it no later than the run's deadline."""
         if not self._pending:
             return []
         if block:
             wait(list(self._pending), timeout=max(self.deadline - time.monotonic(), 0) + 1, return_when=FIRST_COMPLETED)
-        out, size = [], 0
+        out: list[dict[str, Any]] = []
         for future in [f for f in self._pending if f.done()]:
-            call = self._pending.pop(future)
+            call = self._pending[future]
             try:
                 outcome: client.Response | FetchError = future.result()
             except FetchError as failed:
                 outcome = failed
-            answer = self._ended(call, outcome)
+            answer = _answer(call.id, outcome)
+            cost = channel_bytes(answer)
+            if used and used + cost > MAX_ANSWERS_BYTES:
+                break  # the rest go in a later batch
+            del self._pending[future]
+            self._record(call, outcome)
             out.append(answer)
-            size += len(answer.get("value") or "")
-            if size > MAX_ANSWERS_BYTES:
-                break  # the rest go in the next batch
+            used += cost
         return out
 
     def cancel(self, call_id: int) -> None:
@@ -114,13 +131,23 @@ class RunFetches:
 
     def _ended(self, call: _Call, outcome: client.Response | FetchError) -> dict[str, Any]:
         self._record(call, outcome)
-        if isinstance(outcome, FetchError):
-            return {"id": call.id, "ok": False, "error": outcome.message}
-        return {"id": call.id, "ok": True, "value": _as_js(outcome)}
+        return _answer(call.id, outcome)
 
     def _record(self, call: _Call, outcome: client.Response | FetchError) -> None:
         duration_ms = round((time.monotonic() - call.started) * 1000)
         self._summaries[call.slot] = client.summary(call.method, call.url, outcome, duration_ms)
+
+
+def _answer(call_id: int, outcome: client.Response | FetchError) -> dict[str, Any]:
+    if isinstance(outcome, FetchError):
+        return {"id": call_id, "ok": False, "error": outcome.message}
+    return {"id": call_id, "ok": True, "value": _as_js(outcome)}
+
+
+def channel_bytes(answer: dict[str, Any]) -> int:
+    """About what an answer weighs on the sandbox channel, where its JSON text is escaped again."""
+    text = answer.get("value") or answer.get("error") or ""
+    return len(text) + text.count("\\") + text.count('"') + 64
 
 
 def _request(arg: dict[str, Any]) -> client.Request:

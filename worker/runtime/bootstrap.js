@@ -39,6 +39,8 @@
   const objectKeys = Object.keys;
   const objectCreate = Object.create;
   const toLowerCase = String.prototype.toLowerCase;
+  const stringIndexOf = String.prototype.indexOf;
+  const stringSlice = String.prototype.slice;
   const sort = Array.prototype.sort;
   const splice = Array.prototype.splice;
   const isView = ArrayBuffer.isView;
@@ -456,7 +458,10 @@
         try {
           return PromiseCtor.resolve(parse(body));
         } catch (e) {
-          throw new SyntaxErrorCtor('Response.json: the answer from ' + raw.url + ' is not JSON (' + __sr_describe(e).message + ')');
+          // Scheme, host and path only: the query string (a key, a signed redirect's signature) may hold a secret.
+          const query = stringIndexOf.call(raw.url, '?');
+          const where = query === -1 ? raw.url : stringSlice.call(raw.url, 0, query);
+          throw new SyntaxErrorCtor('Response.json: the answer from ' + where + ' is not JSON (' + __sr_describe(e).message + ')');
         }
       }),
     });
@@ -731,10 +736,14 @@
       if (run.outcome !== null) {
         // The run is over: a fetch not started yet is never made (one in flight is cut off by
         // the worker); other calls still go (an unawaited storage.set is kept).
+        // callOps stays in step with calls: a batch may still be left, and a callback of this
+        // one may queue a fetch behind it.
         for (let i = calls.length - 1; i >= 0; i--) {
-          if (run.callOps[i] === 'fetch') splice.call(calls, i, 1);
+          if (run.callOps[i] === 'fetch') {
+            splice.call(calls, i, 1);
+            splice.call(run.callOps, i, 1);
+          }
         }
-        run.callOps = [];
       }
       if (calls.length) {
         const batch = calls.splice(0, MAX_BATCH);
