@@ -118,7 +118,7 @@ class HostApi:
                 blocked_hosts=settings.blocked_hosts,
                 tenant_hosts=tuple(hosts) if hosts is not None else None,
             )
-            self.fetches = RunFetches(settings, policy, self.deadline)
+            self.fetches = RunFetches(settings, policy, self.deadline, owner=str(self.tenant_id))
         return self.fetches
 
     # -- storage --------------------------------------------------------------------------

@@ -13,7 +13,10 @@ import socket
 import ssl
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager, suppress
 from contextvars import ContextVar
 
@@ -35,26 +38,43 @@ def resolve(target: Target, policy: Policy, deadline: float) -> list[IPAddress]:
     return addresses
 
 
+# getaddrinfo cannot be interrupted: a lookup the resolver never answers holds its thread until
+# the resolver gives up, past its call. So lookups run in one pool per process, and one tenant
+# may hold only a few of its threads with lookups still unanswered: its black-hole name server
+# neither piles up threads run after run nor takes every thread from other tenants.
+LOOKUP_THREADS = 16
+LOOKUPS_PER_OWNER = 4
+_lookups = ThreadPoolExecutor(LOOKUP_THREADS, thread_name_prefix="fetch-dns")
+_unanswered: Counter[str | None] = Counter()
+_unanswered_lock = threading.Lock()
+
+
 def _lookup(host: str, port: int, deadline: float) -> list[IPAddress]:
-    """getaddrinfo in a thread of its own: a lookup cannot be interrupted, but the fetch need
-    not wait for it past its deadline (the thread ends when the system resolver gives up)."""
-    answer: list = []
+    """The host's addresses from the system resolver, waited for no later than `deadline`."""
+    abort = current.get()
+    owner = abort.owner if abort is not None else None
+    with _unanswered_lock:
+        if _unanswered[owner] >= LOOKUPS_PER_OWNER:
+            raise FetchError("timeout", f"fetch: looking up {host} timed out (earlier lookups are still unanswered)")
+        _unanswered[owner] += 1
 
-    def run() -> None:
-        try:
-            answer.append(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
-        except (OSError, UnicodeError) as exc:
-            answer.append(exc)
+    def answered(_: Future) -> None:
+        with _unanswered_lock:
+            _unanswered[owner] -= 1
 
-    thread = threading.Thread(target=run, name=f"fetch-dns-{host}", daemon=True)
-    thread.start()
-    thread.join(max(deadline - time.monotonic(), 0))
+    future = _lookups.submit(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
+    future.add_done_callback(answered)
+    try:
+        answer = future.result(timeout=max(deadline - time.monotonic(), 0))
+    except FutureTimeout:
+        future.cancel()  # one still queued never runs
+        raise FetchError("timeout", f"fetch: looking up {host} timed out") from None
+    except (OSError, UnicodeError):
+        raise FetchError("dns", f"fetch: cannot resolve host {host}") from None
     if not answer:
-        raise FetchError("timeout", f"fetch: looking up {host} timed out")
-    if isinstance(answer[0], BaseException) or not answer[0]:
         raise FetchError("dns", f"fetch: cannot resolve host {host}")
     addresses: list[IPAddress] = []
-    for *_, sockaddr in answer[0]:
+    for *_, sockaddr in answer:
         ip = as_address(sockaddr[0])
         if ip not in addresses:
             addresses.append(ip)
@@ -65,7 +85,8 @@ class Abort:
     """Ends every exchange of one run at once, when the run ends with calls still in flight:
     their sockets are shut as at their deadline. Set for a fetch's thread in `current`."""
 
-    def __init__(self) -> None:
+    def __init__(self, owner: str | None = None) -> None:
+        self.owner = owner  # whose calls: the tenant, which LOOKUPS_PER_OWNER counts by
         self.aborted = False
         self._dogs: set[Watchdog] = set()
         self._lock = threading.Lock()

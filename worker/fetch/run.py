@@ -36,12 +36,12 @@ class _Call:
 
 
 class RunFetches:
-    def __init__(self, settings: FetchSettings, policy: Policy, deadline: float):
+    def __init__(self, settings: FetchSettings, policy: Policy, deadline: float, owner: str | None = None):
         self.settings = settings
         self.policy = policy
         self.deadline = deadline  # time.monotonic(): the run's wall limit
         self.started = 0  # calls made, refused ones included
-        self.abort = connection.Abort()
+        self.abort = connection.Abort(owner)
         self._pool: ThreadPoolExecutor | None = None
         self._pending: dict[Future, _Call] = {}
         self._summaries: list[dict[str, Any] | None] = []  # client.summary of each call, in the order made
