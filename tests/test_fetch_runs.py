@@ -638,3 +638,16 @@ def test_lookups_that_never_answer_do_not_pile_up_threads_run_after_run(run, mon
         assert other.result == "fetch: blocked address 127.0.0.1 (loopback) for localhost"
     finally:
         release.set()
+
+
+def test_an_answer_at_the_default_cap_fits_the_default_memory_limit(run, server: Upstream):
+    """5 MiB that is not UTF-8 (each byte one U+FFFD, the costliest text to carry) reaches a
+    script held to the default 64 MiB."""
+    settings = FetchSettings(allowed_networks=EXEMPT.allowed_networks)
+    size = settings.max_response_kb * 1024
+    ran = run(
+        "async function main(e) { return (await (await fetch(e.url)).text()).length }",
+        {"url": f"{server.origin}/bytes?fill=ff&n={size}"},
+        settings=settings,
+    )
+    assert ran.result == size

@@ -39,8 +39,8 @@ class TenantLimits:
         )
 
 
-# An answer crosses the sandbox's channel as JSON text inside JSON: escaped twice, it may grow
-# sevenfold, and a message may not pass 64 MiB (worker/runtime/protocol.py).
+# An answer crosses the sandbox's channel as JSON: escaped (every byte that is not UTF-8 becomes
+# `\ufffd`), it may grow sixfold, and a message may not pass 64 MiB (worker/runtime/protocol.py).
 MAX_RESPONSE_KB = 8192
 
 

@@ -141,11 +141,14 @@ class RunFetches:
 def _answer(call_id: int, outcome: client.Response | FetchError) -> dict[str, Any]:
     if isinstance(outcome, FetchError):
         return {"id": call_id, "ok": False, "error": outcome.message}
-    return {"id": call_id, "ok": True, "value": _as_js(outcome)}
+    return {"id": call_id, "ok": True, "response": _as_js(outcome)}
 
 
 def channel_bytes(answer: dict[str, Any]) -> int:
-    """About what an answer weighs on the sandbox channel, where its JSON text is escaped again."""
+    """What an answer weighs on the sandbox channel: a fetch's response as the JSON it becomes,
+    other answers' JSON text (`value`) about as it is escaped again."""
+    if "response" in answer:
+        return len(json.dumps(answer["response"])) + 64
     text = answer.get("value") or answer.get("error") or ""
     return len(text) + text.count("\\") + text.count('"') + 64
 
@@ -168,15 +171,14 @@ def _request(arg: dict[str, Any]) -> client.Request:
     return client.Request(url, method, [(n, v) for n, v in headers], encoded, redirect, timeout_ms)
 
 
-def _as_js(response: client.Response) -> str:
-    """The Response as bootstrap.js builds it: the body as text (decoded as UTF-8, as text() does)."""
-    return json.dumps(
-        {
-            "status": response.status,
-            "statusText": response.status_text,
-            "url": response.url,
-            "redirected": response.redirected,
-            "headers": response.headers,
-            "body": response.body.decode("utf-8", "replace"),
-        }
-    )
+def _as_js(response: client.Response) -> dict[str, Any]:
+    """What bootstrap.js builds the Response from: the body as text (decoded as UTF-8, as
+    text() does). Sent as part of the answer, not as JSON text within it: escaped once."""
+    return {
+        "status": response.status,
+        "statusText": response.status_text,
+        "url": response.url,
+        "redirected": response.redirected,
+        "headers": response.headers,
+        "body": response.body.decode("utf-8", "replace"),
+    }

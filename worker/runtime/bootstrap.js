@@ -762,7 +762,8 @@
         const p = mapGet.call(run.pending, a.id);
         if (p === undefined) continue;
         mapDelete.call(run.pending, a.id);
-        if (a.ok) p.resolve(a.value === undefined ? null : parse(a.value));
+        // A fetch's answer comes as an object (`response`), escaped once; others as JSON text.
+        if (a.ok) p.resolve(a.response !== undefined ? a.response : a.value === undefined ? null : parse(a.value));
         else p.reject(new ErrorCtor(a.error));
       }
     },
