@@ -588,12 +588,13 @@ def test_a_call_still_resolving_when_the_run_ends_never_connects(run, monkeypatc
           return 'done';
         }""",
         {"url": f"http://slow.test:{port}/late"},
+        tenant=3,  # its own: lookups are counted per tenant, and another test's may still wait
     )
     assert ran.result == "done"
     assert looked_up.is_set()
     release.set()
-    for thread in [t for t in threading.enumerate() if t.name.startswith("fetch")]:
-        thread.join(5)
+    for thread in [t for t in threading.enumerate() if t.name.startswith("fetch_")]:
+        thread.join(5)  # the run's own call threads
     listener.setblocking(False)
     with pytest.raises(BlockingIOError):
         listener.accept()
@@ -621,7 +622,7 @@ def test_lookups_that_never_answer_do_not_pile_up_threads_run_after_run(run, mon
     }"""
 
     def threads_after_a_run() -> int:
-        assert run(source).result == "done"
+        assert run(source, tenant=4).result == "done"
         for thread in [t for t in threading.enumerate() if t.name.startswith("fetch_")]:
             thread.join(5)  # the calls' own threads end with them
         return threading.active_count()

@@ -10,7 +10,7 @@ import os
 import re
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,8 @@ _FRAME = re.compile(r"at (\S+) \(<input>:(\d+):(\d+)\)")
 
 # Takes [{id, op, arg}], returns [{id, ok, value (JSON text) | error (message)}].
 HostCalls = Callable[[list[dict]], list[dict]]
+# Yields host calls, is sent their answers, returns the run's outcome.
+RunSteps = Generator[list[dict], list[dict], "RunOutcome"]
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,20 @@ class Runtime:
         return compiled, False
 
     def run(self, request: dict[str, Any], limits: RunLimits, host: HostCalls) -> RunOutcome:
+        """One run from start to end, `host` answering its host calls as they come."""
+        steps = self.steps(request, limits)
+        try:
+            calls = next(steps)
+            while True:
+                calls = steps.send(host(calls))
+        except StopIteration as done:
+            return done.value
+
+    def steps(self, request: dict[str, Any], limits: RunLimits) -> "RunSteps":
+        """One run, step by step: yields each batch of host calls it waits on and is sent
+        their answers; returns its outcome. Between steps the runtime may run nothing else
+        (its job queue and run state belong to this run), but the process may drive other
+        runtimes' runs: the CPU budget counts this run's own slices only."""
         self.runs += 1
         budget = _CpuBudget(self.ctx, limits.cpu_seconds)
         outcome = RunOutcome(status="failed")
@@ -131,7 +147,7 @@ class Runtime:
             self.ctx.set_memory_limit(heap + limits.memory_bytes)
             setup = {"context": request["context"], "logCap": limits.log_bytes, "seed": _seed()}
             budget.slice(self.driver, "begin", json.dumps(setup), factory, request["event_json"])
-            finished = self._drive(budget, host)
+            finished = yield from self._drive(budget)
             self._settle_outcome(outcome, finished, limits, request["source"])
             self._drain_leftovers_or_recycle(budget, outcome)
         except _Limit as hit:
@@ -150,8 +166,9 @@ class Runtime:
             self.ctx.set_memory_limit(heap + IDLE_MEMORY_BYTES)  # no run's limit lingers
         return outcome
 
-    def _drive(self, budget: "_CpuBudget", host: HostCalls) -> dict:
-        """Run pending jobs; hand queued host calls to the host; until main's promise settles."""
+    def _drive(self, budget: "_CpuBudget") -> Generator[list[dict], list[dict], dict]:
+        """Run pending jobs; hand the queued host calls out (yield) and settle their answers;
+        until main's promise settles."""
         while True:
             while budget.slice(self.ctx.execute_pending_job):
                 pass
@@ -160,7 +177,8 @@ class Runtime:
                 return state
             if not state["calls"] and not state.get("waiting"):
                 raise _Limit("exception", "main's promise never settled (nothing left to wait for)")
-            budget.slice(self.driver, "settle", json.dumps(host(state["calls"])))
+            answers = yield state["calls"]
+            budget.slice(self.driver, "settle", json.dumps(answers))
 
     def _drain_leftovers(self, budget: "_CpuBudget") -> None:
         """Run the jobs a finished run left queued (a toJSON called while its result was
