@@ -11,6 +11,7 @@ import select
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -91,7 +92,9 @@ class Sandbox:
         cpu = _ProcessWatch(self, limits.memory_bytes + MEMORY_GRACE_BYTES)
         self.busy = True
         try:
-            protocol.send(self.proc.stdin.fileno(), {**request, "limits": limits.for_engine()})
+            run_id = uuid.uuid4().hex
+            start = {"op": "run", "run": run_id, **request, "limits": limits.for_engine()}
+            protocol.send(self.proc.stdin.fileno(), start)
             while True:
                 message = self._receive(deadline, cpu, limits.cpu_seconds + CPU_GRACE_SECONDS)
                 if message is None:
@@ -99,7 +102,8 @@ class Sandbox:
                 if message["op"] == "host":
                     if cpu.used() > limits.cpu_seconds + CPU_GRACE_SECONDS or cpu.grown_past_memory:
                         return self._killed(limits, started, cpu)
-                    protocol.send(self.proc.stdin.fileno(), {"op": "answers", "answers": host(message["calls"])})
+                    answers = {"op": "answers", "run": run_id, "answers": host(message["calls"])}
+                    protocol.send(self.proc.stdin.fileno(), answers)
                     continue
                 message["wall_ms"] = round((time.monotonic() - started) * 1000, 3)
                 return message
