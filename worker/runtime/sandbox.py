@@ -1,17 +1,28 @@
-"""The worker's side of the sandbox: supervises one sandbox process and enforces wall time.
+"""The worker's side of the sandbox: supervises one sandbox process, in which several runs may
+be in flight, each driven by a thread of the worker calling `Sandbox.run`.
 
 quickjs-ng cannot interrupt JS that sits inside a long built-in (JSON.parse of a huge string),
-and a Python thread cannot interrupt C code, so the wall-time limit (and a CPU backstop read
-from /proc) are enforced here by killing the sandbox process and starting a fresh one.
+and a Python thread cannot interrupt C code, so the wall-time limit (and CPU and memory
+backstops read from /proc) are enforced here by killing the sandbox process and starting a
+fresh one.
+
+The process answers every message with exactly one reply, in order (worker/runtime/host.py),
+so the run it is busy with is the one whose message has waited longest for its reply: the
+head of `_sent`. Only that run can pass a backstop, and only for it is the process killed.
+A run whose wall time passes while it waits (on the worker's answers, or behind another run)
+is cancelled where it stands, harming no one. The other runs of a killed process run again
+in a fresh one: none is lost, none is reported as the culprit's failure.
 """
 
 import logging
 import os
-import select
+import queue
 import subprocess
 import sys
+import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -30,6 +41,10 @@ MEMORY_GRACE_BYTES = 64 * 1024 * 1024  # likewise the engine's memory limit, for
 HostHandler = Callable[[list[dict]], list[dict]]
 
 
+class _Restarted(Exception):
+    """The process ended while the run was in flight, not for the run's own sake."""
+
+
 class Sandbox:
     """One sandbox process, replaced whenever it has to be killed or dies."""
 
@@ -43,36 +58,59 @@ class Sandbox:
         }
         self.proc: subprocess.Popen | None = None
         self.restarts = 0
-        self.busy = False
+        self._state = threading.RLock()  # the fields below; never held while writing to the pipe
+        self._writing = threading.Lock()  # one message at a time, in the order of `_sent`
+        self._replies: dict[str, queue.Queue] = {}  # run id -> its replies; None: the process ended
+        self._sent: deque[str] = deque()  # the run of each message without a reply yet, in order
+        self._head_usage = (0.0, 0)  # the process's CPU and RSS when the head's message became it
+        self._culprits: dict[str, dict[str, Any]] = {}  # run id -> its outcome: killed for its sake
+        self._abandoned: set[str] = set()  # runs given up while their message was in the process
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._replies)
 
     # -- process lifecycle ---------------------------------------------------------------
     def start(self) -> None:
-        env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "PYTHONPATH": str(PROJECT_ROOT),
-            "LANG": "C.UTF-8",
-        }
-        self.proc = subprocess.Popen(
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(PROJECT_ROOT), "LANG": "C.UTF-8"}
+        proc = subprocess.Popen(
             [sys.executable, "-m", "worker.runtime.host"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             cwd=str(PROJECT_ROOT),
             env=env,
         )
-        protocol.send(self.proc.stdin.fileno(), self.hello)
-        ready = self._receive(deadline=time.monotonic() + 30)
+        try:
+            protocol.send(proc.stdin.fileno(), self.hello)
+            ready = protocol.receive(proc.stdout.fileno())
+        except (protocol.ChannelClosed, OSError):
+            ready = None
         if ready is None or ready.get("op") != "ready":
-            self.kill()
+            _end(proc)
+            proc.stdout.close()
             raise RuntimeError("the sandbox process did not start")
+        with self._state:
+            self.proc = proc
+        threading.Thread(target=self._read, args=(proc,), name="sandbox-replies", daemon=True).start()
+
+    def _started(self) -> subprocess.Popen:
+        with self._state:
+            if self.proc is None or self.proc.poll() is not None:
+                self.kill()
+                self.start()
+            assert self.proc is not None
+            return self.proc
 
     def kill(self) -> None:
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait()
-            for pipe in (self.proc.stdin, self.proc.stdout):
-                if pipe is not None:
-                    pipe.close()
-            self.proc = None
+        """End the process; every run in flight in it is told (None)."""
+        with self._state:
+            if self.proc is not None:
+                _end(self.proc)
+                self.proc = None
+            self._sent.clear()
+            self._abandoned.clear()
+            for replies in self._replies.values():
+                replies.put(None)
 
     def close(self) -> None:
         self.kill()
@@ -81,58 +119,55 @@ class Sandbox:
     def pid(self) -> int | None:
         return self.proc.pid if self.proc else None
 
-    # -- one run --------------------------------------------------------------------------
-    def run(self, request: dict[str, Any], limits: EffectiveLimits, host: HostHandler) -> dict[str, Any]:
-        if self.proc is None or self.proc.poll() is not None:
-            self.kill()
-            self.start()
-        assert self.proc is not None
-        started = time.monotonic()
-        deadline = started + limits.wall_seconds
-        cpu = _ProcessWatch(self, limits.memory_bytes + MEMORY_GRACE_BYTES)
-        self.busy = True
+    def _read(self, proc: subprocess.Popen) -> None:
+        """Each reply of the process to its run, until the process ends. This thread alone
+        closes the process's stdout: closed from elsewhere while read here, its descriptor
+        could be reused by the next process's pipe and read here."""
         try:
-            run_id = uuid.uuid4().hex
-            start = {"op": "run", "run": run_id, **request, "limits": limits.for_engine()}
-            protocol.send(self.proc.stdin.fileno(), start)
-            while True:
-                message = self._receive(deadline, cpu, limits.cpu_seconds + CPU_GRACE_SECONDS)
-                if message is None:
-                    return self._killed(limits, started, cpu)
-                if message["op"] == "host":
-                    if cpu.used() > limits.cpu_seconds + CPU_GRACE_SECONDS or cpu.grown_past_memory:
-                        return self._killed(limits, started, cpu)
-                    answers = {"op": "answers", "run": run_id, "answers": host(message["calls"])}
-                    protocol.send(self.proc.stdin.fileno(), answers)
-                    continue
-                message["wall_ms"] = round((time.monotonic() - started) * 1000, 3)
-                return message
-        except (protocol.ChannelClosed, BrokenPipeError, OSError) as exc:
-            code = self.proc.poll() if self.proc else None
-            log.warning("sandbox process died during a run (exit %s): %s", code, exc)
-            self.kill()
-            return _failure("exception", f"the sandbox process died during the run (exit code {code})")
-        except BaseException:
-            self.kill()  # e.g. RQ's job-timeout alarm: never leave a run going in the sandbox
-            raise
+            self._read_replies(proc)
         finally:
-            self.busy = False
+            proc.stdout.close()
 
-    def _receive(
-        self, deadline: float, cpu: "_ProcessWatch | None" = None, cpu_limit: float | None = None
-    ) -> dict[str, Any] | None:
-        """The next message, or None once the deadline or a backstop (CPU, memory) is passed."""
-        assert self.proc is not None
-        fd = self.proc.stdout.fileno()
+    def _read_replies(self, proc: subprocess.Popen) -> None:
+        fd = proc.stdout.fileno()
         while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return None
-            readable, _, _ = select.select([fd], [], [], min(left, _POLL_SECONDS))
-            if readable:
-                return protocol.receive(fd)
-            if cpu is not None and cpu_limit is not None and (cpu.used() > cpu_limit or cpu.grown_past_memory):
-                return None
+            try:
+                message = protocol.receive(fd)
+            except (protocol.ChannelClosed, OSError, ValueError):
+                with self._state:
+                    if self.proc is proc:  # it died on its own
+                        log.warning("the sandbox process died (exit %s)", proc.poll())
+                        self.kill()
+                return
+            run_id = message.get("run")
+            with self._state:
+                if self.proc is not proc:
+                    return
+                self._sent.popleft()
+                if self._sent:
+                    self._head_usage = self._cpu_and_rss()
+                abandoned = run_id in self._abandoned
+                if abandoned and message.get("op") == "done":
+                    self._abandoned.discard(run_id)
+                replies = self._replies.get(run_id)
+            if abandoned:
+                if message.get("op") == "host":  # not from this thread: it must keep draining replies
+                    threading.Thread(target=self._send, args=(proc, run_id, {"op": "cancel", "run": run_id})).start()
+            elif replies is not None:
+                replies.put(message)
+
+    def _send(self, proc: subprocess.Popen, run_id: str, message: dict[str, Any]) -> None:
+        with self._writing:
+            with self._state:
+                if self.proc is not proc:
+                    raise _Restarted()
+                if not self._sent:
+                    self._head_usage = self._cpu_and_rss()
+                self._sent.append(run_id)
+            try:
+                protocol.send(proc.stdin.fileno(), message)
+            except OSError:
+                raise _Restarted() from None  # the reader tells everyone
 
     def _cpu_and_rss(self) -> tuple[float, int]:
         """CPU seconds and resident bytes of the sandbox process, from /proc."""
@@ -140,45 +175,115 @@ class Sandbox:
             with open(f"/proc/{self.pid}/stat") as fh:
                 fields = fh.read().rsplit(")", 1)[1].split()
             return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS, int(fields[21]) * _PAGE_BYTES
-        except (OSError, IndexError, ValueError):
+        except (OSError, IndexError, ValueError, TypeError):
             return 0.0, 0
 
-    def _killed(self, limits: EffectiveLimits, started: float, watch: "_ProcessWatch") -> dict[str, Any]:
-        cpu = watch.used()
-        wall = time.monotonic() - started
-        self.kill()
-        self.restarts += 1
-        if watch.grown_past_memory:
-            outcome = _failure("memory", f"memory limit {limits.memory_bytes / 1024 / 1024:g} MiB exceeded")
-            outcome["wall_ms"] = round(wall * 1000, 3)
-            outcome["cpu_ms"] = round(cpu * 1000, 3)
-            return outcome
-        if wall < limits.wall_seconds and cpu > limits.cpu_seconds:
-            message = f"CPU time limit {limits.cpu_seconds:g} s exceeded (used {cpu:.1f} s)"
-        else:
-            message = f"wall time limit {limits.wall_seconds:g} s exceeded"
-        outcome = _failure("timeout", message)
-        outcome["wall_ms"] = round(wall * 1000, 3)
-        outcome["cpu_ms"] = round(cpu * 1000, 3)
-        return outcome
+    # -- one run --------------------------------------------------------------------------
+    def run(self, request: dict[str, Any], limits: EffectiveLimits, host: HostHandler) -> dict[str, Any]:
+        started = time.monotonic()
+        for attempt in (1, 2):
+            run_id = uuid.uuid4().hex
+            replies: queue.Queue = queue.Queue()
+            proc = self._started()  # before the run is known: replacing a dead process tells all known
+            with self._state:
+                self._replies[run_id] = replies
+            try:
+                return self._run_once(proc, run_id, replies, request, limits, host, started)
+            except _Restarted:
+                if attempt == 2 or time.monotonic() - started >= limits.wall_seconds:
+                    return _failure("exception", "the sandbox process was restarted twice during the run")
+                log.info("run %s starts again: its sandbox process was restarted for another run", run_id)
+            except BaseException:
+                self.kill()  # e.g. RQ's job-timeout alarm: never leave a run going in the sandbox
+                raise
+            finally:
+                with self._state:
+                    self._replies.pop(run_id, None)
+                    self._culprits.pop(run_id, None)
+        raise AssertionError("unreachable")
+
+    def _run_once(
+        self,
+        proc: subprocess.Popen,
+        run_id: str,
+        replies: queue.Queue,
+        request: dict[str, Any],
+        limits: EffectiveLimits,
+        host: HostHandler,
+        started: float,
+    ) -> dict[str, Any]:
+        deadline = started + limits.wall_seconds
+        self._send(proc, run_id, {"op": "run", "run": run_id, **request, "limits": limits.for_engine()})
+        while True:
+            try:
+                message = replies.get(timeout=max(min(deadline - time.monotonic(), _POLL_SECONDS), 0.001))
+            except queue.Empty:
+                given_up = self._held_to_limits(proc, run_id, limits, started)
+                if given_up is not None:
+                    return given_up
+                continue
+            if message is None:
+                with self._state:
+                    mine = self._culprits.get(run_id)
+                if mine is not None:
+                    return mine
+                raise _Restarted()  # for another run's sake, or it died
+            if message["op"] == "host":
+                answers = host(message["calls"])
+                if time.monotonic() >= deadline:  # its wall time passed while it was answered
+                    self._send(proc, run_id, {"op": "cancel", "run": run_id})
+                    with self._state:
+                        self._abandoned.add(run_id)
+                    return _timed_out(limits, started)
+                self._send(proc, run_id, {"op": "answers", "run": run_id, "answers": answers})
+                continue
+            message["wall_ms"] = round((time.monotonic() - started) * 1000, 3)
+            return message
+
+    def _held_to_limits(
+        self, proc: subprocess.Popen, run_id: str, limits: EffectiveLimits, started: float
+    ) -> dict[str, Any] | None:
+        """The run's outcome once it passed a limit while its message was in the process, else
+        None. The run the process is busy with is ended by ending the process (its outcome
+        comes with the process's end); one waiting behind others is given up where it stands."""
+        with self._state:
+            if self.proc is not proc or run_id not in self._sent:
+                return None  # the process ended: the reader tells this run
+            now = time.monotonic()
+            if self._sent[0] != run_id:
+                if now - started < limits.wall_seconds:
+                    return None
+                self._abandoned.add(run_id)  # its reply, when it comes, is answered with a cancel
+                return _timed_out(limits, started)
+            cpu, rss = self._cpu_and_rss()
+            cpu_used, grown = cpu - self._head_usage[0], rss - self._head_usage[1]
+            if grown > limits.memory_bytes + MEMORY_GRACE_BYTES:
+                outcome = _failure("memory", f"memory limit {limits.memory_bytes / 1024 / 1024:g} MiB exceeded")
+            elif cpu_used > limits.cpu_seconds + CPU_GRACE_SECONDS:
+                message = f"CPU time limit {limits.cpu_seconds:g} s exceeded (used {cpu_used:.1f} s)"
+                outcome = _failure("timeout", message)
+            elif now - started >= limits.wall_seconds:
+                outcome = _timed_out(limits, started)
+            else:
+                return None
+            outcome.update(wall_ms=round((now - started) * 1000, 3), cpu_ms=round(cpu_used * 1000, 3))
+            self._culprits[run_id] = outcome
+            self.restarts += 1
+            self.kill()
+        return None
 
 
-class _ProcessWatch:
-    """The sandbox's CPU time and resident memory since a run began: backstops outside the
-    engine, which enforces both limits itself. Read from /proc as the run starts (~20 us), then
-    only once it outlasts a poll or calls the host (most runs take milliseconds and do
-    neither)."""
+def _end(proc: subprocess.Popen) -> None:
+    """Kill the process; its stdout is left to its reader thread to close."""
+    proc.kill()
+    proc.wait()
+    proc.stdin.close()
 
-    def __init__(self, sandbox: Sandbox, memory_bytes: int):
-        self.sandbox = sandbox
-        self.memory_bytes = memory_bytes
-        self.cpu_start, self.rss_start = sandbox._cpu_and_rss()
-        self.grown_past_memory = False
 
-    def used(self) -> float:
-        cpu, rss = self.sandbox._cpu_and_rss()
-        self.grown_past_memory = rss - self.rss_start > self.memory_bytes
-        return max(cpu - self.cpu_start, 0.0)
+def _timed_out(limits: EffectiveLimits, started: float) -> dict[str, Any]:
+    outcome = _failure("timeout", f"wall time limit {limits.wall_seconds:g} s exceeded")
+    outcome["wall_ms"] = round((time.monotonic() - started) * 1000, 3)
+    return outcome
 
 
 def _failure(kind: str, message: str) -> dict[str, Any]:
