@@ -20,7 +20,7 @@ from werkzeug.security import generate_password_hash
 from tests.services import postgres_server, redis_server
 from webapp.app import create_app
 from webapp.auth.tokens import create_token
-from webapp.config import Settings
+from webapp.config import Settings, TenantLimits
 from webapp.extensions import db
 from webapp.models import Membership, Tenant, User
 
@@ -60,8 +60,12 @@ def database_url(request: pytest.FixtureRequest, tmp_path) -> str:
 
 
 @pytest.fixture
-def settings(database_url: str, redis_url: str) -> Settings:
+def settings(database_url: str, redis_url: str, request: pytest.FixtureRequest) -> Settings:
+    """The test app's settings; `@pytest.mark.tenants(**limits)` sets its TenantLimits."""
     base = Settings.from_env()
+    marker = request.node.get_closest_marker("tenants")
+    if marker:
+        base = replace(base, tenants=TenantLimits(**marker.kwargs))
     return replace(base, database_url=database_url, redis_url=redis_url, secret_key="test-secret", metrics_token=None)
 
 

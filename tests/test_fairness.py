@@ -5,7 +5,6 @@ scheduler and Redis; tenant acme floods, tenant globex must keep its latency."""
 import itertools
 import threading
 import time
-from dataclasses import replace
 from datetime import datetime
 
 import pytest
@@ -14,18 +13,11 @@ from redis import Redis
 
 from tests.conftest import bearer
 from tests.services import eventually
-from webapp.config import TenantLimits
 
 BUSY = (
     "function main() { const t = Date.now() + 2500; while (Date.now() < t) {} return { status: 200, body: 'done' }; }"
 )
 QUICK = "function main() { return { status: 200, body: context.tenant.name }; }"
-
-
-@pytest.fixture
-def settings(settings, request):
-    marker = request.node.get_closest_marker("tenants")
-    return replace(settings, tenants=TenantLimits(**marker.kwargs)) if marker else settings
 
 
 @pytest.fixture
@@ -51,7 +43,7 @@ def test_a_flooding_tenant_gets_429_and_the_other_keeps_its_latency(live_server,
     acme, globex = acme_and_globex
     _endpoint(client, acme, "/busy", BUSY)
     _endpoint(client, globex, "/quick", QUICK)
-    start_worker(), start_worker()  # two run slots: each tenant may hold one
+    start_worker(WORKER_CONCURRENCY="1"), start_worker(WORKER_CONCURRENCY="1")  # two slots: one per tenant
     eventually(lambda: requests.get(f"{live_server}/api/scripts/quick", headers=globex, timeout=10).ok, 10)
     flood: list[requests.Response] = []
 

@@ -39,6 +39,8 @@ class TenantLimits:
         )
 
 
+MAX_WORKER_CONCURRENCY = 256
+
 # An answer crosses the sandbox's channel as JSON: escaped (every byte that is not UTF-8 becomes
 # `\ufffd`), it may grow sixfold, and a message may not pass 64 MiB (worker/runtime/protocol.py).
 MAX_RESPONSE_KB = 8192
@@ -124,6 +126,7 @@ class Settings:
     audit_retention_days: int = 365  # AUDIT_RETENTION_DAYS: audit entries older are pruned
     # Proxies whose X-Forwarded-For names the client (webapp/client_address.py).
     forwarded_allow_ips: tuple[str, ...] = DEFAULT_FORWARDED_ALLOW_IPS
+    worker_concurrency: int = 16  # WORKER_CONCURRENCY: endpoint calls one worker has in flight
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -142,6 +145,7 @@ class Settings:
             retention_days=env_int("EXECUTION_RETENTION_DAYS", 30),
             audit_retention_days=env_int("AUDIT_RETENTION_DAYS", 365),
             forwarded_allow_ips=_env_parsed("FORWARDED_ALLOW_IPS", parse_allow_list, DEFAULT_FORWARDED_ALLOW_IPS),
+            worker_concurrency=_positive_int("WORKER_CONCURRENCY", 16, MAX_WORKER_CONCURRENCY),
         )
 
 

@@ -25,16 +25,22 @@ PARKED = "sr:tenant:parked:{}"  # list: ids of the tenant's runs waiting for a s
 PARKED_TENANTS = "sr:tenant:parked"  # set: tenants with parked runs
 RATE = "sr:tenant:rate:{}:"  # + minute number: the tenant's endpoint calls in that minute
 WORKERS = "sr:workers:alive"  # sorted set: worker name -> the time of its last beat
+WORKER_SLOTS = "sr:workers:slots"  # hash: worker name -> the runs it may have in flight
 WORKER_ALIVE_SECONDS = 20  # a worker that has not beaten for this long is not counted
-RUN_SLOTS_PER_WORKER = 1
 QUEUE_KEY = Queue.redis_queue_namespace_prefix + DEFAULT_QUEUE  # where parked runs come from and go back to
 
-# The cap, from the live workers when no fixed one is set: half the platform's run slots.
+# The cap, from the live workers when no fixed one is set: half the platform's run slots. A
+# worker has WORKER_CONCURRENCY slots for endpoint calls (`calls` true), but runs manual and
+# cron runs one at a time: for those, each worker counts as one slot, so that one tenant's runs
+# can never hold every worker.
 _CAP = f"""
-local function cap(fixed, now)
+local function cap(fixed, now, calls)
   if fixed > 0 then return fixed end
-  local workers = redis.call('ZCOUNT', '{WORKERS}', now - {WORKER_ALIVE_SECONDS}, '+inf')
-  return math.max(1, math.floor(workers * {RUN_SLOTS_PER_WORKER} / 2))
+  local slots = 0
+  for _, name in ipairs(redis.call('ZRANGEBYSCORE', '{WORKERS}', now - {WORKER_ALIVE_SECONDS}, '+inf')) do
+    slots = slots + (calls and tonumber(redis.call('HGET', '{WORKER_SLOTS}', name)) or 1)
+  end
+  return math.max(1, math.floor(slots / 2))
 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
@@ -57,7 +63,7 @@ if rate > 0 then
   end
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-local most = cap(tonumber(ARGV[3]), now)
+local most = cap(tonumber(ARGV[3]), now, true)
 if redis.call('ZCARD', KEYS[1]) >= most then return {'runs', 1, most} end
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
 redis.call('EXPIRE', KEYS[1], math.ceil(tonumber(ARGV[2])) + 60)
@@ -75,7 +81,7 @@ _TAKE_OR_PARK = (
     _CAP
     + """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-if redis.call('ZSCORE', KEYS[1], ARGV[1]) or redis.call('ZCARD', KEYS[1]) < cap(tonumber(ARGV[3]), now) then
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) or redis.call('ZCARD', KEYS[1]) < cap(tonumber(ARGV[3]), now, false) then
   redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
   redis.call('EXPIRE', KEYS[1], math.ceil(tonumber(ARGV[2])) + 60)
   return 1
@@ -102,7 +108,7 @@ _WAKE = (
     _CAP
     + """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-local free = cap(tonumber(ARGV[1]), now) - redis.call('ZCARD', KEYS[1])
+local free = cap(tonumber(ARGV[1]), now, false) - redis.call('ZCARD', KEYS[1])
 local moved = 0
 while moved < free do
   local waiting = redis.call('RPOP', KEYS[2])
@@ -118,7 +124,11 @@ return moved
 _BEAT = """
 local t = redis.call('TIME')
 redis.call('ZADD', KEYS[1], t[1], ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', tonumber(t[1]) - 3600)
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+for _, name in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', tonumber(t[1]) - 3600)) do
+  redis.call('ZREM', KEYS[1], name)
+  redis.call('HDEL', KEYS[2], name)
+end
 """
 
 
@@ -177,12 +187,16 @@ class TenantSlots:
             moved += int(self._wake(keys=keys, args=[cap, tenant]))
         return moved
 
-    def beat(self, worker_name: str) -> None:
-        """Count this worker among the live ones (their number sets the default cap)."""
-        self._beat(keys=[WORKERS], args=[worker_name])
+    def beat(self, worker_name: str, slots: int = 1) -> None:
+        """Count this worker, and the runs it may have in flight, among the live ones (their
+        slots set the default cap)."""
+        self._beat(keys=[WORKERS, WORKER_SLOTS], args=[worker_name, slots])
 
     def gone(self, worker_name: str) -> None:
-        self.redis.zrem(WORKERS, worker_name)
+        with self.redis.pipeline() as pipe:
+            pipe.zrem(WORKERS, worker_name)
+            pipe.hdel(WORKER_SLOTS, worker_name)
+            pipe.execute()
 
 
 @cache

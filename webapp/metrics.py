@@ -133,9 +133,10 @@ def count_event(redis: Redis, name: str, amount: int = 1) -> None:
     redis.hincrby(EVENTS, name, amount)
 
 
-def mark_busy(redis: Redis, worker: str, busy: bool) -> None:
-    if busy:
-        redis.set(BUSY + worker, "1", ex=BUSY_TTL_SECONDS)
+def mark_busy(redis: Redis, worker: str, runs: int) -> None:
+    """The number of runs a worker has in flight (none: its key goes)."""
+    if runs:
+        redis.set(BUSY + worker, str(runs), ex=BUSY_TTL_SECONDS)
     else:
         redis.delete(BUSY + worker)
 
@@ -182,8 +183,9 @@ class ScriptMetrics(Collector):
         for script_type in ("manual", "cron", "endpoint"):
             active.add_metric([script_type], float(counts.get(script_type, 0)))
         yield active
-        busy = sum(1 for _ in self.redis.scan_iter(match=BUSY + "*", count=1000))
-        yield GaugeMetricFamily("active_vms_gauge", "QuickJS runtimes busy with a run now, all workers.", value=busy)
+        keys = list(self.redis.scan_iter(match=BUSY + "*", count=1000))
+        busy = sum(int(value) for value in self.redis.mget(keys) if value) if keys else 0
+        yield GaugeMetricFamily("active_vms_gauge", "Runs in flight in QuickJS runtimes now, all workers.", value=busy)
         depth = GaugeMetricFamily("script_queue_depth", "Runs waiting in each queue.", labels=["queue"])
         for name in ("endpoints", "default"):
             depth.add_metric([name], float(Queue(name, connection=self.redis).count))

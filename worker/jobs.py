@@ -42,7 +42,6 @@ def run_execution(execution_id: str) -> dict[str, Any]:
             log.exception("execution %s failed in the worker", execution_id)
             with contextlib.suppress(Exception):
                 db.session.rollback()
-            state.set_busy(False)
             message = f"the worker could not complete the run: {type(exc).__name__}: {exc}"
             db.session.execute(
                 update(Execution)
@@ -181,7 +180,6 @@ def run_endpoint_call(
         except Exception as exc:
             log.exception("endpoint call %s failed in the worker", call["id"])
             db.session.rollback()
-            state.set_busy(False)
             message = f"the worker could not complete the call: {type(exc).__name__}: {exc}"
             answer = {"id": call["id"], "status": "failed", "error_kind": "exception", "error_message": message}
             row = execution_row(

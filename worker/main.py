@@ -12,6 +12,7 @@ import contextlib
 import logging
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from redis import Redis
 from redis.exceptions import RedisError
@@ -27,7 +28,7 @@ from webapp.fairness import tenant_slots
 from webapp.metrics import RunCounts
 from webapp.quotas import enforce_storage_quotas
 from webapp.secret_store.key_check import check_app_keys
-from worker.busy import BusyFlag
+from worker.busy import BusyCount
 from worker.host_api import prune_expired_storage
 from worker.jobs import run_endpoint_call
 from worker.state import get_state
@@ -50,8 +51,14 @@ class ScriptWorker(SimpleWorker):
         super().__init__(*args, **kwargs)
         self.sandbox_state = state
         self.sandbox_state.name = self.name
-        self.sandbox_state.busy = BusyFlag(self.connection, self.name)
+        self.sandbox_state.busy = BusyCount(self.connection, self.name)
         self.endpoint_calls = calls.WorkerSide(self.sandbox_state.app, self.connection)
+        # Endpoint calls in flight at once, each in a thread of its own, all in one sandbox
+        # process (worker/runtime/sandbox.py): a call waiting on the network holds no other.
+        self.concurrency = self._settings().worker_concurrency
+        self._call_slots = threading.BoundedSemaphore(self.concurrency)
+        self._calls = ThreadPoolExecutor(self.concurrency, thread_name_prefix="call")
+        self._slot_held = False
         self._stop = threading.Event()
         self._last_beat = self._beat_covers = self._last_suspension_check = 0.0
         self.slots = tenant_slots(self.connection)
@@ -59,9 +66,27 @@ class ScriptWorker(SimpleWorker):
     def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None):
         """While endpoint calls wait, the next one comes in one round trip (RQ's dequeue takes
         several: worker state, pop, job fetch, each with its log line). With none waiting,
-        RQ's own dequeue blocks on every queue as usual."""
+        RQ's own dequeue blocks on every queue as usual. Nothing is taken without a free slot
+        for it: a worker with all its slots busy leaves the next call to another worker."""
+        self._hold_a_slot()
         taken = self._take_endpoint_call()
-        return taken if taken is not None else super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+        if taken is None:
+            taken = super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+        if taken is None:
+            self._free_the_slot()
+        return taken
+
+    def _hold_a_slot(self) -> None:
+        if self._slot_held:
+            return
+        while not self._call_slots.acquire(timeout=1):
+            self.heartbeat()
+        self._slot_held = True
+
+    def _free_the_slot(self) -> None:
+        if self._slot_held:
+            self._slot_held = False
+            self._call_slots.release()
 
     def _take_endpoint_call(self) -> tuple[Job, Queue] | None:
         queue = self.queues[0]
@@ -84,13 +109,24 @@ class ScriptWorker(SimpleWorker):
         """Endpoint calls take the lean path of webapp/endpoints/calls.py: the caller gets the
         answer first, the execution is recorded after."""
         if queue.name != ENDPOINT_QUEUE or job.func_name != calls.JOB_FUNCTION:
+            self._free_the_slot()  # a manual or cron run: in this thread, as RQ runs jobs
             return self._execute_run(job, queue)
-        counts = RunCounts()
-        answer, row = run_endpoint_call(*job.args, counts=counts)
-        # One queue: RQ dequeued with LMOVE into its intermediate list, which only its own job
-        # bookkeeping (skipped here) would empty.
-        intermediate = queue.intermediate_queue_key if len(self.queues) == 1 else None
-        self.endpoint_calls.hand_back(job.args[0], answer, row, counts, intermediate)
+        self._slot_held = False  # the call's thread gives it back
+        self._calls.submit(self._answer_call, job, queue)
+        return None
+
+    def _answer_call(self, job: Job, queue: Queue) -> None:
+        try:
+            counts = RunCounts()
+            answer, row = run_endpoint_call(*job.args, counts=counts)
+            # One queue: RQ dequeued with LMOVE into its intermediate list, which only its own
+            # job bookkeeping (skipped here) would empty.
+            intermediate = queue.intermediate_queue_key if len(self.queues) == 1 else None
+            self.endpoint_calls.hand_back(job.args[0], answer, row, counts, intermediate)
+        except Exception:  # the call stays in INFLIGHT: the reaper records it as lost
+            log.exception("endpoint call %s: not answered", job.id)
+        finally:
+            self._call_slots.release()
 
     def _execute_run(self, job: Job, queue: Queue) -> None:
         """A manual or cron run holds a slot of its tenant while it runs; at the tenant's cap
@@ -172,6 +208,7 @@ class ScriptWorker(SimpleWorker):
         try:
             return super().work(*args, **kwargs)
         finally:
+            self._calls.shutdown(wait=True)  # the calls in flight are answered and recorded
             self._stop.set()
             with contextlib.suppress(RedisError):
                 self.slots.gone(self.name)
@@ -185,7 +222,7 @@ class ScriptWorker(SimpleWorker):
         while not self._stop.is_set():
             try:
                 mark_alive(redis, self.name)
-                self.slots.beat(self.name)
+                self.slots.beat(self.name, self.concurrency)
                 self.slots.wake_parked(self._tenant_cap())
                 self._registered_again(redis)
                 now = time.monotonic()

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from flask import Flask
 
 from webapp.app import create_app
-from worker.busy import BusyFlag
+from worker.busy import BusyCount
 from worker.runtime.sandbox import Sandbox
 
 
@@ -16,11 +16,12 @@ class WorkerState:
     sandbox: Sandbox
     name: str = "worker"
     recycles_seen: int = 0  # the sandbox's recycle count at the last run (for the metric)
-    busy: BusyFlag | None = None  # set by the worker process (absent when jobs run in tests' helpers)
+    busy: BusyCount | None = None  # set by the worker process (absent when jobs run in tests' helpers)
 
     def set_busy(self, busy: bool) -> None:
+        """A run starts (True) or ends (False); several may be in flight."""
         if self.busy is not None:
-            self.busy.set(busy)
+            self.busy.add(1 if busy else -1)
 
 
 _state: WorkerState | None = None
