@@ -7,12 +7,21 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.services import RedisProcess
+from tests.services import PostgresProcess, RedisProcess
 
 
 @pytest.fixture
 def redis_process() -> Iterator[RedisProcess]:
     server = RedisProcess().start()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def postgres() -> Iterator[PostgresProcess]:
+    """A PostgreSQL of the test's own, which it may stop and start (its `database_url` then
+    returns `postgres.url`)."""
+    server = PostgresProcess().create()
     yield server
     server.close()
 

@@ -3,7 +3,6 @@
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 
 import pytest
 import requests
@@ -15,13 +14,6 @@ from webapp.models import Execution
 
 DOWN_SECONDS = 3
 PONG = "function main() { return { body: 'pong' } }"
-
-
-@pytest.fixture
-def postgres() -> Iterator[PostgresProcess]:
-    server = PostgresProcess().create()
-    yield server
-    server.close()
 
 
 @pytest.fixture

@@ -11,12 +11,19 @@ round trip as the job). Whoever records the row removes the entry; the reaper re
 entry left behind by a worker and a web process that both died as `lost`, so no call goes
 unrecorded.
 
+The record says what the caller saw. An answer may come in the instant its caller stops
+waiting: the web process's give-up and the worker's hand-back are each one Lua step on the
+call's keys in Redis, so exactly one of them is first. If the answer is first, the caller gets
+it; if the give-up is, the caller gets 503 and the worker records the call as such (with the
+run's logs), in place of the row the web process wrote.
+
 In the order a call travels:
 
     web     start_call              admits the call for its tenant and queues it
     worker  WorkerSide.take_next    the next call's job, in one round trip
             (worker/jobs.py run_endpoint_call runs it; execution_row is its row)
-            WorkerSide.hand_back    the answer to the caller and the slot back, in one pipeline
+            WorkerSide.hand_back    the answer to the caller (unless it gave up) and the slot
+                                    back, in one pipeline
     web     wait_for_answer         the answer, or a give-up recorded as `lost`
     worker  RecordWriter            the rows, in batches off the callers' path
     worker  reap_unrecorded_calls   calls whose worker and caller both died
@@ -37,7 +44,7 @@ from redis.exceptions import RedisError
 from rq import Queue
 from rq.job import Job
 from rq.utils import now as rq_now
-from sqlalchemy import insert
+from sqlalchemy import delete, insert
 from sqlalchemy.exc import IntegrityError
 
 from webapp import quotas
@@ -56,6 +63,7 @@ log = logging.getLogger(__name__)
 JOB_FUNCTION = "worker.jobs.run_endpoint_call"
 REPLY = "sr:endpoint:reply:"  # + call id: a list holding the worker's answer
 REPLY_TTL_SECONDS = 60
+GAVE_UP = "sr:endpoint:gave-up:"  # + call id: set when the caller was answered 503 without it
 INFLIGHT = "sr:endpoint:inflight"  # hash call id -> call (JSON), until its row is recorded
 # The next endpoint call in one round trip: its id off the queue and its job's hash.
 _TAKE_CALL = """
@@ -63,6 +71,23 @@ local id = redis.call('LPOP', KEYS[1])
 if not id then return false end
 return {id, redis.call('HGETALL', ARGV[1] .. id)}
 """
+# The worker's answer goes to the caller unless the caller gave up first: 1 if it went.
+_HAND_BACK = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+redis.call('RPUSH', KEYS[1], ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
+# The caller gives up unless the answer came first: the answer if it did.
+_GIVE_UP = """
+local answer = redis.call('LPOP', KEYS[1])
+if answer then return answer end
+redis.call('SET', KEYS[2], '1', 'EX', ARGV[1])
+return false
+"""
+# Why an answer missed its caller, who got 503 instead: the error kind and message it is recorded with.
+LATE = ("timeout", "the answer came after its caller had stopped waiting (5 s + the wall-time limit + 2 s)")
+NOT_HANDED_BACK = ("lost", "the answer could not be handed back (Redis was unavailable)")
 GATHER_SECONDS = 0.1  # how long rows collect before a write
 RETRY_SECONDS = 1.0
 BATCH_ROWS = 200
@@ -166,10 +191,12 @@ class WorkerSide:
         counts: RunCounts,
         intermediate_key: str | None = None,
     ) -> None:
-        """The answer goes onto the caller's reply list, with the tenant's slot given back and
-        the call's id off RQ's `intermediate_key` list, in one round trip. The row is recorded
-        after, in a batch; a failed call's before, so that the execution id in its error answer
-        can be looked up at once. `row` None: its script is gone, nothing to record it against."""
+        """The answer goes onto the caller's reply list (unless the caller gave up waiting),
+        with the tenant's slot given back and the call's id off RQ's `intermediate_key` list,
+        in one round trip. The row is recorded after, in a batch; a failed call's before, so
+        that the execution id in its error answer can be looked up at once. An answer that did
+        not reach its caller is recorded as the 503 the caller got instead. `row` None: its
+        script is gone, nothing to record it against."""
         call_id = call["id"]
         pipe = self.redis.pipeline(transaction=False)
         release_slot(self.redis, call, pipe)
@@ -177,17 +204,22 @@ class WorkerSide:
             pipe.hdel(INFLIGHT, call_id)
         elif answer["status"] != "succeeded":
             self.records.write_now(row)
-            row = None
+        handed = len(pipe)
+        # Whole (EVAL): a pipeline would otherwise ask Redis whether it knows the script every time.
+        pipe.eval(_HAND_BACK, 2, REPLY + call_id, GAVE_UP + call_id, json.dumps(answer), REPLY_TTL_SECONDS)
+        if intermediate_key is not None:
+            pipe.lrem(intermediate_key, 1, call_id)
         try:
-            reply = REPLY + call_id
-            pipe.rpush(reply, json.dumps(answer))
-            pipe.expire(reply, REPLY_TTL_SECONDS)
-            if intermediate_key is not None:
-                pipe.lrem(intermediate_key, 1, call_id)
-            pipe.execute()
+            missed = None if pipe.execute()[handed] else LATE
         except RedisError:
             log.warning("endpoint call %s: the answer could not be handed back (Redis is unavailable)", call_id)
-        self.records.add(row, counts, Job.key_for(call_id))  # recorded, counted, and its job removed, just after
+            missed = NOT_HANDED_BACK
+        replaces = row is not None and missed is not None
+        if replaces:
+            row = unanswered_row(call, row, *missed)
+        elif answer["status"] != "succeeded":
+            row = None  # written already
+        self.records.add(row, counts, Job.key_for(call_id), replaces)  # recorded, counted, its job removed, just after
 
     def close(self) -> None:
         self.records.close()
@@ -230,6 +262,15 @@ def execution_row(
     }
 
 
+def unanswered_row(call: dict[str, Any], row: dict[str, Any], kind: str, why: str) -> dict[str, Any]:
+    """The row of a call whose answer did not reach its caller, who got 503 instead: the run's
+    logs and timings as they were, its outcome told in the message."""
+    ran = "succeeded" if row["status"] == "succeeded" else f"failed ({row['error_kind']}: {row['error_message']})"
+    message = f"{why}: the caller was answered 503; the run itself {ran}"
+    summary = {**call["summary"], "status": 503}  # the script's response was never sent
+    return {**row, "status": "failed", "error_kind": kind, "error_message": message[:2000], "http_summary": summary}
+
+
 # -- the web process waits for the answer, or gives up -----------------------------------
 
 
@@ -253,6 +294,11 @@ def wait_for_answer(call: dict[str, Any], script: ServedScript) -> dict[str, Any
                 return _give_up(call, 503, f"no worker took the call within {QUEUE_WAIT_SECONDS} s")
             answer = blocking.blpop([reply], timeout=wall_seconds + ANSWER_MARGIN_SECONDS)
         if answer is None:
+            # The answer may be landing now: whichever of this and the worker's hand-back is
+            # first wins, and the worker records a call that lost it as answered 503.
+            late = get_redis().eval(_GIVE_UP, 2, reply, GAVE_UP + call["id"], defaults.overdue_after)
+            if late is not None:
+                return json.loads(late)
             # No worker answered in time (docs/endpoints.md): it may have run the script in part.
             message = f"the worker stopped without answering (none within {wall_seconds:g} s of taking the call)"
             return _give_up(call, 503, message + "; the script may have run in part")
@@ -262,7 +308,8 @@ def wait_for_answer(call: dict[str, Any], script: ServedScript) -> dict[str, Any
 
 
 def _give_up(call: dict[str, Any], status: int, message: str) -> dict[str, Any]:
-    """Record the call as lost (unless its worker recorded it after all) and say so."""
+    """Record the call as lost (unless recorded already) and say so. A worker that answers
+    after all records the call in its place, with the run's logs."""
     row = execution_row(
         call,
         status="failed",
@@ -305,11 +352,16 @@ class RecordWriter:
     RQ jobs go to Redis in one round trip, then their execution rows go to the database in one
     INSERT. A row that cannot be written stays queued and is retried; the call stays in
     INFLIGHT until its row is in, so even a worker that dies with rows in hand leaves them for
-    the reaper to record as lost. Such a worker loses the last GATHER_SECONDS of counts."""
+    the reaper to record as lost. Such a worker loses the last GATHER_SECONDS of counts.
+
+    A row meets one written already when the caller gave up first: the row of a call whose
+    answer missed its caller takes the place of the one there (its caller's, or this worker's
+    own written before the hand-back); any other yields to it, the record of what the caller got."""
 
     def __init__(self, app: Flask, redis: Redis):
         self.app, self.redis = app, redis
         self._rows: list[dict[str, Any]] = []
+        self._replacing: dict[uuid.UUID, dict[str, Any]] = {}  # execution id -> the row to put in place
         self._counts = RunCounts()
         self._done_jobs: list[str] = []
         self._lock = threading.Lock()
@@ -318,12 +370,21 @@ class RecordWriter:
         self._thread = threading.Thread(target=self._write_batches, name="records", daemon=True)
         self._thread.start()
 
-    def add(self, row: dict[str, Any] | None, counts: RunCounts | None = None, job_key: str | None = None) -> None:
+    def add(
+        self,
+        row: dict[str, Any] | None,
+        counts: RunCounts | None = None,
+        job_key: str | None = None,
+        replaces: bool = False,
+    ) -> None:
         """An answered call: its row to record (None if recorded already or not to be), its
-        metrics, and its RQ job's key to delete."""
+        metrics, and its RQ job's key to delete. `replaces`: the row takes the place of one
+        written already."""
         with self._lock:
             if row is not None:
                 self._rows.append(row)
+                if replaces:
+                    self._replacing[row["id"]] = row
             if counts:
                 self._counts.ints.update(counts.ints)
                 self._counts.sums.update(counts.sums)
@@ -403,16 +464,23 @@ class RecordWriter:
                 self._write_one_by_one(rows)
             finally:
                 db.session.remove()
+        with self._lock:
+            for row in rows:
+                if self._replacing.get(row["id"]) is row:
+                    del self._replacing[row["id"]]
         with contextlib.suppress(RedisError):
             self.redis.hdel(INFLIGHT, *[str(row["id"]) for row in rows])
 
     def _write_one_by_one(self, rows: list[dict[str, Any]]) -> None:
-        """A batch failed on a constraint. A row its caller recorded already (it gave up
-        waiting) is kept as the caller saw it; a call of a script deleted meanwhile has nothing
-        left to belong to; the others are written."""
+        """A batch failed on a constraint. A row recorded already is replaced or kept (see the
+        class); a call of a script deleted meanwhile has nothing left to belong to; the others
+        are written."""
         for row in rows:
+            replaces = self._replacing.get(row["id"]) is row
             for attempt in (row, {**row, "user_id": None}):  # a deleted user only loses the link
                 try:
+                    if replaces:
+                        _delete_recorded(row)
                     stmt = insert_ignoring_duplicates(Execution, ["id"]).values(quotas.count_outcomes([attempt])[0])
                     if db.session.execute(stmt.returning(Execution.id)).first() is None:
                         db.session.rollback()  # recorded already: its counting is undone
@@ -423,6 +491,14 @@ class RecordWriter:
                     db.session.rollback()
             else:
                 log.warning("execution %s not recorded: its script was deleted", row["id"])
+
+
+def _delete_recorded(row: dict[str, Any]) -> None:
+    """The execution written with the row's id, if any, deleted and its size uncounted (in the
+    caller's transaction)."""
+    size = db.session.scalar(delete(Execution).where(Execution.id == row["id"]).returning(Execution.stored_bytes))
+    if size:
+        quotas.add(row["tenant_id"], executions=-size, written=True)
 
 
 # -- the reaper: calls whose worker and caller both died ----------------------------------
