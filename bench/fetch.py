@@ -182,11 +182,11 @@ def _report(args: argparse.Namespace, routes: list[Route], answered: int, upstre
     for kind in plain.cpu:
         print(f"| {kind} | " + " | ".join(f"{r.cpu_ms(kind):.2f}" for r in routes) + " |")
     print("| all of them | " + " | ".join(f"{r.cpu_ms():.2f}" for r in routes) + " |")
-    bound = args.workers * 1000 / args.delay_ms
+    bound = args.concurrency * 1000 / args.delay_ms
     print(
-        f"\nA worker runs one script at a time: with {args.workers} workers and a {args.delay_ms} ms upstream, "
-        f"at most {args.workers} × {1000 / args.delay_ms:.0f} = {bound:.0f} calls/s; measured {slow.rate:.1f} "
-        f"({slow.rate / bound:.0%} of that bound)."
+        f"\nWith {args.concurrency} connections each waiting {args.delay_ms} ms for the upstream, at most "
+        f"{args.concurrency} × {1000 / args.delay_ms:.0f} = {bound:.0f} calls/s; measured {slow.rate:.1f} "
+        f"({slow.rate / bound:.0%} of that bound). Each worker keeps up to WORKER_CONCURRENCY calls in flight."
     )
     print(
         f"The upstream answered {upstream_answers} requests for {answered} answered fetch calls "
