@@ -2,10 +2,12 @@
 beside the plain endpoint of bench/endpoints.py in the same run, on the same processes.
 
     .venv/bin/python bench/fetch.py [--calls 500] [--slow-calls 100] [--rounds 2] [--seconds 10]
-                                    [--workers 2] [--concurrency 16] [--delay-ms 100]
+                                    [--workers 2] [--concurrency 16] [--worker-concurrency 16]
+                                    [--delay-ms 100]
 
 The processes of bench/endpoints.py (gunicorn 2 × 16 threads, RQ workers, Redis, SQLite, all on
-loopback), with FETCH_ALLOWED_NETWORKS=127.0.0.1/32 so that scripts may reach the upstream: a
+loopback), with FETCH_ALLOWED_NETWORKS=127.0.0.1/32 so that scripts may reach the upstream, and
+WORKER_CONCURRENCY=--worker-concurrency (calls in flight per worker: 1 is the default): a
 raw asyncio HTTP/1.1 responder in a process of its own, answering `/now` at once and `/slow`
 after --delay-ms. Three endpoint scripts: `ping` (the plain one of bench/endpoints.py),
 `fetchnow` and `fetchslow` (one fetch each, the upstream's JSON body returned).
@@ -112,6 +114,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10, help="wrk run per route and round")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument(
+        "--worker-concurrency", type=int, default=16, help="WORKER_CONCURRENCY of the workers (calls in flight each)"
+    )
     parser.add_argument("--delay-ms", type=int, default=100, help="the slow upstream's delay")
     args = parser.parse_args()
     plain = Route("plain endpoint (`ping`)", "ping", args.calls)
@@ -121,7 +126,8 @@ def main() -> None:
     warmup = {"ping": 50, "fetchnow": 50, "fetchslow": 5}
     with upstream(args.delay_ms / 1000) as (origin, upstream_pid, served):
         scripts = {"ping": PING, "fetchnow": FETCHING % f"'{origin}/now'", "fetchslow": FETCHING % f"'{origin}/slow'"}
-        with stack(scripts, args.workers, {"FETCH_ALLOWED_NETWORKS": "127.0.0.1/32"}) as served_by:
+        env = {"FETCH_ALLOWED_NETWORKS": "127.0.0.1/32", "WORKER_CONCURRENCY": str(args.worker_concurrency)}
+        with stack(scripts, args.workers, env) as served_by:
             url = {r.name: f"{served_by.base}/api/scripts/{r.name}" for r in routes}
             for name, calls in warmup.items():
                 latencies(url[name], served_by.headers, calls)

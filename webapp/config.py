@@ -126,7 +126,10 @@ class Settings:
     audit_retention_days: int = 365  # AUDIT_RETENTION_DAYS: audit entries older are pruned
     # Proxies whose X-Forwarded-For names the client (webapp/client_address.py).
     forwarded_allow_ips: tuple[str, ...] = DEFAULT_FORWARDED_ALLOW_IPS
-    worker_concurrency: int = 16  # WORKER_CONCURRENCY: endpoint calls one worker has in flight
+    # WORKER_CONCURRENCY: endpoint calls one worker has in flight. 1 until a worker has more
+    # than one sandbox process: the runs of one process compute one at a time, so a CPU-bound
+    # run would hold up every call of its worker (docs/architecture.md, "The sandbox").
+    worker_concurrency: int = 1
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -145,7 +148,7 @@ class Settings:
             retention_days=env_int("EXECUTION_RETENTION_DAYS", 30),
             audit_retention_days=env_int("AUDIT_RETENTION_DAYS", 365),
             forwarded_allow_ips=_env_parsed("FORWARDED_ALLOW_IPS", parse_allow_list, DEFAULT_FORWARDED_ALLOW_IPS),
-            worker_concurrency=_positive_int("WORKER_CONCURRENCY", 16, MAX_WORKER_CONCURRENCY),
+            worker_concurrency=_positive_int("WORKER_CONCURRENCY", 1, MAX_WORKER_CONCURRENCY),
         )
 
 
