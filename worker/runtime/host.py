@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from worker.runtime import protocol
-from worker.runtime.engine import RunLimits, RunSteps, Runtime
+from worker.runtime.engine import Refused, RunLimits, RunSteps, Runtime
 
 IN, OUT = 0, 1
 ADDRESS_SPACE_BACKSTOP = 4 * 1024 * 1024 * 1024  # QuickJS limits are per run; this is per process
@@ -116,6 +116,13 @@ class Sandbox:
     def _step(self, run_id: str, flight: _InFlight, answers: list[dict] | None) -> None:
         try:
             calls = next(flight.steps) if answers is None else flight.steps.send(answers)
+            try:
+                asked = protocol.encode({"op": "host", "run": run_id, "calls": calls})
+            except protocol.TooLarge:
+                # Sent, it would end the process, and every run in flight in it, not just this one.
+                limit = protocol.MAX_MESSAGE // 1024 // 1024
+                calls = flight.steps.throw(Refused(f"the run's host calls are over the {limit} MiB channel limit"))
+                asked = protocol.encode({"op": "host", "run": run_id, "calls": calls})
         except StopIteration as finished:
             del self.runs[run_id]
             outcome = finished.value
@@ -127,7 +134,7 @@ class Sandbox:
             if not self.runs:
                 self.pool.warm_spare()
             return
-        protocol.send(OUT, {"op": "host", "run": run_id, "calls": calls})
+        protocol.write(OUT, asked)
 
 
 def _die_with_parent() -> None:

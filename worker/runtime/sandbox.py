@@ -133,10 +133,10 @@ class Sandbox:
         while True:
             try:
                 message = protocol.receive(fd)
-            except (protocol.ChannelClosed, OSError, ValueError):
+            except (protocol.ChannelClosed, OSError, ValueError) as exc:
                 with self._state:
                     if self.proc is proc:  # it died on its own
-                        log.warning("the sandbox process died (exit %s)", proc.poll())
+                        self._blame_the_head(proc, exc)
                         self.kill()
                 return
             run_id = message.get("run")
@@ -155,6 +155,14 @@ class Sandbox:
                     threading.Thread(target=self._send, args=(proc, run_id, {"op": "cancel", "run": run_id})).start()
             elif replies is not None:
                 replies.put(message)
+
+    def _blame_the_head(self, proc: subprocess.Popen, exc: Exception) -> None:
+        """The process ended, or spoke past the protocol, while busy with the head's message:
+        that run fails, and is not run again (it would end the process again, and every run
+        in flight with it); the others run again."""
+        log.warning("the sandbox process died (exit %s): %s", proc.poll(), exc)
+        if self._sent and self._sent[0] in self._replies:
+            self._culprits[self._sent[0]] = _failure("exception", "the sandbox process died during the run")
 
     def _send(self, proc: subprocess.Popen, run_id: str, message: dict[str, Any]) -> None:
         with self._writing:
