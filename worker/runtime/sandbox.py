@@ -87,6 +87,7 @@ class Sandbox:
             ready = None
         if ready is None or ready.get("op") != "ready":
             _end(proc)
+            proc.stdin.close()
             proc.stdout.close()
             raise RuntimeError("the sandbox process did not start")
         with self._state:
@@ -106,11 +107,19 @@ class Sandbox:
         with self._state:
             if self.proc is not None:
                 _end(self.proc)
+                threading.Thread(target=self._close_stdin, args=(self.proc,), daemon=True).start()
                 self.proc = None
             self._sent.clear()
             self._abandoned.clear()
             for replies in self._replies.values():
                 replies.put(None)
+
+    def _close_stdin(self, proc: subprocess.Popen) -> None:
+        """Closed between messages only: a writer may be sending to the process as it is
+        killed, and a descriptor closed under it could be reused (a fetch's socket, the next
+        process's pipe) and receive the rest of the message."""
+        with self._writing:
+            proc.stdin.close()
 
     def close(self) -> None:
         self.kill()
@@ -239,9 +248,9 @@ class Sandbox:
             if message["op"] == "host":
                 answers = host(message["calls"])
                 if time.monotonic() >= deadline:  # its wall time passed while it was answered
+                    # Its reply is a "done", dropped once the run is gone: nothing to mark (marked
+                    # after the send, a reply read first would leave its id in `_abandoned`).
                     self._send(proc, run_id, {"op": "cancel", "run": run_id})
-                    with self._state:
-                        self._abandoned.add(run_id)
                     return _timed_out(limits, started)
                 self._send(proc, run_id, {"op": "answers", "run": run_id, "answers": answers})
                 continue
@@ -282,10 +291,10 @@ class Sandbox:
 
 
 def _end(proc: subprocess.Popen) -> None:
-    """Kill the process; its stdout is left to its reader thread to close."""
+    """Kill the process; its stdout is left to its reader thread to close, its stdin to
+    whoever holds `_writing`."""
     proc.kill()
     proc.wait()
-    proc.stdin.close()
 
 
 def _timed_out(limits: EffectiveLimits, started: float) -> dict[str, Any]:
