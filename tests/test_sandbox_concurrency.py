@@ -169,6 +169,30 @@ def test_host_calls_too_large_for_the_channel_fail_their_run_alone(sandbox: Sand
     assert sandbox.pid == pid and sandbox.restarts == 0
 
 
+def test_answers_too_large_for_the_channel_fail_their_run_alone(sandbox: Sandbox):
+    """The worker's side of the same: 128 storage values of 256 KiB ('é' x 131072, within
+    MAX_VALUE_BYTES and the 16 MiB a run may read) are 96 MiB once escaped for the channel.
+    Sent, they would end the process under every run in flight."""
+    host, answered = _counting(0.05)
+    value = json.dumps(json.dumps("\u00e9" * 131072))  # a stored value: JSON text
+    big = {"id": 0, "ok": True, "value": json.loads(value)}
+    reads = "async function main() { await Promise.all(Array.from({length: 128}, () => storage.get('k'))); }"
+
+    def read_all(calls: list[dict]) -> list[dict]:
+        return [{**big, "id": c["id"]} for c in calls]
+
+    with ThreadPoolExecutor(3) as pool:
+        events = [{"key": f"n{i}", "times": 20} for i in range(3)]
+        neighbours = [pool.submit(sandbox.run, _request(2, LOOPS, e), LIMITS, host) for e in events]
+        eventually(lambda: answered() >= 3, 10, "the neighbours in flight")
+        pid = sandbox.pid
+        reader = sandbox.run(_request(1, reads, {}), LIMITS, read_all)
+        outcomes = [n.result(timeout=60) for n in neighbours]
+    assert [(o["status"], o["error_message"]) for o in outcomes] == [("succeeded", None)] * 3
+    assert reader["error_kind"] == "exception" and "64 MiB" in reader["error_message"], reader
+    assert sandbox.pid == pid and sandbox.restarts == 0
+
+
 def test_the_run_a_process_dies_under_fails_alone_and_is_not_run_again(sandbox: Sandbox):
     """The process ends on its own (a crash; here the kernel's SIGKILL) while busy with one
     run: that run fails, and only the others run again. Run again, a run that crashes the
