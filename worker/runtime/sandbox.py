@@ -174,6 +174,8 @@ class Sandbox:
             self._culprits[self._sent[0]] = _failure("exception", "the sandbox process died during the run")
 
     def _send(self, proc: subprocess.Popen, run_id: str, message: dict[str, Any]) -> None:
+        """TooLarge, before anything is sent, for a message the process would refuse (and end)."""
+        data = protocol.encode(message)
         with self._writing:
             with self._state:
                 if self.proc is not proc:
@@ -182,7 +184,7 @@ class Sandbox:
                     self._head_usage = self._cpu_and_rss()
                 self._sent.append(run_id)
             try:
-                protocol.send(proc.stdin.fileno(), message)
+                protocol.write(proc.stdin.fileno(), data)
             except OSError:
                 raise _Restarted() from None  # the reader tells everyone
 
@@ -210,6 +212,8 @@ class Sandbox:
                 if attempt == 2 or time.monotonic() - started >= limits.wall_seconds:
                     return _failure("exception", "the sandbox process was restarted twice during the run")
                 log.info("run %s starts again: its sandbox process was restarted for another run", run_id)
+            except protocol.TooLarge as exc:  # the run's own message: nothing was sent
+                return _failure("exception", f"the run is too large for the sandbox: {exc}")
             except BaseException:
                 self.kill()  # e.g. RQ's job-timeout alarm: never leave a run going in the sandbox
                 raise
@@ -252,7 +256,16 @@ class Sandbox:
                     # after the send, a reply read first would leave its id in `_abandoned`).
                     self._send(proc, run_id, {"op": "cancel", "run": run_id})
                     return _timed_out(limits, started)
-                self._send(proc, run_id, {"op": "answers", "run": run_id, "answers": answers})
+                try:
+                    self._send(proc, run_id, {"op": "answers", "run": run_id, "answers": answers})
+                except protocol.TooLarge:
+                    self._send(proc, run_id, {"op": "cancel", "run": run_id})
+                    limit = protocol.MAX_MESSAGE // 1024 // 1024
+                    outcome = _failure(
+                        "exception", f"the answers to the run's host calls are over the {limit} MiB channel limit"
+                    )
+                    outcome["wall_ms"] = round((time.monotonic() - started) * 1000, 3)
+                    return outcome
                 continue
             message["wall_ms"] = round((time.monotonic() - started) * 1000, 3)
             return message
