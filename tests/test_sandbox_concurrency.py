@@ -170,11 +170,11 @@ def test_host_calls_too_large_for_the_channel_fail_their_run_alone(sandbox: Sand
 
 
 def test_answers_too_large_for_the_channel_fail_their_run_alone(sandbox: Sandbox):
-    """The worker's side of the same: 128 storage values of 256 KiB ('é' x 131072, within
+    """The worker's side of the same: 128 storage values of 256 KiB ('é' x 131000, within
     MAX_VALUE_BYTES and the 16 MiB a run may read) are 96 MiB once escaped for the channel.
     Sent, they would end the process under every run in flight."""
     host, answered = _counting(0.05)
-    value = json.dumps(json.dumps("\u00e9" * 131072))  # a stored value: JSON text
+    value = json.dumps(json.dumps("\u00e9" * 131000))  # a stored value: JSON text of 262002 bytes
     big = {"id": 0, "ok": True, "value": json.loads(value)}
     reads = "async function main() { await Promise.all(Array.from({length: 128}, () => storage.get('k'))); }"
 
