@@ -11,12 +11,16 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from ipaddress import ip_network
 from typing import Any
 
 import pytest
 
+from tests.fetch_upstream import upstream
 from tests.services import eventually
+from webapp.config import FetchSettings
 from webapp.limits import EffectiveLimits
+from worker.host_api import HostApi
 from worker.runtime.sandbox import Sandbox
 
 pytestmark = pytest.mark.slow  # a sandbox process
@@ -213,6 +217,38 @@ def test_the_run_a_process_dies_under_fails_alone_and_is_not_run_again(sandbox: 
         outcomes = [n.result(timeout=30) for n in neighbours]
     assert (spun["error_kind"], spun["error_message"]) == ("exception", "the sandbox process died during the run")
     assert [o["status"] for o in outcomes] == ["succeeded"] * 3, outcomes
+
+
+def test_a_run_started_again_for_another_runs_sake_has_its_budgets_afresh(app, sandbox: Sandbox):
+    """A run may make 3 fetches here. Its first start makes one, then a bomb's process kill
+    starts it again, where it makes its 3: none may fail for what its first start spent (nor
+    be answered with what its first start asked)."""
+    settings = FetchSettings(allowed_networks=(ip_network("127.0.0.1/32"),), max_requests=3, timeout_seconds=5)
+    source = """async function main(e) {
+      const out = [];
+      for (let i = 0; i < 3; i++) out.push((await fetch(e.url + '/slow?ms=300&n=' + i)).status);
+      return out;
+    }"""
+    bomb_limits = EffectiveLimits(
+        cpu_seconds=10, wall_seconds=2, memory_bytes=256 << 20, log_bytes=4096, result_bytes=4096
+    )
+
+    def victim(url: str) -> dict[str, Any]:
+        with app.app_context():
+            host = HostApi(2, settings, time.monotonic() + LIMITS.wall_seconds)
+            try:
+                return sandbox.run(_request(2, source, {"url": url}), LIMITS, host)
+            finally:
+                host.close()
+
+    with upstream() as server, ThreadPoolExecutor(1) as pool:
+        ran = pool.submit(victim, server.origin)
+        eventually(lambda: server.seen, 10, "the victim's first fetch")
+        bomb = sandbox.run(_request(1, BOMB, {}), bomb_limits, _answering(lambda call: 1))
+        outcome = ran.result(timeout=30)
+    assert bomb["error_kind"] == "timeout" and sandbox.restarts == 1
+    assert (outcome["status"], outcome["error_message"]) == ("succeeded", None), outcome
+    assert json.loads(outcome["result_json"]) == [200, 200, 200]
 
 
 @pytest.mark.xfail(strict=True, reason="review17: a victim runs again once only; a second kill fails it")
