@@ -212,6 +212,9 @@ class Sandbox:
                 if attempt == 2 or time.monotonic() - started >= limits.wall_seconds:
                     return _failure("exception", "the sandbox process was restarted twice during the run")
                 log.info("run %s starts again: its sandbox process was restarted for another run", run_id)
+                start_over = getattr(host, "start_over", None)  # the worker's HostApi
+                if start_over is not None:
+                    start_over()
             except protocol.TooLarge as exc:  # the run's own message: nothing was sent
                 return _failure("exception", f"the run is too large for the sandbox: {exc}")
             except BaseException:
