@@ -96,8 +96,10 @@ class Sandbox:
 
     def _started(self) -> subprocess.Popen:
         with self._state:
-            if self.proc is None or self.proc.poll() is not None:
+            if self.proc is not None and self.proc.poll() is not None:  # before its reader saw it
+                self._blame_the_head(self.proc, f"exit code {self.proc.returncode}")
                 self.kill()
+            if self.proc is None:
                 self.start()
             assert self.proc is not None
             return self.proc
@@ -165,7 +167,7 @@ class Sandbox:
             elif replies is not None:
                 replies.put(message)
 
-    def _blame_the_head(self, proc: subprocess.Popen, exc: Exception) -> None:
+    def _blame_the_head(self, proc: subprocess.Popen, exc: Exception | str) -> None:
         """The process ended, or spoke past the protocol, while busy with the head's message:
         that run fails, and is not run again (it would end the process again, and every run
         in flight with it); the others run again."""
