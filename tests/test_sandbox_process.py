@@ -13,6 +13,7 @@ import pytest
 
 from webapp.config import PROJECT_ROOT
 from worker.runtime import protocol
+from worker.runtime.host import RuntimePool
 
 pytestmark = pytest.mark.slow  # a sandbox process
 LIMITS = {"cpu_seconds": 1.0, "memory_bytes": 64 << 20, "log_bytes": 65536, "result_bytes": 65536}
@@ -111,3 +112,16 @@ def test_cpu_is_charged_to_the_run_that_spent_it(channel: Channel):
     assert spun["cpu_ms"] >= 300
     done = channel.answer(waiting, asked["calls"], "fine")
     assert done["status"] == "succeeded" and done["cpu_ms"] < 100
+
+
+def test_the_warm_runtimes_of_a_process_are_at_most_its_tenants_setting():
+    """SCRIPT_VM_TENANTS bounds the warm runtimes of a process in all, however many runs each
+    tenant had in flight: each may hold up to SCRIPT_VM_MAX_HEAP_MB of compiled code, and the
+    process's address space is capped (4 GiB); 64 tenants with 8 runtimes each would be 24 GiB."""
+    pool = RuntimePool(1 << 20, 500, 48 << 20, max_tenants=4)
+    for tenant in ("a", "b", "c", "d"):
+        taken = [pool.take(tenant) for _ in range(8)]
+        for runtime in taken:
+            pool.give_back(tenant, runtime, limit_hit=False)
+    assert sum(len(kept) for kept in pool.idle.values()) == 4
+    assert pool.idle["d"]  # the tenant seen last is kept warm

@@ -82,3 +82,22 @@ def test_a_tenants_default_cap_is_half_the_workers_slots(live_server, client, ed
     assert sorted(a.status_code for a in answers.values()) == [200] * 8 + [429] * 4
     refused = next(a for a in answers.values() if a.status_code == 429)
     assert "already has 8 runs in flight" in refused.json()["error"]["message"]
+
+
+@pytest.mark.xfail(strict=True, reason="review17: manual and cron runs run in the worker's main thread")
+def test_endpoint_calls_are_taken_while_a_manual_run_waits(live_server, client, editor, start_worker, server):
+    """A manual run awaiting a slow upstream holds the worker's main thread, which takes the
+    calls: another tenant's endpoint call waits 5 s and is answered 503 'no worker took the
+    call', though 15 of the worker's 16 slots are free. One tenant, one run a minute from
+    cron, keeps the only worker of the Procfile from serving anyone's calls."""
+    _endpoint(client, editor)
+    start_worker(WORKER_CONCURRENCY="16", FETCH_ALLOWED_NETWORKS="127.0.0.1/32", **SINGLE_TENANT_LOAD)
+    body = {"name": "slow", "type": "manual", "source": "async function main(p) { await fetch(p.url); return 1; }"}
+    manual = client.post("/api/v1/scripts", json=body, headers=editor).get_json()["id"]
+    params = {"url": f"{server.origin}/slow?ms=8000"}
+    queued = client.post(f"/api/v1/scripts/{manual}/run", json={"params": params}, headers=editor)
+    assert queued.status_code == 202, queued.get_json()
+    eventually(lambda: server.slow_now == 1, 10, "the manual run waiting on the upstream")
+    params = {"to": server.origin, "ms": 10, "n": 1}
+    answer = requests.get(f"{live_server}/api/scripts/waits", params=params, headers=editor, timeout=30)
+    assert answer.status_code == 200, answer.text

@@ -50,6 +50,7 @@ class HostApi:
         self.fetch_settings = fetch
         self.deadline = deadline  # time.monotonic(): the run's wall limit, which bounds every fetch
         self.fetches: RunFetches | None = None  # made at the run's first fetch
+        self.earlier_calls: list[dict[str, Any]] = []  # fetches of the run's starts before this one
 
     def __call__(self, calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Answers to `calls`, and to fetches made earlier that have ended since. With nothing
@@ -64,9 +65,21 @@ class HostApi:
         if self.fetches is not None:
             self.fetches.close()
 
+    def start_over(self) -> None:
+        """The run starts again from the top, in a fresh sandbox process (another run's limit
+        ended the one it was in): its budgets start afresh, and what its earlier start still
+        has in flight is cut off, its answers never handed to the new start (whose call ids
+        begin again at 1). Its fetches stay in its record."""
+        self.calls = self.answered_bytes = 0
+        if self.fetches is not None:
+            self.fetches.close()
+            self.earlier_calls += self.fetches.calls
+            self.fetches = None
+
     @property
     def http_calls(self) -> list[dict[str, Any]] | None:
-        return self.fetches.calls if self.fetches is not None and self.fetches.calls else None
+        calls = self.earlier_calls + (self.fetches.calls if self.fetches is not None else [])
+        return calls or None
 
     def _answer(self, calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
         answers = []

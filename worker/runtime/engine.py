@@ -67,6 +67,14 @@ class _Limit(Exception):
         self.kind = kind
 
 
+class Refused(_Limit):
+    """Thrown into a run's steps in place of answers: the run ends as a failed `exception`
+    with this message, its logs kept."""
+
+    def __init__(self, message: str):
+        super().__init__("exception", message)
+
+
 def _mib(n: int) -> str:
     return f"{n / 1024 / 1024:g} MiB"
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from worker.runtime import protocol
-from worker.runtime.engine import RunLimits, RunSteps, Runtime
+from worker.runtime.engine import Refused, RunLimits, RunSteps, Runtime
 
 IN, OUT = 0, 1
 ADDRESS_SPACE_BACKSTOP = 4 * 1024 * 1024 * 1024  # QuickJS limits are per run; this is per process
@@ -33,7 +33,9 @@ class RuntimePool:
     whatever a script does. Each run in flight has a runtime to itself (its job queue and run
     state are the run's), so a tenant with several runs in flight has as many; idle ones wait
     for that tenant's next runs. A tenant seen for the first time takes the spare, built while
-    the sandbox was idle, so that only compiling its script is on its path.
+    the sandbox was idle, so that only compiling its script is on its path. At most
+    `max_tenants` runtimes are kept in all (each may hold up to `heap_limit`): past that, the
+    least recently used tenant's oldest goes.
     """
 
     IDLE_PER_TENANT = 8  # warm runtimes kept for one tenant's next runs
@@ -46,12 +48,18 @@ class RuntimePool:
         self.idle: OrderedDict[str, list[Runtime]] = OrderedDict()
         self.spare: Runtime | None = Runtime(stack_bytes)
         self.recycled = 0
+        self.kept = 0  # runtimes in `idle`
 
     def take(self, tenant: str) -> Runtime:
         kept = self.idle.get(tenant)
         if kept:
-            self.idle.move_to_end(tenant)
-            return kept.pop()
+            self.kept -= 1
+            runtime = kept.pop()
+            if kept:
+                self.idle.move_to_end(tenant)
+            else:
+                del self.idle[tenant]
+            return runtime
         runtime = self.spare or Runtime(self.stack_bytes)
         self.spare = None
         return runtime
@@ -66,8 +74,13 @@ class RuntimePool:
         self.idle.move_to_end(tenant)
         if len(kept) < self.IDLE_PER_TENANT:
             kept.append(runtime)
-        while len(self.idle) > self.max_tenants:
-            self.idle.popitem(last=False)  # the least recently used tenant's
+            self.kept += 1
+        while self.kept > self.max_tenants:
+            oldest, runtimes = next(iter(self.idle.items()))  # the least recently used tenant's
+            runtimes.pop(0)
+            self.kept -= 1
+            if not runtimes:
+                del self.idle[oldest]
 
     def warm_spare(self) -> None:
         if self.spare is None:
@@ -116,6 +129,13 @@ class Sandbox:
     def _step(self, run_id: str, flight: _InFlight, answers: list[dict] | None) -> None:
         try:
             calls = next(flight.steps) if answers is None else flight.steps.send(answers)
+            try:
+                asked = protocol.encode({"op": "host", "run": run_id, "calls": calls})
+            except protocol.TooLarge:
+                # Sent, it would end the process, and every run in flight in it, not just this one.
+                limit = protocol.MAX_MESSAGE // 1024 // 1024
+                calls = flight.steps.throw(Refused(f"the run's host calls are over the {limit} MiB channel limit"))
+                asked = protocol.encode({"op": "host", "run": run_id, "calls": calls})
         except StopIteration as finished:
             del self.runs[run_id]
             outcome = finished.value
@@ -127,7 +147,7 @@ class Sandbox:
             if not self.runs:
                 self.pool.warm_spare()
             return
-        protocol.send(OUT, {"op": "host", "run": run_id, "calls": calls})
+        protocol.write(OUT, asked)
 
 
 def _die_with_parent() -> None:

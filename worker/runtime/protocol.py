@@ -16,9 +16,24 @@ class ChannelClosed(Exception):
     pass
 
 
-def send(fd: int, message: dict[str, Any]) -> None:
+class TooLarge(Exception):
+    pass
+
+
+def encode(message: dict[str, Any]) -> bytes:
+    """The message as sent; TooLarge past MAX_MESSAGE (the other side would refuse it)."""
     data = json.dumps(message, separators=(",", ":")).encode()
-    view = memoryview(_HEADER.pack(len(data)) + data)
+    if len(data) > MAX_MESSAGE:
+        raise TooLarge(f"a message of {len(data)} bytes is over the {MAX_MESSAGE} byte limit")
+    return _HEADER.pack(len(data)) + data
+
+
+def send(fd: int, message: dict[str, Any]) -> None:
+    write(fd, encode(message))
+
+
+def write(fd: int, data: bytes) -> None:
+    view = memoryview(data)
     while view:
         written = os.write(fd, view)
         view = view[written:]

@@ -87,6 +87,7 @@ class Sandbox:
             ready = None
         if ready is None or ready.get("op") != "ready":
             _end(proc)
+            proc.stdin.close()
             proc.stdout.close()
             raise RuntimeError("the sandbox process did not start")
         with self._state:
@@ -95,8 +96,10 @@ class Sandbox:
 
     def _started(self) -> subprocess.Popen:
         with self._state:
-            if self.proc is None or self.proc.poll() is not None:
+            if self.proc is not None and self.proc.poll() is not None:  # before its reader saw it
+                self._blame_the_head(self.proc, f"exit code {self.proc.returncode}")
                 self.kill()
+            if self.proc is None:
                 self.start()
             assert self.proc is not None
             return self.proc
@@ -106,11 +109,19 @@ class Sandbox:
         with self._state:
             if self.proc is not None:
                 _end(self.proc)
+                threading.Thread(target=self._close_stdin, args=(self.proc,), daemon=True).start()
                 self.proc = None
             self._sent.clear()
             self._abandoned.clear()
             for replies in self._replies.values():
                 replies.put(None)
+
+    def _close_stdin(self, proc: subprocess.Popen) -> None:
+        """Closed between messages only: a writer may be sending to the process as it is
+        killed, and a descriptor closed under it could be reused (a fetch's socket, the next
+        process's pipe) and receive the rest of the message."""
+        with self._writing:
+            proc.stdin.close()
 
     def close(self) -> None:
         self.kill()
@@ -133,10 +144,10 @@ class Sandbox:
         while True:
             try:
                 message = protocol.receive(fd)
-            except (protocol.ChannelClosed, OSError, ValueError):
+            except (protocol.ChannelClosed, OSError, ValueError) as exc:
                 with self._state:
                     if self.proc is proc:  # it died on its own
-                        log.warning("the sandbox process died (exit %s)", proc.poll())
+                        self._blame_the_head(proc, exc)
                         self.kill()
                 return
             run_id = message.get("run")
@@ -156,7 +167,17 @@ class Sandbox:
             elif replies is not None:
                 replies.put(message)
 
+    def _blame_the_head(self, proc: subprocess.Popen, exc: Exception | str) -> None:
+        """The process ended, or spoke past the protocol, while busy with the head's message:
+        that run fails, and is not run again (it would end the process again, and every run
+        in flight with it); the others run again."""
+        log.warning("the sandbox process died (exit %s): %s", proc.poll(), exc)
+        if self._sent and self._sent[0] in self._replies:
+            self._culprits[self._sent[0]] = _failure("exception", "the sandbox process died during the run")
+
     def _send(self, proc: subprocess.Popen, run_id: str, message: dict[str, Any]) -> None:
+        """TooLarge, before anything is sent, for a message the process would refuse (and end)."""
+        data = protocol.encode(message)
         with self._writing:
             with self._state:
                 if self.proc is not proc:
@@ -165,7 +186,7 @@ class Sandbox:
                     self._head_usage = self._cpu_and_rss()
                 self._sent.append(run_id)
             try:
-                protocol.send(proc.stdin.fileno(), message)
+                protocol.write(proc.stdin.fileno(), data)
             except OSError:
                 raise _Restarted() from None  # the reader tells everyone
 
@@ -193,6 +214,11 @@ class Sandbox:
                 if attempt == 2 or time.monotonic() - started >= limits.wall_seconds:
                     return _failure("exception", "the sandbox process was restarted twice during the run")
                 log.info("run %s starts again: its sandbox process was restarted for another run", run_id)
+                start_over = getattr(host, "start_over", None)  # the worker's HostApi
+                if start_over is not None:
+                    start_over()
+            except protocol.TooLarge as exc:  # the run's own message: nothing was sent
+                return _failure("exception", f"the run is too large for the sandbox: {exc}")
             except BaseException:
                 self.kill()  # e.g. RQ's job-timeout alarm: never leave a run going in the sandbox
                 raise
@@ -231,11 +257,20 @@ class Sandbox:
             if message["op"] == "host":
                 answers = host(message["calls"])
                 if time.monotonic() >= deadline:  # its wall time passed while it was answered
+                    # Its reply is a "done", dropped once the run is gone: nothing to mark (marked
+                    # after the send, a reply read first would leave its id in `_abandoned`).
                     self._send(proc, run_id, {"op": "cancel", "run": run_id})
-                    with self._state:
-                        self._abandoned.add(run_id)
                     return _timed_out(limits, started)
-                self._send(proc, run_id, {"op": "answers", "run": run_id, "answers": answers})
+                try:
+                    self._send(proc, run_id, {"op": "answers", "run": run_id, "answers": answers})
+                except protocol.TooLarge:
+                    self._send(proc, run_id, {"op": "cancel", "run": run_id})
+                    limit = protocol.MAX_MESSAGE // 1024 // 1024
+                    outcome = _failure(
+                        "exception", f"the answers to the run's host calls are over the {limit} MiB channel limit"
+                    )
+                    outcome["wall_ms"] = round((time.monotonic() - started) * 1000, 3)
+                    return outcome
                 continue
             message["wall_ms"] = round((time.monotonic() - started) * 1000, 3)
             return message
@@ -274,10 +309,10 @@ class Sandbox:
 
 
 def _end(proc: subprocess.Popen) -> None:
-    """Kill the process; its stdout is left to its reader thread to close."""
+    """Kill the process; its stdout is left to its reader thread to close, its stdin to
+    whoever holds `_writing`."""
     proc.kill()
     proc.wait()
-    proc.stdin.close()
 
 
 def _timed_out(limits: EffectiveLimits, started: float) -> dict[str, Any]:
