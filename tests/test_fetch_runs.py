@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.fetch_upstream import Upstream, upstream
+from tests.fetch_upstream import FakeResolver, Upstream, upstream
 from webapp.config import MAX_RESPONSE_KB, FetchSettings
 from webapp.limits import EffectiveLimits
 from worker.host_api import HostApi
@@ -311,7 +311,10 @@ def test_broken_upstreams_reject_then_the_next_run_is_normal(run, server: Upstre
     assert again.result == "GET"
 
 
-def test_connection_refused_and_dns_failure(run):
+def test_connection_refused_and_dns_failure(run, monkeypatch):
+    """The name's lookup fails in a stand-in resolver: no query leaves the machine."""
+    monkeypatch.setattr(socket, "getaddrinfo", FakeResolver(socket.getaddrinfo))
+    socket.getaddrinfo.answers["no-such-host.invalid"] = [[]]
     ran = run(
         """async function main() {
           const out = [];

@@ -285,7 +285,7 @@
   });
 
 
-  // -- fetch: the WHATWG subset of SPEC §12 (docs/scripting.md, "Fetch") ------------------
+  // -- fetch: the WHATWG subset of docs/scripting.md, "Fetch" -------------------------------
   // The worker makes the call (worker/fetch/): here, only the arguments' shapes are checked
   // and the answer is dressed as a Response.
   const MAX_FETCH_BODY = 1048576; // bytes; the worker checks it too (FetchSettings.max_body_bytes)
