@@ -75,7 +75,7 @@ def test_a_flooding_tenant_gets_429_and_the_other_keeps_its_latency(live_server,
 
 
 @pytest.mark.xfail(
-    strict=True, reason="review17: a worker's runs in flight share one sandbox process, one JS slice at a time"
+    strict=True, reason="issue 17 not built yet: runs in flight share one sandbox process (why WORKER_CONCURRENCY is 1)"
 )
 def test_with_runs_in_flight_a_flooding_tenant_does_not_slow_the_other(
     live_server, client, acme_and_globex, start_worker

@@ -251,7 +251,7 @@ def test_a_run_started_again_for_another_runs_sake_has_its_budgets_afresh(app, s
     assert json.loads(outcome["result_json"]) == [200, 200, 200]
 
 
-@pytest.mark.xfail(strict=True, reason="review17: a victim runs again once only; a second kill fails it")
+@pytest.mark.xfail(strict=True, reason="issue 17 to do: a run restarted for another run is retried once only")
 def test_two_wall_time_bombs_of_one_tenant_fail_no_run_of_another(sandbox: Sandbox):
     """Two bombs one after the other: the neighbour, run again after the first, is in flight
     when the second is killed. It fails 'restarted twice', a failure of the bombs' making."""
@@ -268,7 +268,7 @@ def test_two_wall_time_bombs_of_one_tenant_fail_no_run_of_another(sandbox: Sandb
     assert (outcome["status"], outcome["error_message"]) == ("succeeded", None)
 
 
-@pytest.mark.xfail(strict=True, reason="review17: the process runs one JS slice at a time, CPU-bound ones whole")
+@pytest.mark.xfail(strict=True, reason="issue 17 to do: one sandbox process runs one CPU-bound slice at a time")
 def test_cpu_bound_runs_of_one_tenant_do_not_time_out_a_run_of_another(sandbox: Sandbox):
     """Four spinning runs (1 s of CPU each) ahead of a run that needs a millisecond of CPU
     and has 3 s of wall time: it waits behind all four, and fails with its own timeout. With

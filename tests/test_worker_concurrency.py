@@ -84,7 +84,7 @@ def test_a_tenants_default_cap_is_half_the_workers_slots(live_server, client, ed
     assert "already has 8 runs in flight" in refused.json()["error"]["message"]
 
 
-@pytest.mark.xfail(strict=True, reason="review17: manual and cron runs run in the worker's main thread")
+@pytest.mark.xfail(strict=True, reason="issue 17 item 3 to do: manual and cron runs block the thread taking calls")
 def test_endpoint_calls_are_taken_while_a_manual_run_waits(live_server, client, editor, start_worker, server):
     """A manual run awaiting a slow upstream holds the worker's main thread, which takes the
     calls: another tenant's endpoint call waits 5 s and is answered 503 'no worker took the
