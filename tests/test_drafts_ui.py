@@ -88,7 +88,7 @@ def test_every_example_runs_as_a_draft_before_it_is_saved(client, editor_session
 def test_an_unsaved_draft_reports_a_syntax_error_and_its_outcome_is_read_only_in_its_tenant(
     app, client, editor_session, start_worker, make_user
 ):
-    start_worker()
+    worker = start_worker()
     form = {
         "csrf_token": editor_session,
         "name": "x",
@@ -97,12 +97,14 @@ def test_an_unsaved_draft_reports_a_syntax_error_and_its_outcome_is_read_only_in
     }
     html = _outcome(client, client.post("/scripts/draft", data=form, headers=HTMX).get_data(as_text=True))
     assert 'data-status="failed"' in html and 'data-error-line="3"' in html and "syntax" in html
-    app.config["RUN_WAIT_SECONDS"] = 0  # answer at once, with the URL to poll
+    worker.stop()  # the next draft waits in the queue: its answer is the URL to poll
+    app.config["RUN_WAIT_SECONDS"] = 0
     pending = client.post("/scripts/draft", data={**form, "source": SOURCE}, headers=HTMX).get_data(as_text=True)
     poll = re.search(r'hx-get="(/scripts/draft/[0-9a-f-]+/result[^"]*)"', pending).group(1).replace("&amp;", "&")
     make_user("eve@globex.io", "globex", "editor")
     other, _ = _logged_in(app, "eve@globex.io")
     assert other.get(poll).status_code == 404
+    start_worker()
     assert 'data-status="succeeded"' in _outcome(client, pending)
 
 
