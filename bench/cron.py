@@ -2,18 +2,22 @@
 what the scheduler costs with many scripts.
 
     .venv/bin/python bench/cron.py [--minutes 0.5] [--scripts 100] [--workers 3] [--many 10000]
+                                   [--many-minutes 2] [--max-share 5] [--only every-second|many]
 
 Part 1: N scripts firing every second for the given minutes, real scheduler and workers.
 Lateness is measured twice: when the scheduler queued the fire (queued_at) and when a worker
 started it (started_at), each against the fire's scheduled time. Part 2: the scheduler's CPU
-time per minute with many active every-minute scripts (no workers: only the scheduler's
-share is measured).
+time per minute with many active every-minute scripts beside its idle baseline (no workers:
+only the scheduler's share is measured); exits 1 if it is not under --max-share percent of one
+core with the runs drained.
 """
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from dataclasses import replace
@@ -22,9 +26,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.services import SINGLE_TENANT_LOAD, SchedulerProcess, WorkerProcess, redis_server
+from redis import Redis
+
+from tests.services import SINGLE_TENANT_LOAD, SchedulerProcess, WorkerProcess, eventually, redis_server
 from webapp.app import create_app
 from webapp.config import Settings
+from webapp.cron_registry import DUE_KEY
 from webapp.extensions import db
 from webapp.models import Execution, Script, ScriptVersion, Tenant, utcnow
 
@@ -129,42 +136,112 @@ def every_second(minutes: float, scripts: int, workers: int) -> None:
 
 def _cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    import os
-
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def many_every_minute(count: int, minutes: float) -> None:
+def _drain(app, redis_url: str, stop: threading.Event) -> None:
+    """Stand in for workers that keep up: every queued fire is marked done and its job
+    dropped, so each minute's fires are queued (not skipped behind the last minute's) while
+    no worker spends CPU beside the scheduler."""
+    redis = Redis.from_url(redis_url)
+    while not stop.wait(2):
+        with app.app_context():
+            db.session.execute(
+                db.update(Execution)
+                .where(Execution.status == "queued")
+                .values(status="succeeded", finished_at=utcnow())
+            )
+            db.session.commit()
+        redis.delete("rq:queue:default")
+
+
+def _recorded(app) -> int:
+    with app.app_context():
+        return db.session.scalar(db.select(db.func.count()).select_from(Execution))
+
+
+def _scheduler_share(count: int, minutes: float, drained: bool) -> dict:
+    """The scheduler's CPU share with `count` active every-minute scripts, measured from
+        /proc/<pid>/stat once every script is scheduled; the fires counted are those queued
+    meanwhile."""
     with redis_server() as redis_url, tempfile.TemporaryDirectory() as tmp:
         database_url = f"sqlite:///{tmp}/bench.db"
         app = _app(database_url, redis_url)
-        _create_scripts(app, count, "* * * * *")
+        if count:
+            _create_scripts(app, count, "* * * * *")
+        stop = threading.Event()
+        drainer = threading.Thread(target=_drain, args=(app, redis_url, stop), daemon=True)
+        if drained:
+            drainer.start()
         scheduler = SchedulerProcess(database_url, redis_url).start()
-        time.sleep(5)  # startup and the first reconcile of all scripts
-        before, started = _cpu_seconds(scheduler.proc.pid), time.monotonic()
+        # Startup: the first reconcile puts every script in the schedule.
+        eventually(lambda: Redis.from_url(redis_url).zcard(DUE_KEY) == count, 120, "all scripts scheduled")
+        eventually(lambda: _recorded(app) >= count, 120, "the first minute's fires")  # parses each schedule
+        # Start half-way between two minutes: a window of whole minutes then holds whole fire
+        # bursts (one a minute), never the tail of one that began before it.
+        start = utcnow().replace(second=30, microsecond=0)
+        if start < utcnow() + timedelta(seconds=1):
+            start += timedelta(minutes=1)
+        time.sleep((start - utcnow()).total_seconds())
+        before, started, since = _cpu_seconds(scheduler.proc.pid), time.monotonic(), utcnow()
         time.sleep(minutes * 60)
         cpu = _cpu_seconds(scheduler.proc.pid) - before
-        elapsed = time.monotonic() - started
+        elapsed, until = time.monotonic() - started, utcnow()
         scheduler.stop()
+        stop.set()
+        if drained:
+            drainer.join()
         with app.app_context():
-            fires = db.session.scalar(db.select(db.func.count()).select_from(Execution))
-    print(f"## {count:,} active every-minute scripts, scheduler alone, {elapsed:.0f} s\n")
-    print("| scheduler CPU per minute | share of one core | fires recorded |")
-    print("| ---: | ---: | ---: |")
-    print(f"| {cpu / elapsed * 60:.2f} s | {cpu / elapsed * 100:.1f}% | {fires:,} |\n")
+            counts = dict(
+                db.session.execute(
+                    db.select(Execution.status, db.func.count())
+                    .where(Execution.queued_at >= since, Execution.queued_at < until)
+                    .group_by(Execution.status)
+                ).all()
+            )
+    return {"cpu": cpu, "elapsed": elapsed, "skipped": counts.pop("skipped", 0), "fires": sum(counts.values())}
 
 
-def main() -> None:
+def many_every_minute(count: int, minutes: float, max_share: float) -> bool:
+    """The scheduler alone (no workers): idle with no schedules, then `count` every-minute
+    scripts with their runs drained as workers would (each fire queued), then the same with
+    nothing drained (the fires after the first minute's are skipped: the runs are still queued).
+    True if the drained case stays under `max_share` percent of one core."""
+    cases = [
+        ("no schedules (baseline)", _scheduler_share(0, minutes, drained=False)),
+        (f"{count:,} every minute, runs drained", _scheduler_share(count, minutes, drained=True)),
+        (f"{count:,} every minute, runs left queued", _scheduler_share(count, minutes, drained=False)),
+    ]
+    print(f"## The scheduler alone, {minutes * 60:.0f} s each\n")
+    print("| schedules | scheduler CPU per minute | share of one core | fires queued | fires skipped |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    shares = []
+    for name, m in cases:
+        share = m["cpu"] / m["elapsed"]
+        shares.append(share * 100)
+        print(f"| {name} | {share * 60:.2f} s | {share * 100:.1f}% | {m['fires']:,} | {m['skipped']:,} |")
+    ok = shares[1] < max_share
+    print(f"\ncheck: {count:,} every-minute schedules, runs drained: {shares[1]:.1f}% of one core", end=" ")
+    print(f"({'under' if ok else 'NOT under'} {max_share:g}%)\n")
+    return ok
+
+
+def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--minutes", type=float, default=0.5)
     parser.add_argument("--scripts", type=int, default=100)
     parser.add_argument("--workers", type=int, default=3)
     parser.add_argument("--many", type=int, default=10_000)
     parser.add_argument("--many-minutes", type=float, default=2)
+    parser.add_argument("--max-share", type=float, default=5.0, help="percent of one core the check allows")
+    parser.add_argument("--only", choices=["every-second", "many"], help="run one part of the two")
     args = parser.parse_args()
-    every_second(args.minutes, args.scripts, args.workers)
-    many_every_minute(args.many, args.many_minutes)
+    if args.only != "many":
+        every_second(args.minutes, args.scripts, args.workers)
+    if args.only != "every-second" and not many_every_minute(args.many, args.many_minutes, args.max_share):
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

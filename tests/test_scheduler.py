@@ -255,16 +255,16 @@ def test_a_fire_recorded_but_not_queued_is_queued_by_the_next_pass(app, client, 
     import worker.scheduler as scheduler_module
 
     scheduler, script = _scheduler_with_a_due_fire(app, redis_url, lambda: _cron(client, editor, "*/1 * * * * *"))
-    real = scheduler_module.queue_recorded_runs
+    real = scheduler_module.queue_runs
 
-    def redis_gone(ids, redis=None):
+    def redis_gone(runs, redis=None):
         raise RedisConnectionError("Redis went away")
 
-    monkeypatch.setattr(scheduler_module, "queue_recorded_runs", redis_gone)
+    monkeypatch.setattr(scheduler_module, "queue_runs", redis_gone)
     scheduler.tick()
     [stranded] = _executions(app, script["id"])
     assert stranded.status == "queued"
-    monkeypatch.setattr(scheduler_module, "queue_recorded_runs", real)
+    monkeypatch.setattr(scheduler_module, "queue_runs", real)
     scheduler.tick()
     assert str(stranded.id) in " ".join(Queue("default", connection=Redis.from_url(redis_url)).job_ids)
     same_fire = [e for e in _executions(app, script["id"]) if e.scheduled_at == stranded.scheduled_at]

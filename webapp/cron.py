@@ -33,6 +33,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import cached_property, lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cron_descriptor import get_description
@@ -115,7 +116,7 @@ class Schedule:
 
     expression: str
     timezone: str
-    description: str
+    _fields: str = field(default="", repr=False)  # the expression with a descriptor spelled out
     _cron: str = field(default="", repr=False)  # seconds-first, for cronsim
     _real_time: bool = field(default=False, repr=False)  # fire in both runs of a repeated hour
     _every: timedelta | None = field(default=None, repr=False)
@@ -130,9 +131,12 @@ class Schedule:
             if after < self._anchor:
                 return self._anchor
             return self._anchor + ((after - self._anchor) // self._every + 1) * self._every
-        tz = ZoneInfo(self.timezone)
-        folds = (0, 1) if self._real_time else (0,)
-        return min(_next_in_fold(self._cron, after, tz, fold) for fold in folds)
+        return _next_cron_fire(self._cron, self._real_time, self.timezone, after)
+
+    @cached_property
+    def description(self) -> str:
+        """In words; only forms and pages ask (the scheduler parses many and never does)."""
+        return _describe_every(self._every) if self._every is not None else _describe(self._fields)
 
     def next_fires(self, after: datetime, count: int = 5) -> list[datetime]:
         """The next ``count`` fires strictly after ``after``, as aware UTC datetimes."""
@@ -185,7 +189,7 @@ def parse(expression: str, timezone: str = "UTC", anchor: datetime | None = None
     if keyword == "@every":
         every = _parse_duration(words[1:])
         start = (anchor or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
-        return Schedule(text, timezone, _describe_every(every), _every=every, _anchor=start)
+        return Schedule(text, timezone, _every=every, _anchor=start)
     if keyword.startswith("@"):
         if keyword not in _DESCRIPTORS:
             raise CronError(f"unknown descriptor {words[0]!r} (use one of {', '.join(_DESCRIPTORS)} or @every)")
@@ -204,7 +208,7 @@ def parse(expression: str, timezone: str = "UTC", anchor: datetime | None = None
         for spec, v in zip((_SECOND, *_FIELDS), (second, *values), strict=True)
     )
     real_time = any(word.startswith("*") for word in words[-5:-3] + words[:-5])
-    return Schedule(text, timezone, _describe(" ".join(words)), _cron=cron, _real_time=real_time)
+    return Schedule(text, timezone, _fields=" ".join(words), _cron=cron, _real_time=real_time)
 
 
 _MAX_EVERY_SECONDS = 366 * 24 * 3600
@@ -239,6 +243,18 @@ def _describe_every(every: timedelta) -> str:
         if count:
             parts.append(f"{count} {unit}{'' if count == 1 else 's'}")
     return "Every " + " ".join(parts)
+
+
+@lru_cache(maxsize=4096)
+def _next_cron_fire(cron: str, real_time: bool, timezone: str, after: datetime) -> datetime:
+    """First fire of a cron expression strictly after ``after`` (UTC, whole seconds).
+
+    Memoized: many scripts share an expression and fall due at the same instant, and the
+    scheduler asks for each one's next fire (10,000 every-minute scripts, one computation).
+    """
+    tz = ZoneInfo(timezone)
+    folds = (0, 1) if real_time else (0,)
+    return min(_next_in_fold(cron, after, tz, fold) for fold in folds)
 
 
 def _instants(wall: datetime, tz: ZoneInfo) -> tuple[datetime, datetime]:

@@ -15,6 +15,8 @@ milliseconds. Schedulers beat into HEARTBEAT_KEY; health() reads it for the dash
 import json
 import logging
 import time
+import uuid
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
@@ -135,22 +137,26 @@ class CronRegistry:
 
     # -- reconciling with the database --------------------------------------------------------
     def reconcile(self) -> dict[str, int]:
-        """Make the registry match the database: add missing, update changed, drop stale."""
-        scripts = list(db.session.scalars(select(Script).where(Script.type == "cron", Script.status == "active")))
-        wanted = {str(s.id): s for s in scripts}
-        stored = {k.decode(): Entry(**json.loads(v)) for k, v in self.redis.hgetall(ENTRIES_KEY).items()}
+        """Make the registry match the database: add missing, update changed, drop stale.
+
+        A few round trips and one query whatever the number of scripts: only the scripts to
+        add or update are loaded whole (all of them when Redis lost the registry)."""
+        active = select(Script.id, Script.version).where(Script.type == "cron", Script.status == "active")
+        wanted = {str(sid): version for sid, version in db.session.execute(active)}
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hgetall(ENTRIES_KEY)
+        pipe.zrange(DUE_KEY, 0, -1)
+        raw_entries, raw_due = pipe.execute()
+        stored = {k.decode(): json.loads(v)["version"] for k, v in raw_entries.items()}
+        in_due = {sid.decode() for sid in raw_due}
         counts = {"added": 0, "updated": 0, "removed": 0}
         for script_id in set(stored) - set(wanted):
             self.remove(script_id)
             counts["removed"] += 1
-        for script_id in self.redis.zrange(DUE_KEY, 0, -1):
-            if script_id.decode() not in wanted:
-                self.redis.zrem(DUE_KEY, script_id)
-        for script_id, script in wanted.items():
-            entry = stored.get(script_id)
-            in_due = self.redis.zscore(DUE_KEY, script_id) is not None
-            if entry is not None and entry.version == script.version and in_due:
-                continue
+        if in_due - set(wanted):
+            self.redis.zrem(DUE_KEY, *(in_due - set(wanted)))
+        stale = [sid for sid, version in wanted.items() if stored.get(sid) != version or sid not in in_due]
+        for script in self._scripts(stale):
             # Missing (say, Redis lost it): continue from the last fire the database knows of,
             # so that fires missed meanwhile are still caught up by the misfire policy.
             last = db.session.scalar(
@@ -158,10 +164,17 @@ class CronRegistry:
                     Execution.script_id == script.id, Execution.script_version == script.version
                 )
             )
-            self.put(script, after=last if entry is None or entry.version == script.version else None)
-            counts["updated" if entry else "added"] += 1
+            stored_version = stored.get(str(script.id))
+            self.put(script, after=last if stored_version in (None, script.version) else None)
+            counts["updated" if stored_version is not None else "added"] += 1
         self.redis.set(RECONCILED_KEY, utcnow().isoformat())
         return counts
+
+    @staticmethod
+    def _scripts(ids: list[str], chunk: int = 500) -> Iterator[Script]:
+        for start in range(0, len(ids), chunk):
+            wanted = [uuid.UUID(sid) for sid in ids[start : start + chunk]]
+            yield from list(db.session.scalars(select(Script).where(Script.id.in_(wanted))))
 
     def intact(self) -> bool:
         """False once Redis has lost the registry (restarted without its data)."""
