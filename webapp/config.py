@@ -40,6 +40,7 @@ class TenantLimits:
 
 
 MAX_WORKER_CONCURRENCY = 256
+MAX_WORKER_SANDBOXES = 32
 
 # An answer crosses the sandbox's channel as JSON: escaped (every byte that is not UTF-8 becomes
 # `\ufffd`), it may grow sixfold, and a message may not pass 64 MiB (worker/runtime/protocol.py).
@@ -130,6 +131,9 @@ class Settings:
     # than one sandbox process: the runs of one process compute one at a time, so a CPU-bound
     # run would hold up every call of its worker (docs/architecture.md, "The sandbox").
     worker_concurrency: int = 1
+    # WORKER_SANDBOXES: sandbox processes one worker may start, each computing one run's slice
+    # at a time (worker/runtime/lanes.py); started as needed, never more than WORKER_CONCURRENCY.
+    worker_sandboxes: int = 4
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -149,6 +153,7 @@ class Settings:
             audit_retention_days=env_int("AUDIT_RETENTION_DAYS", 365),
             forwarded_allow_ips=_env_parsed("FORWARDED_ALLOW_IPS", parse_allow_list, DEFAULT_FORWARDED_ALLOW_IPS),
             worker_concurrency=_positive_int("WORKER_CONCURRENCY", 1, MAX_WORKER_CONCURRENCY),
+            worker_sandboxes=_positive_int("WORKER_SANDBOXES", 4, MAX_WORKER_SANDBOXES),
         )
 
 

@@ -371,7 +371,7 @@ def _outcome(
             "cpu_ms": outcome["cpu_ms"],
         },
         cache_hit=outcome["cache_hit"] if outcome["runtime_id"] and version.version is not None else None,
-        recycled=_recycles(state, outcome),
+        recycled=outcome.get("recycled", 0),
         secrets_read=sorted(host.secrets_read) or None,
         http_calls=_redacted_calls(host, redact),
         response=response if outcome["status"] == "succeeded" else None,
@@ -394,17 +394,6 @@ def _count(script_id: str, script_type: str, ran: Ran, counts: metrics.RunCounts
         counts.add(script_id, script_type, ran.status, seconds, kind, hit, recycled, calls)
     else:
         _metrics(metrics.record_run, script_id, script_type, ran.status, seconds, kind, hit, recycled, calls)
-
-
-def _recycles(state: Any, outcome: dict[str, Any]) -> int:
-    """Runtimes replaced since the last run: by the sandbox itself, or by killing it."""
-    if outcome["runtime_id"] is None:  # the sandbox process was killed and will be replaced
-        state.recycles_seen = 0
-        return 1
-    total = outcome.get("runtimes_recycled", 0)
-    seen = state.recycles_seen
-    state.recycles_seen = total
-    return total - seen if total >= seen else total
 
 
 def _metrics(fn: Any, *args: Any) -> None:

@@ -1,4 +1,5 @@
-"""Long-lived state of one worker process: the Flask app (for the database) and its sandbox."""
+"""Long-lived state of one worker process: the Flask app (for the database) and its sandbox
+processes."""
 
 import atexit
 from dataclasses import dataclass
@@ -7,15 +8,15 @@ from flask import Flask
 
 from webapp.app import create_app
 from worker.busy import BusyCount
+from worker.runtime.lanes import Lanes
 from worker.runtime.sandbox import Sandbox
 
 
 @dataclass
 class WorkerState:
     app: Flask
-    sandbox: Sandbox
+    sandbox: Lanes
     name: str = "worker"
-    recycles_seen: int = 0  # the sandbox's recycle count at the last run (for the metric)
     busy: BusyCount | None = None  # set by the worker process (absent when jobs run in tests' helpers)
 
     def set_busy(self, busy: bool) -> None:
@@ -31,10 +32,15 @@ def get_state() -> WorkerState:
     global _state
     if _state is None:
         app = create_app()
-        limits = app.config["SETTINGS"].limits
-        sandbox = Sandbox(
-            limits.stack_kb * 1024, limits.vm_max_runs, int(limits.vm_max_heap_mb * 1024 * 1024), limits.vm_tenants
-        )
+        settings = app.config["SETTINGS"]
+        limits = settings.limits
+
+        def one_sandbox() -> Sandbox:
+            heap_limit = int(limits.vm_max_heap_mb * 1024 * 1024)
+            return Sandbox(limits.stack_kb * 1024, limits.vm_max_runs, heap_limit, limits.vm_tenants)
+
+        count = min(settings.worker_sandboxes, settings.worker_concurrency)
+        sandbox = Lanes(count, settings.worker_concurrency, one_sandbox)
         _state = WorkerState(app=app, sandbox=sandbox)
         atexit.register(sandbox.close)
     return _state

@@ -11,12 +11,13 @@ from redis.exceptions import RedisError
 from rq import Queue, Worker
 from sqlalchemy import func
 
-from webapp import htmx, quotas
+from webapp import htmx, metrics, quotas
 from webapp.auth.identity import current_principal, must_choose_tenant
 from webapp.cron_registry import CronRegistry
 from webapp.dashboard import charts, stats
 from webapp.executions.service import QUEUES
 from webapp.extensions import db
+from webapp.fairness import WORKER_SLOTS
 from webapp.models import Script, utcnow
 from webapp.permissions import can, require
 from webapp.redis_client import get_redis
@@ -65,11 +66,22 @@ def _dashboard():
 
 
 def _workers() -> dict:
+    """Live workers, and which have runs in flight (several each: WORKER_CONCURRENCY)."""
     try:
         redis = get_redis()
         queued = {name: Queue(name, connection=redis).count for name in QUEUES}
-        states = [w.get_state() for w in Worker.all(connection=redis)]
+        names = [w.name for w in Worker.all(connection=redis)]
+        runs = metrics.runs_in_flight(redis, names)
+        slots = redis.hmget(WORKER_SLOTS, names) if names else []
     except RedisError as exc:
         return {"count": 0, "busy": 0, "idle": 0, "queued": {}, "error": f"Redis: {type(exc).__name__}"}
-    busy = sum(1 for s in states if s == "busy")
-    return {"count": len(states), "busy": busy, "idle": len(states) - busy, "queued": queued, "error": None}
+    busy = sum(1 for n in runs.values() if n)
+    return {
+        "count": len(names),
+        "busy": busy,
+        "idle": len(names) - busy,
+        "runs": sum(runs.values()),
+        "slots": sum(int(n or 1) for n in slots),
+        "queued": queued,
+        "error": None,
+    }

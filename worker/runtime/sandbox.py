@@ -65,6 +65,7 @@ class Sandbox:
         self._head_usage = (0.0, 0)  # the process's CPU and RSS when the head's message became it
         self._culprits: dict[str, dict[str, Any]] = {}  # run id -> its outcome: killed for its sake
         self._abandoned: set[str] = set()  # runs given up while their message was in the process
+        self._recycled_seen = 0  # the process's count of replaced runtimes at its last run's end
 
     @property
     def busy(self) -> bool:
@@ -113,6 +114,7 @@ class Sandbox:
                 self.proc = None
             self._sent.clear()
             self._abandoned.clear()
+            self._recycled_seen = 0
             for replies in self._replies.values():
                 replies.put(None)
 
@@ -158,14 +160,20 @@ class Sandbox:
                 if self._sent:
                     self._head_usage = self._cpu_and_rss()
                 abandoned = run_id in self._abandoned
-                if abandoned and message.get("op") == "done":
+                if message.get("op") == "done":
                     self._abandoned.discard(run_id)
+                    message["recycled"] = self._recycled_since(message.get("runtimes_recycled", 0))
                 replies = self._replies.get(run_id)
             if abandoned:
                 if message.get("op") == "host":  # not from this thread: it must keep draining replies
                     threading.Thread(target=self._send, args=(proc, run_id, {"op": "cancel", "run": run_id})).start()
             elif replies is not None:
                 replies.put(message)
+
+    def _recycled_since(self, total: int) -> int:
+        """Runtimes the process replaced since its last reply of a run's end."""
+        seen, self._recycled_seen = self._recycled_seen, total
+        return total - seen if total >= seen else total
 
     def _blame_the_head(self, proc: subprocess.Popen, exc: Exception | str) -> None:
         """The process ended, or spoke past the protocol, while busy with the head's message:
@@ -335,4 +343,5 @@ def _failure(kind: str, message: str) -> dict[str, Any]:
         "runtime_id": None,
         "runtime_runs": 0,
         "runtimes_recycled": 0,
+        "recycled": 1,  # the process was killed (or the run never reached one): its runtimes go
     }
