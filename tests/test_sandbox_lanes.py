@@ -61,7 +61,7 @@ def _in_flight(lanes: Lanes, pool: ThreadPoolExecutor, gate: Gate, runs: list[tu
     for tenant, key in runs:
         before = gate.waiting
         futures.append(pool.submit(lanes.run, _request(tenant, key), LIMITS, gate))
-        eventually(lambda: gate.waiting > before, 10, f"run {key} waiting")
+        eventually(lambda before=before: gate.waiting > before, 10, f"run {key} waiting")
     return futures
 
 
