@@ -8,7 +8,9 @@ to a vetted address itself, never to the name, so no second lookup (DNS rebindin
 it; TLS still sends the host name (SNI) and checks the certificate against it.
 """
 
+import heapq
 import http.client
+import itertools
 import socket
 import ssl
 import threading
@@ -122,15 +124,15 @@ class Watchdog:
 
     def __init__(self, sock: Callable[[], socket.socket | None], deadline: float):
         self.sock = sock
-        self.fired = False
-        self.timer = threading.Timer(max(deadline - time.monotonic(), 0), self.fire)
-        self.timer.daemon = True
-        self.timer.start()
+        self.fired = self.cancelled = False
+        _alarms.add(deadline, self)
         self.abort = current.get()
         if self.abort is not None:
             self.abort.watch(self)
 
     def fire(self) -> None:
+        if self.cancelled:
+            return
         self.fired = True
         sock = self.sock()
         if sock is not None:
@@ -138,9 +140,46 @@ class Watchdog:
                 sock.shutdown(socket.SHUT_RDWR)
 
     def cancel(self) -> None:
-        self.timer.cancel()
+        self.cancelled = True
         if self.abort is not None:
             self.abort.forget(self)
+
+
+class _Alarms:
+    """One thread fires every watchdog of the process at its deadline: a timer thread per
+    exchange cost a thread start per call, the largest share of a fetching call's CPU in a
+    busy worker. A cancelled watchdog stays in the heap until its deadline (at most the run's
+    wall time) and is dropped then."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, Watchdog]] = []
+        self._order = itertools.count()
+        self._changed = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def add(self, deadline: float, dog: Watchdog) -> None:
+        with self._changed:
+            heapq.heappush(self._heap, (deadline, next(self._order), dog))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._fire_when_due, name="fetch-deadlines", daemon=True)
+                self._thread.start()
+            if self._heap[0][2] is dog:  # sooner than the one the thread waits for
+                self._changed.notify()
+
+    def _fire_when_due(self) -> None:
+        while True:
+            with self._changed:
+                while True:
+                    while self._heap and self._heap[0][2].cancelled:
+                        heapq.heappop(self._heap)
+                    if self._heap and self._heap[0][0] <= time.monotonic():
+                        break
+                    self._changed.wait(self._heap[0][0] - time.monotonic() if self._heap else None)
+                _, _, dog = heapq.heappop(self._heap)
+            dog.fire()
+
+
+_alarms = _Alarms()
 
 
 def open_connection(

@@ -1,16 +1,19 @@
 """One run's fetch calls: started in threads as the sandbox asks, answered as they end.
 
-The sandbox hands over `fetch` host calls with the others; each starts at once in a thread of
-the run's own pool (as many as may be in flight), and its answer goes back in a later batch,
+The sandbox hands over `fetch` host calls with the others; each starts at once in one of the
+process's fetch threads (while fewer than max_in_flight of the run's calls are on the wire;
+the others wait their turn in the run's queue), and its answer goes back in a later batch,
 when it is ready: several calls of a run wait on the network together, and a run waiting on
 one still gets its storage answers. What the run keeps of each call is its summary.
 """
 
 import json
 import logging
+import threading
 import time
+from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from contextvars import copy_context
+from contextvars import Context, copy_context
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +27,10 @@ log = logging.getLogger(__name__)
 # it (one alone may be larger: a body at the largest cap, with headers, is under 58 MiB), so
 # that no message passes the channel's 64 MiB.
 MAX_ANSWERS_BYTES = 24 * 1024 * 1024
+# The calls of every run of the process: threads are started as calls need them and kept for
+# the next (a thread started per call cost more CPU than the call). Each run has at most
+# max_in_flight calls here; the bound only stops a runaway.
+_THREADS = ThreadPoolExecutor(1024, thread_name_prefix="fetch")
 
 
 @dataclass(frozen=True)
@@ -42,7 +49,9 @@ class RunFetches:
         self.deadline = deadline  # time.monotonic(): the run's wall limit
         self.started = 0  # calls made, refused ones included
         self.abort = connection.Abort(owner)
-        self._pool: ThreadPoolExecutor | None = None
+        self._waiting: deque[tuple[Future, Context, client.Request]] = deque()  # not started yet
+        self._running = 0  # calls of the run in _THREADS
+        self._lock = threading.Lock()
         self._pending: dict[Future, _Call] = {}
         self._summaries: list[dict[str, Any] | None] = []  # client.summary of each call, in the order made
 
@@ -65,13 +74,34 @@ class RunFetches:
             request = _request(arg)
         except FetchError as refused:
             return self._ended(call, refused)
-        if self._pool is None:  # its threads are the calls in flight; more wait their turn
-            self._pool = ThreadPoolExecutor(self.settings.max_in_flight, thread_name_prefix="fetch")
         context = copy_context()
         context.run(connection.current.set, self.abort)
-        future = self._pool.submit(context.run, self._fetch, request)
+        future: Future = Future()
         self._pending[future] = call
+        with self._lock:
+            self._waiting.append((future, context, request))
+        self._launch()
         return None
+
+    def _launch(self) -> None:
+        """Start waiting calls while fewer than max_in_flight of the run's are on the wire."""
+        with self._lock:
+            while self._waiting and self._running < self.settings.max_in_flight:
+                future, context, request = self._waiting.popleft()
+                self._running += 1
+                _THREADS.submit(context.run, self._run_call, future, request)
+
+    def _run_call(self, future: Future, request: client.Request) -> None:
+        try:
+            if future.set_running_or_notify_cancel():  # else cancelled while it waited
+                try:
+                    future.set_result(self._fetch(request))
+                except BaseException as exc:
+                    future.set_exception(exc)
+        finally:
+            with self._lock:
+                self._running -= 1
+            self._launch()
 
     def _fetch(self, request: client.Request) -> client.Response:
         if self.abort.aborted:
@@ -126,8 +156,8 @@ class RunFetches:
             future.cancel()
             self._record(call, FetchError("aborted", "fetch: the run ended first"))
         self._pending.clear()
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+        with self._lock:
+            self._waiting.clear()
 
     def _ended(self, call: _Call, outcome: client.Response | FetchError) -> dict[str, Any]:
         self._record(call, outcome)
