@@ -97,6 +97,45 @@ def test_an_endpoint_answers_with_what_it_fetched(live_server, client, editor, s
     assert [c["url"] for c in execution["http_calls"]] == [f"{server.origin}/echo"] * 2
 
 
+def test_an_endpoints_fetches_follow_a_changed_allowlist_at_the_next_call(
+    live_server, client, admin, start_worker, server
+):
+    """An endpoint call carries its tenant's allowlist from the web process (no query in the
+    worker): a list saved a moment ago holds at the very next call of a cached caller."""
+    start_worker(**EXEMPT)
+    created = client.post(
+        "/api/v1/scripts",
+        json={
+            "name": "probe",
+            "type": "endpoint",
+            "endpoint_method": "GET",
+            "endpoint_path": "/probe",
+            "source": """async function main(req) {
+              try { return {status: 200, body: String((await fetch(req.query.to + '/echo')).status)}; }
+              catch (err) { return {status: 200, body: err.message}; }
+            }""",
+        },
+        headers=admin,
+    )
+    assert created.status_code == 201, created.get_json()
+
+    def call() -> str:
+        answer = requests.get(
+            f"{live_server}/api/scripts/probe", params={"to": server.origin}, headers=admin, timeout=30
+        )
+        assert answer.status_code == 200, answer.text
+        return answer.text
+
+    assert call() == "200"
+    saved = client.patch("/api/v1/settings", json={"fetch_allowed_hosts": ["api.example.com"]}, headers=admin)
+    assert saved.status_code == 200, saved.get_json()
+    assert call() == "fetch: host 127.0.0.1 is not on this tenant's list of allowed hosts"
+    cleared = client.patch("/api/v1/settings", json={"fetch_allowed_hosts": None}, headers=admin)
+    assert cleared.status_code == 200, cleared.get_json()
+    assert call() == "200"
+    assert server.seen == ["GET /echo", "GET /echo"]
+
+
 def _rss_kib(pid: int) -> int:
     with open(f"/proc/{pid}/status") as status:
         return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))

@@ -9,6 +9,7 @@ later batch, once it has ended (worker/fetch/run.py).
 
 import hashlib
 import json
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -33,6 +34,7 @@ MAX_KEYS_PER_TENANT = 10_000
 MAX_LISTED_KEYS = 1000
 MAX_TTL_SECONDS = 10 * 365 * 24 * 3600
 MAX_ANSWER_BYTES_PER_RUN = 16 * 1024 * 1024  # what storage may hand one run in all
+READ_AT_FIRST_FETCH = object()  # HostApi's allowed_hosts when its caller did not have them
 MAX_CALLS_PER_RUN = 10_000  # as bootstrap.js counts them: enforced here too, outside the engine
 HASHES = ("sha256", "sha512", "sha1", "md5")
 
@@ -42,8 +44,15 @@ class HostError(Exception):
 
 
 class HostApi:
-    def __init__(self, tenant_id: int, fetch: FetchSettings | None = None, deadline: float = 0.0):
+    def __init__(
+        self,
+        tenant_id: int,
+        fetch: FetchSettings | None = None,
+        deadline: float = 0.0,
+        allowed_hosts: Sequence[str] | object | None = READ_AT_FIRST_FETCH,
+    ):
         self.tenant_id = tenant_id
+        self.allowed_hosts = allowed_hosts  # the tenant's fetch allowlist, as its run began
         self.answered_bytes = 0
         self.calls = 0
         self.secrets_read: dict[str, str] = {}  # name -> value: what the run's record is redacted of
@@ -122,9 +131,10 @@ class HostApi:
         if self.fetches is None:
             if self.fetch_settings is None:
                 raise HostError("fetch is not available here")
-            # Read at the first fetch only: runs that never fetch never pay for it.
-            hosts = db.session.scalar(select(Tenant.fetch_allowed_hosts).where(Tenant.id == self.tenant_id))
-            db.session.commit()
+            hosts = self.allowed_hosts
+            if hosts is READ_AT_FIRST_FETCH:  # runs that never fetch never pay for it
+                hosts = db.session.scalar(select(Tenant.fetch_allowed_hosts).where(Tenant.id == self.tenant_id))
+                db.session.commit()
             settings = self.fetch_settings
             policy = Policy(
                 allowed_networks=settings.allowed_networks,

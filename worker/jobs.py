@@ -5,7 +5,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
@@ -23,7 +23,7 @@ from webapp.extensions import db
 from webapp.limits import EffectiveLimits, effective_limits
 from webapp.models import Execution, Script, ScriptVersion, Tenant, User, utcnow
 from webapp.redis_client import get_redis
-from worker.host_api import HostApi
+from worker.host_api import READ_AT_FIRST_FETCH, HostApi
 from worker.redaction import Redactor
 from worker.state import get_state
 
@@ -78,7 +78,8 @@ def _run(execution_id: str, state: Any) -> dict[str, Any]:
     # cache (version None): cached under the version's key it would replace the live code.
     to_run = Version(None, execution.source or "", version.limits) if draft else _snapshot(version)
     endpoint = script_type == "endpoint"  # a draft of an endpoint script: its result must be a response
-    ran = _run_in_sandbox(state, script_id, script.tenant_id, to_run, event_json, context, endpoint=endpoint)
+    hosts = tenant.fetch_allowed_hosts
+    ran = _run_in_sandbox(state, script_id, script.tenant_id, to_run, event_json, context, endpoint, hosts)
     _record(
         run_id,
         (script.tenant_id, execution.params, execution.source),
@@ -205,8 +206,9 @@ def _answer(
     if version is None:  # deleted since the call was routed: nothing to run, nothing to record against
         message = "the script was deleted before the call ran"
         return {"id": call["id"], "status": "failed", "error_kind": "lost", "error_message": message}, None
+    hosts = call.get("fetch_allowed_hosts", READ_AT_FIRST_FETCH)  # a call queued by an older web process: read
     ran = _run_in_sandbox(
-        state, call["script_id"], call["tenant_id"], version, json.dumps(event), call["context"], endpoint=True
+        state, call["script_id"], call["tenant_id"], version, json.dumps(event), call["context"], True, hosts
     )
     result = ran.response  # sent as the script returned it, secrets included (docs/secrets.md)
     succeeded = ran.status == "succeeded"
@@ -244,7 +246,8 @@ def run_draft(request: dict[str, Any]) -> dict[str, Any]:
             to_run = Version(None, request["source"], request["limits"])
             endpoint = request["type"] == "endpoint"
             event_json = json.dumps(request["event"])
-            ran = _run_in_sandbox(state, "draft", tenant.id, to_run, event_json, context, endpoint=endpoint)
+            hosts = tenant.fetch_allowed_hosts
+            ran = _run_in_sandbox(state, "draft", tenant.id, to_run, event_json, context, endpoint, hosts)
         finally:
             db.session.remove()
     return {
@@ -296,13 +299,14 @@ def _run_in_sandbox(
     version: "Version",
     event_json: str,
     context: dict[str, Any],
-    endpoint: bool = False,
+    endpoint: bool,
+    allowed_hosts: Sequence[str] | object | None,
 ) -> Ran:
     settings = state.app.config["SETTINGS"]
     limits = effective_limits(settings.limits, version.limits)
     # The fetches' deadline: the sandbox's own wall limit starts a moment later, so a call
     # still waiting on the network has ended before the sandbox is killed for the wall time.
-    host = HostApi(tenant_id, settings.fetch, time.monotonic() + limits.wall_seconds)
+    host = HostApi(tenant_id, settings.fetch, time.monotonic() + limits.wall_seconds, allowed_hosts)
     try:
         return _outcome(state, host, script_id, tenant_id, version, event_json, context, endpoint, limits)
     except Exception as exc:

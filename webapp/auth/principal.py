@@ -21,6 +21,9 @@ class Principal:
 class TenantRef:
     id: int
     name: str
+    # Its runs' fetch allowlist, handed to the worker with each call (no query there); a
+    # cached caller is dropped when its tenant changes (webapp/auth/tokens.py).
+    fetch_allowed_hosts: tuple[str, ...] | None
 
 
 @dataclass(frozen=True)
@@ -42,7 +45,8 @@ class Caller:
     @classmethod
     def of(cls, principal: Principal) -> "Caller":
         tenant, user = principal.tenant, principal.user
-        refs = TenantRef(tenant.id, tenant.name), UserRef(user.id, user.email)
+        hosts = tuple(tenant.fetch_allowed_hosts) if tenant.fetch_allowed_hosts is not None else None
+        refs = TenantRef(tenant.id, tenant.name, hosts), UserRef(user.id, user.email)
         return cls(*refs, principal.role, principal.expires_at)
 
     def expired(self, now: datetime) -> bool:

@@ -205,8 +205,10 @@ def _changes_access(obj: object) -> bool:
     return any(a.history.has_changes() for a in inspect(obj).attrs if a.key not in _BOOKKEEPING)
 
 
-@event.listens_for(Session, "after_flush")
-def _note_changes(session: Session, _context: object) -> None:
+# Before the flush: after it, an attribute set to an SQL expression (a JSON column set to
+# null()) no longer shows its change, and clearing a tenant's allowlist went unannounced.
+@event.listens_for(Session, "before_flush")
+def _note_changes(session: Session, _context: object, _instances: object) -> None:
     if any(isinstance(o, _ACCESS_MODELS) for o in session.deleted) or any(map(_changes_access, session.dirty)):
         session.info[_CHANGED] = True
 

@@ -118,6 +118,7 @@ def start_call(script: ServedScript, event: dict[str, Any], caller: Caller) -> d
         "summary": request_summary(event),
         # The caller and script are known here already: the worker needs no query for them.
         "context": run_context(call_id, "endpoint", script, caller.tenant, caller.user, "endpoint"),
+        "fetch_allowed_hosts": caller.tenant.fetch_allowed_hosts,
     }
     settings = current_app.config["SETTINGS"]
     limits, tenants = settings.limits, settings.tenants
