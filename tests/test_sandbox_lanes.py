@@ -86,3 +86,52 @@ def test_a_tenant_spills_to_other_processes_when_its_own_is_full_and_never_past_
         outcomes = [f.result(timeout=20) for f in runs]
     assert [json.loads(o["result_json"]) for o in outcomes] == [f"a{i}" for i in range(7)]
     assert lanes.restarts == 0
+
+
+SPIN = "function main() { for (;;) {} }"
+MEMORY_BOMB = "function main() { const a = []; for (;;) a.push(new Array(100000).fill(1.5)); }"
+PARSE_BOMB = (
+    "function main() { const s = '[' + '1,'.repeat(2000000) + '1]'; let n = 0;"
+    " for (let i = 0; i < 1000; i++) n += JSON.parse(s).length; return n; }"
+)
+
+
+def test_bombs_beside_twenty_waiting_runs_fail_alone_with_their_own_errors():
+    """20 runs of four tenants wait on their host calls, spread over the worker's processes;
+    then a CPU-bound run, a memory bomb and a JSON.parse bomb (past its wall time inside the
+    built-in: only killing its process ends it) of three other tenants. Each bomb fails with
+    its own error; every waiting run succeeds (run again from the top if its process was
+    killed for a bomb) and is charged none of the bombs' CPU."""
+    lanes = Lanes(3, 24, lambda: Sandbox(1 << 20, 500, 48 << 20))
+    gate = Gate()
+    spin_limits = EffectiveLimits(
+        cpu_seconds=1, wall_seconds=20, memory_bytes=32 << 20, log_bytes=4096, result_bytes=4096
+    )
+    parse_limits = EffectiveLimits(
+        cpu_seconds=10, wall_seconds=2, memory_bytes=256 << 20, log_bytes=4096, result_bytes=4096
+    )
+    bombs = ((SPIN, spin_limits), (MEMORY_BOMB, spin_limits), (PARSE_BOMB, parse_limits))
+    try:
+        with ThreadPoolExecutor(24) as pool:
+            waiting = _in_flight(lanes, pool, gate, [(10 + i % 4, f"w{i}") for i in range(20)])
+            started = [
+                pool.submit(lanes.run, _request_of(20 + i, source), limits, gate)
+                for i, (source, limits) in enumerate(bombs)
+            ]
+            ended = [b.result(timeout=30) for b in started]
+            gate.open()
+            outcomes = [w.result(timeout=60) for w in waiting]
+    finally:
+        lanes.close()
+    assert [(b["error_kind"], b["error_message"]) for b in ended] == [
+        ("timeout", "CPU time limit 1 s exceeded"),
+        ("memory", "memory limit 32 MiB exceeded"),
+        ("timeout", "wall time limit 2 s exceeded"),
+    ]
+    assert [json.loads(o["result_json"]) for o in outcomes] == [f"w{i}" for i in range(20)]
+    assert all(o["cpu_ms"] < 200 for o in outcomes), [o["cpu_ms"] for o in outcomes]
+    assert lanes.restarts >= 1  # the JSON.parse bomb's process was killed
+
+
+def _request_of(tenant: int, source: str) -> dict:
+    return {**_request(tenant, "k"), "source": source}
