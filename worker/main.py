@@ -3,6 +3,10 @@
     python -m worker                       # one worker on the endpoints and default queues
     rq worker-pool -n 4 -w worker.main.ScriptWorker -u "$REDIS_URL" endpoints default
 
+Every run (endpoint call, manual, cron or draft run) takes one of the worker's
+WORKER_CONCURRENCY slots and a thread of its own, on a lean path that skips RQ's per-job
+bookkeeping (webapp/endpoints/calls.py, worker/runs.py).
+
 Besides jobs, every worker heartbeats (so its runs are known to be alive) and, under a Redis
 lock, reaps runs lost with a dead worker, prunes old executions and audit entries, and keeps
 tenants within their storage quota.
@@ -70,7 +74,7 @@ class ScriptWorker(SimpleWorker):
         """While endpoint calls wait, the next one comes in one round trip (RQ's dequeue takes
         several: worker state, pop, job fetch, each with its log line). With none waiting,
         RQ's own dequeue blocks on every queue as usual. Nothing is taken without a free slot
-        for it: a worker with all its slots busy leaves the next call to another worker."""
+        for it: a worker with all its slots busy leaves the next run to another worker."""
         self._hold_a_slot()
         taken = self._take_endpoint_call()
         if taken is None:
