@@ -17,6 +17,7 @@ from webapp.cron_registry import CronRegistry
 from webapp.dashboard import charts, stats
 from webapp.executions.service import QUEUES
 from webapp.extensions import db
+from webapp.metrics import BUSY
 from webapp.models import Script, utcnow
 from webapp.permissions import can, require
 from webapp.redis_client import get_redis
@@ -68,8 +69,10 @@ def _workers() -> dict:
     try:
         redis = get_redis()
         queued = {name: Queue(name, connection=redis).count for name in QUEUES}
-        states = [w.get_state() for w in Worker.all(connection=redis)]
+        names = [w.name for w in Worker.all(connection=redis)]
+        # Busy: with runs in flight, as the worker publishes them (worker/busy.py); RQ's worker
+        # state does not say, since runs skip RQ's job bookkeeping (worker/runs.py).
+        busy = sum(1 for runs in redis.mget([BUSY + name for name in names]) if runs) if names else 0
     except RedisError as exc:
         return {"count": 0, "busy": 0, "idle": 0, "queued": {}, "error": f"Redis: {type(exc).__name__}"}
-    busy = sum(1 for s in states if s == "busy")
-    return {"count": len(states), "busy": busy, "idle": len(states) - busy, "queued": queued, "error": None}
+    return {"count": len(names), "busy": busy, "idle": len(names) - busy, "queued": queued, "error": None}
