@@ -8,6 +8,7 @@ from redis import Redis
 
 from tests.conftest import bearer
 from tests.fetch_upstream import upstream
+from tests.load import children
 from tests.services import SINGLE_TENANT_LOAD, eventually
 from webapp.metrics import BUSY
 
@@ -18,15 +19,6 @@ def _busy_worker(redis_url: str, workers: list) -> object:
     redis = Redis.from_url(redis_url)
     names = eventually(lambda: [k.decode()[len(BUSY) :] for k in redis.keys(BUSY + "*")], 10, "a busy worker")
     return next(w for w in workers if w.name == names[0])
-
-
-def _sandbox_pids(worker) -> list[int]:
-    from pathlib import Path
-
-    try:
-        return [int(p) for p in Path(f"/proc/{worker.proc.pid}/task/{worker.proc.pid}/children").read_text().split()]
-    except FileNotFoundError:
-        return []
 
 
 def test_an_endpoint_call_whose_worker_dies_is_answered_and_recorded_lost(
@@ -58,7 +50,8 @@ def test_an_endpoint_call_whose_worker_dies_is_answered_and_recorded_lost(
     caller = threading.Thread(target=call)
     caller.start()
     victim = _busy_worker(settings.redis_url, workers)
-    sandboxes = _sandbox_pids(victim)
+    sandboxes = children(victim.proc.pid)
+    assert sandboxes  # its sandbox process, started by the thread of its first run
     victim.kill()
     killed_at = time.monotonic()
     caller.join(timeout=30)
