@@ -18,7 +18,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import quickjs
+from redis import Redis
 
+from bench._stack import cpu_seconds
+from tests.load import children
 from tests.services import WorkerProcess, redis_server
 from webapp.limits import DefaultLimits, effective_limits
 from worker.runtime.engine import RunLimits, Runtime
@@ -190,8 +193,10 @@ def end_to_end(total: int, batch: int = 1000) -> tuple[dict[str, float], list[tu
                 script = db.session.scalar(db.select(Script))
                 service.wait_for(service.start_run(script, "manual", {}), 10)  # warm the worker
                 done, first = 0, {}
+                redis_pid = Redis.from_url(redis_url).info()["process_id"]
                 while done < total:
                     started = time.perf_counter()
+                    cpu = {"worker": cpu_seconds(worker.proc.pid), "redis": cpu_seconds(redis_pid)}
                     for _ in range(min(batch, total - done)):
                         service.start_run(script, "manual", {"items": [1, 2, 3]})
                     enqueued = time.perf_counter()
@@ -207,18 +212,15 @@ def end_to_end(total: int, batch: int = 1000) -> tuple[dict[str, float], list[tu
                             "seconds": finished - started,
                             "runs_per_s": done / (finished - started),
                             "enqueue_ms": (enqueued - started) * 1000 / done,
+                            "worker_cpu_ms": (cpu_seconds(worker.proc.pid) - cpu["worker"]) * 1000 / done,
+                            "redis_cpu_ms": (cpu_seconds(redis_pid) - cpu["redis"]) * 1000 / done,
                         }
                     if done in (1000, 10_000) or done == total or done % 50_000 == 0:
-                        sandbox_pid = next(iter(_children(worker.proc.pid)), None)
+                        sandbox_pid = next(iter(children(worker.proc.pid)), None)
                         points.append((done, rss_kb(worker.proc.pid), rss_kb(sandbox_pid) if sandbox_pid else 0))
         finally:
             worker.stop()
     return first, points
-
-
-def _children(pid: int) -> list[int]:
-    path = Path(f"/proc/{pid}/task/{pid}/children")
-    return [int(p) for p in path.read_text().split()] if path.exists() else []
 
 
 def main() -> None:
@@ -249,9 +251,12 @@ def main() -> None:
 
     print("\n## End to end through one worker (enqueue → recorded), first batch\n")
     e2e, rss_points = end_to_end(args.e2e_runs)
-    print("| runs | seconds | runs/s | enqueue ms/run |")
-    print("| ---: | ---: | ---: | ---: |")
-    print(f"| {e2e['runs']} | {e2e['seconds']:.1f} | {e2e['runs_per_s']:.0f} | {e2e['enqueue_ms']:.2f} |")
+    print("| runs | seconds | runs/s | enqueue ms/run | worker CPU ms/run | Redis CPU ms/run |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: |")
+    print(
+        f"| {e2e['runs']} | {e2e['seconds']:.1f} | {e2e['runs_per_s']:.0f} | {e2e['enqueue_ms']:.2f} "
+        f"| {e2e['worker_cpu_ms']:.2f} | {e2e['redis_cpu_ms']:.2f} |"
+    )
     print("\n## Worker and sandbox process memory over the end-to-end runs\n")
     print("| runs | worker RSS | vs. after 1k | sandbox RSS | vs. after 1k |")
     print("| ---: | ---: | ---: | ---: | ---: |")

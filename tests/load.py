@@ -274,10 +274,13 @@ def rss_kib(pid: int) -> int | None:
 
 
 def children(pid: int) -> list[int]:
-    try:
-        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except FileNotFoundError:
-        return []
+    """The process's children, whichever of its threads started them (a worker's sandbox is
+    started by the thread of its first run)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):  # the thread or process ended
+            found += [int(p) for p in (task / "children").read_text().split()]
+    return found
 
 
 def process_pids(web: WebProcess, workers: list[WorkerProcess], scheduler: SchedulerProcess) -> dict[str, int]:

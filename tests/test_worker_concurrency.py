@@ -3,6 +3,7 @@ the network wait together, each answered with its own result and recorded once; 
 cap counts the workers' slots."""
 
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -84,12 +85,9 @@ def test_a_tenants_default_cap_is_half_the_workers_slots(live_server, client, ed
     assert "already has 8 runs in flight" in refused.json()["error"]["message"]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 17 item 3 to do: manual and cron runs block the thread taking calls")
 def test_endpoint_calls_are_taken_while_a_manual_run_waits(live_server, client, editor, start_worker, server):
-    """A manual run awaiting a slow upstream holds the worker's main thread, which takes the
-    calls: another tenant's endpoint call waits 5 s and is answered 503 'no worker took the
-    call', though 15 of the worker's 16 slots are free. One tenant, one run a minute from
-    cron, keeps the only worker of the Procfile from serving anyone's calls."""
+    """A manual run awaiting a slow upstream holds one of the worker's 16 slots, not the
+    thread that takes calls: an endpoint call is answered beside it."""
     _endpoint(client, editor)
     start_worker(WORKER_CONCURRENCY="16", FETCH_ALLOWED_NETWORKS="127.0.0.1/32", **SINGLE_TENANT_LOAD)
     body = {"name": "slow", "type": "manual", "source": "async function main(p) { await fetch(p.url); return 1; }"}
@@ -101,3 +99,41 @@ def test_endpoint_calls_are_taken_while_a_manual_run_waits(live_server, client, 
     params = {"to": server.origin, "ms": 10, "n": 1}
     answer = requests.get(f"{live_server}/api/scripts/waits", params=params, headers=editor, timeout=30)
     assert answer.status_code == 200, answer.text
+
+
+RUNS = 50
+AWAITS = """async function main(p) {
+  const answer = await fetch(p.to + '/slow?ms=1000&n=' + p.n);
+  console.log('run', p.n);
+  return {n: p.n, path: (await answer.json()).path};
+}"""
+
+
+def test_manual_runs_waiting_on_the_network_wait_together_on_one_worker(client, editor, start_worker, server):
+    """Fifty manual runs each awaiting a 1 s upstream, on one worker of 64 slots: they wait
+    together, and each is recorded once with its own logs and result."""
+    start_worker(WORKER_CONCURRENCY="64", FETCH_ALLOWED_NETWORKS="127.0.0.1/32", **SINGLE_TENANT_LOAD)
+    body = {"name": "awaits", "type": "manual", "source": AWAITS}
+    script_id = client.post("/api/v1/scripts", json=body, headers=editor).get_json()["id"]
+    run = f"/api/v1/scripts/{script_id}/run"
+    first = client.post(run, json={"params": {"to": server.origin, "n": -1}, "wait": 20}, headers=editor)
+    assert (first.status_code, first.get_json()["status"]) == (200, "succeeded")  # `wait` answers the finished run
+    started = time.monotonic()
+    queued = {n: client.post(run, json={"params": {"to": server.origin, "n": n}}, headers=editor) for n in range(RUNS)}
+    assert {r.status_code for r in queued.values()} == {202}
+    ids = {n: r.get_json()["id"] for n, r in queued.items()}
+
+    def finished() -> dict[int, dict] | None:
+        runs = {n: client.get(f"/api/v1/executions/{i}", headers=editor).get_json() for n, i in ids.items()}
+        return runs if all(r["status"] not in ("queued", "running") for r in runs.values()) else None
+
+    runs = eventually(finished, 40, "all fifty runs finished", step=0.2)
+    took = time.monotonic() - started
+    print(f"\n{RUNS} manual runs awaiting a 1 s upstream took {took:.1f} s on one worker")
+    assert took < 15, f"{RUNS} runs of 1 s each took {took:.1f} s on one worker"
+    assert server.slow_most > 20  # they waited together
+    for n, execution in runs.items():
+        assert (execution["status"], execution["result"]) == ("succeeded", {"n": n, "path": f"/slow?ms=1000&n={n}"})
+        assert [line["message"] for line in execution["logs"]] == [f"run {n}"]
+    listed = client.get(f"/api/v1/scripts/{script_id}/executions?per_page=100", headers=editor).get_json()["items"]
+    assert sorted(r["id"] for r in listed) == sorted([*ids.values(), first.get_json()["id"]])  # each recorded once

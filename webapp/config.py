@@ -127,9 +127,9 @@ class Settings:
     audit_retention_days: int = 365  # AUDIT_RETENTION_DAYS: audit entries older are pruned
     # Proxies whose X-Forwarded-For names the client (webapp/client_address.py).
     forwarded_allow_ips: tuple[str, ...] = DEFAULT_FORWARDED_ALLOW_IPS
-    # WORKER_CONCURRENCY: endpoint calls one worker has in flight. 1 until a worker has more
+    # WORKER_CONCURRENCY: runs of any kind one worker has in flight. 1 until a worker has more
     # than one sandbox process: the runs of one process compute one at a time, so a CPU-bound
-    # run would hold up every call of its worker (docs/architecture.md, "The sandbox").
+    # run would hold up every other run of its worker (docs/architecture.md, "The sandbox").
     worker_concurrency: int = 1
     # WORKER_SANDBOXES: sandbox processes one worker may start, each computing one run's slice
     # at a time (worker/runtime/lanes.py); started as needed, never more than WORKER_CONCURRENCY.

@@ -29,16 +29,14 @@ WORKER_SLOTS = "sr:workers:slots"  # hash: worker name -> the runs it may have i
 WORKER_ALIVE_SECONDS = 20  # a worker that has not beaten for this long is not counted
 QUEUE_KEY = Queue.redis_queue_namespace_prefix + DEFAULT_QUEUE  # where parked runs come from and go back to
 
-# The cap, from the live workers when no fixed one is set: half the platform's run slots. A
-# worker has WORKER_CONCURRENCY slots for endpoint calls (`calls` true), but runs manual and
-# cron runs one at a time: for those, each worker counts as one slot, so that one tenant's runs
-# can never hold every worker.
+# The cap, from the live workers when no fixed one is set: half the platform's run slots, a
+# worker's being the runs of any kind it keeps in flight (WORKER_CONCURRENCY).
 _CAP = f"""
-local function cap(fixed, now, calls)
+local function cap(fixed, now)
   if fixed > 0 then return fixed end
   local slots = 0
   for _, name in ipairs(redis.call('ZRANGEBYSCORE', '{WORKERS}', now - {WORKER_ALIVE_SECONDS}, '+inf')) do
-    slots = slots + (calls and tonumber(redis.call('HGET', '{WORKER_SLOTS}', name)) or 1)
+    slots = slots + (tonumber(redis.call('HGET', '{WORKER_SLOTS}', name)) or 1)
   end
   return math.max(1, math.floor(slots / 2))
 end
@@ -63,7 +61,7 @@ if rate > 0 then
   end
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-local most = cap(tonumber(ARGV[3]), now, true)
+local most = cap(tonumber(ARGV[3]), now)
 if redis.call('ZCARD', KEYS[1]) >= most then return {'runs', 1, most} end
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
 redis.call('EXPIRE', KEYS[1], math.ceil(tonumber(ARGV[2])) + 60)
@@ -81,7 +79,7 @@ _TAKE_OR_PARK = (
     _CAP
     + """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-if redis.call('ZSCORE', KEYS[1], ARGV[1]) or redis.call('ZCARD', KEYS[1]) < cap(tonumber(ARGV[3]), now, false) then
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) or redis.call('ZCARD', KEYS[1]) < cap(tonumber(ARGV[3]), now) then
   redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
   redis.call('EXPIRE', KEYS[1], math.ceil(tonumber(ARGV[2])) + 60)
   return 1
@@ -108,7 +106,7 @@ _WAKE = (
     _CAP
     + """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-local free = cap(tonumber(ARGV[1]), now, false) - redis.call('ZCARD', KEYS[1])
+local free = cap(tonumber(ARGV[1]), now) - redis.call('ZCARD', KEYS[1])
 local moved = 0
 while moved < free do
   local waiting = redis.call('RPOP', KEYS[2])
@@ -153,7 +151,6 @@ class TenantSlots:
     def __init__(self, redis: Redis):
         self.redis = redis
         self._admit = redis.register_script(_ADMIT_CALL)
-        self._take = redis.register_script(_TAKE_OR_PARK)
         self._release = redis.register_script(_RELEASE)
         self._wake = redis.register_script(_WAKE)
         self._beat = redis.register_script(_BEAT)
@@ -164,10 +161,13 @@ class TenantSlots:
         verdict, wait, most = self._admit(keys=keys, args=[call_id, hold_seconds, cap, rate])
         return None if verdict == b"ok" else Refusal(verdict.decode(), int(wait), int(most))
 
-    def take_or_park(self, tenant: int, run_id: str, hold_seconds: float, cap: int, intermediate_key: str) -> bool:
-        """Take a slot for a dequeued run (True), or park the run until one frees (False)."""
+    def take_or_park(
+        self, tenant: int, run_id: str, hold_seconds: float, cap: int, intermediate_key: str, pipe: Pipeline
+    ) -> None:
+        """Take a slot for a dequeued run, or park the run until one frees: the pipeline's
+        answer is 1 if taken, 0 if parked. The script goes whole (EVAL), as in `release`."""
         keys = [RUNS.format(tenant), PARKED.format(tenant), PARKED_TENANTS, intermediate_key]
-        return bool(self._take(keys=keys, args=[run_id, hold_seconds, cap, tenant]))
+        pipe.eval(_TAKE_OR_PARK, len(keys), *keys, run_id, hold_seconds, cap, tenant)
 
     def release(self, tenant: int, run_id: str, pipe: Pipeline | None = None) -> None:
         """Give the slot back (and wake one parked run). In a pipeline, the script goes whole

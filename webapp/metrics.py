@@ -91,6 +91,10 @@ class RunCounts:
         for call in http_calls or ():
             self._observe(FETCH_DURATION, FETCH_BUCKETS, call.get("error") or "answered", call["duration_ms"] / 1000)
 
+    def event(self, name: str, amount: int = 1) -> None:
+        """An event counter (`count_event`'s)."""
+        self.ints[EVENTS, name] += amount
+
     def _observe(self, key: str, buckets: tuple[float, ...], labels: str, seconds: float) -> None:
         """One value into the histogram hash `key`: only the smallest bucket that holds it is
         counted; the scrape adds them up (cumulative)."""

@@ -31,12 +31,13 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-def run_execution(execution_id: str) -> dict[str, Any]:
-    """Run one recorded execution (manual, API or cron)."""
+def run_execution(execution_id: str, counts: metrics.RunCounts | None = None) -> dict[str, Any]:
+    """Run one recorded execution (manual, API, draft or cron); its metrics join `counts` when
+    given (the worker writes them with the run's end), else are written here."""
     state = get_state()
     with state.app.app_context():
         try:
-            return _run(execution_id, state)
+            return _run(execution_id, state, counts)
         except Exception as exc:
             # Whatever went wrong here, the run must not stay `running`.
             log.exception("execution %s failed in the worker", execution_id)
@@ -59,7 +60,7 @@ def run_execution(execution_id: str) -> dict[str, Any]:
             db.session.remove()
 
 
-def _run(execution_id: str, state: Any) -> dict[str, Any]:
+def _run(execution_id: str, state: Any, counts: metrics.RunCounts | None) -> dict[str, Any]:
     run_id, started = uuid.UUID(execution_id), utcnow()
     if not with_database(lambda: _claim(run_id, started, state.name), f"execution {execution_id}"):
         return {"id": execution_id, "status": "not-claimed"}  # already run, lost, or deleted: never twice
@@ -68,7 +69,10 @@ def _run(execution_id: str, state: Any) -> dict[str, Any]:
     stale = _stale_cron_fire(execution, script)
     if stale:
         _record(run_id, status="skipped", error_message=stale, finished_at=utcnow())
-        _metrics(metrics.count_event, "cron_skips")
+        if counts is not None:
+            counts.event("cron_skips")
+        else:
+            _metrics(metrics.count_event, "cron_skips")
         return {"id": execution_id, "status": "skipped"}
     event_json = json.dumps(execution.params if execution.params is not None else {})
     context = run_context(execution_id, execution.trigger, script, tenant, user, script_type)
@@ -78,11 +82,13 @@ def _run(execution_id: str, state: Any) -> dict[str, Any]:
     # cache (version None): cached under the version's key it would replace the live code.
     to_run = Version(None, execution.source or "", version.limits) if draft else _snapshot(version)
     endpoint = script_type == "endpoint"  # a draft of an endpoint script: its result must be a response
+    counted = (script.tenant_id, execution.params, execution.source)
     hosts = tenant.fetch_allowed_hosts
-    ran = _run_in_sandbox(state, script_id, script.tenant_id, to_run, event_json, context, endpoint, hosts)
+    db.session.close()  # no connection is held while the run waits: a worker keeps many in flight
+    ran = _run_in_sandbox(state, script_id, counted[0], to_run, event_json, context, endpoint, hosts)
     _record(
         run_id,
-        (script.tenant_id, execution.params, execution.source),
+        counted,
         secrets_read=ran.secrets_read,
         http_calls=ran.http_calls,
         status=ran.status,
@@ -94,7 +100,7 @@ def _run(execution_id: str, state: Any) -> dict[str, Any]:
         duration_ms=ran.duration_ms,
         runtime_info=ran.runtime_info,
     )
-    _count(script_id, script_type, ran)
+    _count(script_id, script_type, ran, counts)
     return {"id": execution_id, "status": ran.status, "error_kind": ran.error_kind, "error_message": ran.error_message}
 
 
@@ -246,8 +252,9 @@ def run_draft(request: dict[str, Any]) -> dict[str, Any]:
             to_run = Version(None, request["source"], request["limits"])
             endpoint = request["type"] == "endpoint"
             event_json = json.dumps(request["event"])
-            hosts = tenant.fetch_allowed_hosts
-            ran = _run_in_sandbox(state, "draft", tenant.id, to_run, event_json, context, endpoint, hosts)
+            hosts, tenant_id = tenant.fetch_allowed_hosts, tenant.id
+            db.session.close()  # no connection is held while the run waits
+            ran = _run_in_sandbox(state, "draft", tenant_id, to_run, event_json, context, endpoint, hosts)
         finally:
             db.session.remove()
     return {

@@ -3,6 +3,10 @@
     python -m worker                       # one worker on the endpoints and default queues
     rq worker-pool -n 4 -w worker.main.ScriptWorker -u "$REDIS_URL" endpoints default
 
+Every run (endpoint call, manual, cron or draft run) takes one of the worker's
+WORKER_CONCURRENCY slots and a thread of its own, on a lean path that skips RQ's per-job
+bookkeeping (webapp/endpoints/calls.py, worker/runs.py).
+
 Besides jobs, every worker heartbeats (so its runs are known to be alive) and, under a Redis
 lock, reaps runs lost with a dead worker, prunes old executions and audit entries, and keeps
 tenants within their storage quota.
@@ -31,6 +35,7 @@ from webapp.secret_store.key_check import check_app_keys
 from worker.busy import BusyCount
 from worker.host_api import prune_expired_storage
 from worker.jobs import run_endpoint_call
+from worker.runs import LEAN_JOBS, Runs
 from worker.state import get_state
 
 log = logging.getLogger(__name__)
@@ -53,21 +58,23 @@ class ScriptWorker(SimpleWorker):
         self.sandbox_state.name = self.name
         self.sandbox_state.busy = BusyCount(self.connection, self.name)
         self.endpoint_calls = calls.WorkerSide(self.sandbox_state.app, self.connection)
-        # Endpoint calls in flight at once, each in a thread of its own, all in one sandbox
-        # process (worker/runtime/sandbox.py): a call waiting on the network holds no other.
+        # Runs in flight at once (endpoint calls, manual, cron and draft runs), each in a
+        # thread of its own, all in one sandbox process (worker/runtime/sandbox.py): a run
+        # waiting on the network holds no other.
         self.concurrency = self._settings().worker_concurrency
-        self._call_slots = threading.BoundedSemaphore(self.concurrency)
-        self._calls = ThreadPoolExecutor(self.concurrency, thread_name_prefix="call")
+        self._run_slots = threading.BoundedSemaphore(self.concurrency)
+        self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="run")
         self._slot_held = False
         self._stop = threading.Event()
         self._last_beat = self._beat_covers = self._last_suspension_check = 0.0
         self.slots = tenant_slots(self.connection)
+        self.runs = Runs(self.connection, self.slots, self.name)
 
     def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None):
         """While endpoint calls wait, the next one comes in one round trip (RQ's dequeue takes
         several: worker state, pop, job fetch, each with its log line). With none waiting,
         RQ's own dequeue blocks on every queue as usual. Nothing is taken without a free slot
-        for it: a worker with all its slots busy leaves the next call to another worker."""
+        for it: a worker with all its slots busy leaves the next run to another worker."""
         self._hold_a_slot()
         taken = self._take_endpoint_call()
         if taken is None:
@@ -79,14 +86,14 @@ class ScriptWorker(SimpleWorker):
     def _hold_a_slot(self) -> None:
         if self._slot_held:
             return
-        while not self._call_slots.acquire(timeout=1):
+        while not self._run_slots.acquire(timeout=1):
             self.heartbeat()
         self._slot_held = True
 
     def _free_the_slot(self) -> None:
         if self._slot_held:
             self._slot_held = False
-            self._call_slots.release()
+            self._run_slots.release()
 
     def _take_endpoint_call(self) -> tuple[Job, Queue] | None:
         queue = self.queues[0]
@@ -106,14 +113,18 @@ class ScriptWorker(SimpleWorker):
         return job, queue
 
     def execute_job(self, job: Job, queue: Queue) -> None:
-        """Endpoint calls take the lean path of webapp/endpoints/calls.py: the caller gets the
-        answer first, the execution is recorded after."""
-        if queue.name != ENDPOINT_QUEUE or job.func_name != calls.JOB_FUNCTION:
-            self._free_the_slot()  # a manual or cron run: in this thread, as RQ runs jobs
-            return self._execute_run(job, queue)
-        self._slot_held = False  # the call's thread gives it back
-        self._calls.submit(self._answer_call, job, queue)
-        return None
+        """Endpoint calls, manual, cron and draft runs each take a slot's thread, on the lean
+        paths of webapp/endpoints/calls.py (the caller gets the answer first, the execution is
+        recorded after) and worker/runs.py. Any other job runs RQ's way, in this thread."""
+        if queue.name == ENDPOINT_QUEUE and job.func_name == calls.JOB_FUNCTION:
+            self._slot_held = False  # the call's thread gives it back
+            self._pool.submit(self._answer_call, job, queue)
+        elif job.func_name in LEAN_JOBS:
+            self._slot_held = False  # the run's thread gives it back
+            self._pool.submit(self._perform_run, job, queue)
+        else:
+            self._free_the_slot()
+            super().execute_job(job, queue)
 
     def _answer_call(self, job: Job, queue: Queue) -> None:
         try:
@@ -126,34 +137,23 @@ class ScriptWorker(SimpleWorker):
         except Exception:  # the call stays in INFLIGHT: the reaper records it as lost
             log.exception("endpoint call %s: not answered", job.id)
         finally:
-            self._call_slots.release()
+            self._run_slots.release()
 
-    def _execute_run(self, job: Job, queue: Queue) -> None:
-        """A manual or cron run holds a slot of its tenant while it runs; at the tenant's cap
-        the run is parked instead, and put back on its queue when a slot frees
+    def _perform_run(self, job: Job, queue: Queue) -> None:
+        """A manual, cron or draft run holds a slot of its tenant while it runs; at the
+        tenant's cap the run is parked instead, and put back on its queue when a slot frees
         (webapp/fairness.py)."""
-        tenant = job.meta.get("tenant_id")
-        if tenant is not None and not self._take_slot(tenant, job, queue):
-            log.info("job %s parked: its tenant has as many runs in flight as it may", job.id)
-            return None
         try:
-            return super().execute_job(job, queue)
-        except RedisError:  # the run is recorded in the database; only RQ's bookkeeping failed
-            log.exception("job %s: RQ could not record its end (Redis is unavailable)", job.id)
-            return None
+            tenant = job.meta.get("tenant_id")
+            hold = self._settings().limits.overdue_after
+            if self.runs.start(job, tenant, hold, self._tenant_cap(), queue.intermediate_queue_key):
+                self.runs.perform(job, tenant)
+            else:
+                log.info("job %s parked: its tenant has as many runs in flight as it may", job.id)
+        except Exception:  # a run claimed in the database is reaped as lost if it stays `running`
+            log.exception("job %s: not run to its end", job.id)
         finally:
-            if tenant is not None:
-                try:
-                    self.slots.release(tenant, job.id)
-                except RedisError:
-                    log.warning("job %s: its tenant's slot will lapse on its own (Redis is unavailable)", job.id)
-
-    def _take_slot(self, tenant: int, job: Job, queue: Queue) -> bool:
-        hold = self._settings().limits.overdue_after
-        try:
-            return self.slots.take_or_park(tenant, job.id, hold, self._tenant_cap(), queue.intermediate_queue_key)
-        except RedisError:
-            return True  # the run goes ahead: fairness is not worth losing it
+            self._run_slots.release()
 
     def _tenant_cap(self) -> int:
         return self._settings().tenants.max_runs
@@ -208,7 +208,7 @@ class ScriptWorker(SimpleWorker):
         try:
             return super().work(*args, **kwargs)
         finally:
-            self._calls.shutdown(wait=True)  # the calls in flight are answered and recorded
+            self._pool.shutdown(wait=True)  # the runs in flight are answered and recorded
             self._stop.set()
             with contextlib.suppress(RedisError):
                 self.slots.gone(self.name)

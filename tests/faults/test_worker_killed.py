@@ -7,7 +7,9 @@ import requests
 from redis import Redis
 
 from tests.conftest import bearer
-from tests.services import eventually
+from tests.fetch_upstream import upstream
+from tests.load import children
+from tests.services import SINGLE_TENANT_LOAD, eventually
 from webapp.metrics import BUSY
 
 SLOW = "function main() { const end = Date.now() + 3000; while (Date.now() < end) {} return { body: 'done' } }"
@@ -17,15 +19,6 @@ def _busy_worker(redis_url: str, workers: list) -> object:
     redis = Redis.from_url(redis_url)
     names = eventually(lambda: [k.decode()[len(BUSY) :] for k in redis.keys(BUSY + "*")], 10, "a busy worker")
     return next(w for w in workers if w.name == names[0])
-
-
-def _sandbox_pids(worker) -> list[int]:
-    from pathlib import Path
-
-    try:
-        return [int(p) for p in Path(f"/proc/{worker.proc.pid}/task/{worker.proc.pid}/children").read_text().split()]
-    except FileNotFoundError:
-        return []
 
 
 def test_an_endpoint_call_whose_worker_dies_is_answered_and_recorded_lost(
@@ -57,7 +50,8 @@ def test_an_endpoint_call_whose_worker_dies_is_answered_and_recorded_lost(
     caller = threading.Thread(target=call)
     caller.start()
     victim = _busy_worker(settings.redis_url, workers)
-    sandboxes = _sandbox_pids(victim)
+    sandboxes = children(victim.proc.pid)
+    assert sandboxes  # its sandbox process, started by the thread of its first run
     victim.kill()
     killed_at = time.monotonic()
     caller.join(timeout=30)
@@ -101,3 +95,33 @@ def test_a_manual_run_whose_worker_dies_becomes_lost_within_a_minute(
     print(f"\nmanual run marked lost {time.monotonic() - killed_at:.1f} s after its worker was killed")
     again = client.post(f"/api/v1/scripts/{script['id']}/run", json={"wait": 20}, headers=headers).get_json()
     assert again["status"] == "succeeded"
+
+
+def test_thirty_runs_in_flight_on_a_worker_that_dies_all_become_lost(
+    client, make_user, make_token, settings, start_worker
+):
+    """A worker keeps runs of any kind in flight: killed with thirty of them waiting on the
+    network, every one ends `lost`, none stays `running`."""
+    make_user("ed@acme.io", "acme", "editor")
+    headers = bearer(make_token("ed@acme.io"))
+    source = "async function main(p) { await fetch(p.url); return 1; }"
+    script = client.post("/api/v1/scripts", json={"name": "waits", "type": "manual", "source": source}, headers=headers)
+    run = f"/api/v1/scripts/{script.get_json()['id']}/run"
+    with upstream("127.0.0.1") as server:
+        victim = start_worker(WORKER_CONCURRENCY="32", FETCH_ALLOWED_NETWORKS="127.0.0.1/32", **SINGLE_TENANT_LOAD)
+        params = {"url": f"{server.origin}/slow?ms=25000"}
+        ids = [client.post(run, json={"params": params}, headers=headers).get_json()["id"] for _ in range(30)]
+        eventually(lambda: server.slow_now == 30, 20, "thirty runs waiting on the upstream")
+        victim.kill()
+        killed_at = time.monotonic()
+        start_worker(FETCH_ALLOWED_NETWORKS="127.0.0.1/32")  # its upkeep reaps what the dead worker left
+
+        def statuses() -> list[tuple[str, str | None]]:
+            runs = [client.get(f"/api/v1/executions/{i}", headers=headers).get_json() for i in ids]
+            return [(r["status"], r["error_kind"]) for r in runs]
+
+        eventually(lambda: set(statuses()) == {("failed", "lost")}, 60, "all thirty runs marked lost", step=0.5)
+        print(f"\n30 runs in flight marked lost {time.monotonic() - killed_at:.1f} s after their worker was killed")
+        quick = {"url": f"{server.origin}/slow?ms=10"}
+        again = client.post(run, json={"params": quick, "wait": 20}, headers=headers).get_json()
+        assert again["status"] == "succeeded"  # the other worker serves the next run
