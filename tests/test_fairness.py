@@ -74,16 +74,13 @@ def test_a_flooding_tenant_gets_429_and_the_other_keeps_its_latency(live_server,
     assert len(latencies) >= 5 and max(latencies) < 1.0, latencies  # never behind acme's 2.5 s loops
 
 
-@pytest.mark.xfail(
-    strict=True, reason="issue 17 not built yet: runs in flight share one sandbox process (why WORKER_CONCURRENCY is 1)"
-)
 def test_with_runs_in_flight_a_flooding_tenant_does_not_slow_the_other(
     live_server, client, acme_and_globex, start_worker
 ):
-    """The test above, with the default WORKER_CONCURRENCY (16): acme's cap is 16 of the two
-    workers' 32 slots, and its busy calls share each worker's sandbox process with globex's
-    calls, which wait behind every busy loop there (4 x 2.5 s). Seven 5 s loops per worker
-    would pass globex's 30 s wall time."""
+    """The test above, with the default WORKER_CONCURRENCY (32): acme's cap is 32 of the two
+    workers' 64 slots, and its 8 busy calls are all in flight. In one sandbox process per
+    worker globex's calls would wait behind every busy loop there (4 x 2.5 s); each worker's
+    lanes keep acme's loops in acme's process, away from globex's."""
     acme, globex = acme_and_globex
     _endpoint(client, acme, "/busy", BUSY)
     _endpoint(client, globex, "/quick", QUICK)

@@ -127,10 +127,10 @@ class Settings:
     audit_retention_days: int = 365  # AUDIT_RETENTION_DAYS: audit entries older are pruned
     # Proxies whose X-Forwarded-For names the client (webapp/client_address.py).
     forwarded_allow_ips: tuple[str, ...] = DEFAULT_FORWARDED_ALLOW_IPS
-    # WORKER_CONCURRENCY: runs of any kind one worker has in flight. 1 until a worker has more
-    # than one sandbox process: the runs of one process compute one at a time, so a CPU-bound
-    # run would hold up every other run of its worker (docs/architecture.md, "The sandbox").
-    worker_concurrency: int = 1
+    # WORKER_CONCURRENCY: runs of any kind one worker has in flight, spread over its sandbox
+    # processes (docs/architecture.md, "Several sandbox processes per worker"). 32: two workers
+    # keep 64 connections' calls to a 100 ms upstream in flight (docs/benchmarks.md).
+    worker_concurrency: int = 32
     # WORKER_SANDBOXES: sandbox processes one worker may start, each computing one run's slice
     # at a time (worker/runtime/lanes.py); started as needed, never more than WORKER_CONCURRENCY.
     worker_sandboxes: int = 4
@@ -152,7 +152,7 @@ class Settings:
             retention_days=env_int("EXECUTION_RETENTION_DAYS", 30),
             audit_retention_days=env_int("AUDIT_RETENTION_DAYS", 365),
             forwarded_allow_ips=_env_parsed("FORWARDED_ALLOW_IPS", parse_allow_list, DEFAULT_FORWARDED_ALLOW_IPS),
-            worker_concurrency=_positive_int("WORKER_CONCURRENCY", 1, MAX_WORKER_CONCURRENCY),
+            worker_concurrency=_positive_int("WORKER_CONCURRENCY", 32, MAX_WORKER_CONCURRENCY),
             worker_sandboxes=_positive_int("WORKER_SANDBOXES", 4, MAX_WORKER_SANDBOXES),
         )
 
