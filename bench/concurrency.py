@@ -260,7 +260,8 @@ def report(args, rows: list[Row], samples: list[dict], skipped_node_red: str | N
     for kind in kinds:
         print(f"| {kind} | " + " | ".join(f"{r.cpu_ms(kind):.2f}" if kind in r.cpu else "" for r in ours) + " |")
     print(
-        "\nrecorded: executions of the route after its load (warm-up included). Manual runs: an answer other "
+        "\nerrors: wrk's (4xx and 5xx answers, socket errors, calls unanswered after its 2 s timeout). "
+        "recorded: executions of the route after its load (warm-up included). Manual runs: an answer other "
         f"than 200 (202: not finished within `wait`) is an error. Cron: the fires of a {args.seconds} s window; "
         "p50 from the fire's scheduled time to its run's end, CPU and ctxt per run that ran."
     )
