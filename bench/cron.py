@@ -19,7 +19,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -28,14 +27,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from redis import Redis
 
+from bench._stack import create_cron_scripts
 from tests.services import SINGLE_TENANT_LOAD, SchedulerProcess, WorkerProcess, eventually, redis_server
 from webapp.app import create_app
 from webapp.config import Settings
 from webapp.cron_registry import DUE_KEY
 from webapp.extensions import db
-from webapp.models import Execution, Script, ScriptVersion, Tenant, utcnow
-
-SOURCE = "function main(event) { return event.scheduled_at }"
+from webapp.models import Execution, utcnow
 
 
 def _app(database_url: str, redis_url: str):
@@ -43,42 +41,6 @@ def _app(database_url: str, redis_url: str):
     with app.app_context():
         db.create_all()
     return app
-
-
-def _create_scripts(app, count: int, expression: str) -> list[uuid.UUID]:
-    with app.app_context():
-        tenant = Tenant(name="bench")
-        db.session.add(tenant)
-        db.session.flush()
-        now, ids, scripts, versions = utcnow(), [], [], []
-        for i in range(count):
-            script_id = uuid.uuid4()
-            ids.append(script_id)
-            common = {
-                "type": "cron",
-                "source": SOURCE,
-                "cron_expression": expression,
-                "timezone": "UTC",
-                "misfire_policy": "run_once",
-            }
-            scripts.append(
-                {
-                    "id": script_id,
-                    "tenant_id": tenant.id,
-                    "name": f"s{i}",
-                    "description": "",
-                    "status": "active",
-                    "version": 1,
-                    "created_at": now,
-                    "updated_at": now,
-                    **common,
-                }
-            )
-            versions.append({"script_id": script_id, "version": 1, "created_at": now, **common})
-        db.session.execute(db.insert(Script), scripts)
-        db.session.execute(db.insert(ScriptVersion), versions)
-        db.session.commit()
-    return ids
 
 
 def _ms(delta: timedelta) -> float:
@@ -93,7 +55,7 @@ def every_second(minutes: float, scripts: int, workers: int) -> None:
     with redis_server() as redis_url, tempfile.TemporaryDirectory() as tmp:
         database_url = f"sqlite:///{tmp}/bench.db"
         app = _app(database_url, redis_url)
-        _create_scripts(app, scripts, "*/1 * * * * *")  # the scheduler's first reconcile adds them
+        create_cron_scripts(app, scripts, "*/1 * * * * *")  # the scheduler's first reconcile adds them
         pool = [WorkerProcess(database_url, redis_url, **SINGLE_TENANT_LOAD).start() for _ in range(workers)]
         scheduler = SchedulerProcess(database_url, redis_url).start()
         start = utcnow().replace(microsecond=0) + timedelta(seconds=3)  # measure a settled window
@@ -168,7 +130,7 @@ def _scheduler_share(count: int, minutes: float, drained: bool) -> dict:
         database_url = f"sqlite:///{tmp}/bench.db"
         app = _app(database_url, redis_url)
         if count:
-            _create_scripts(app, count, "* * * * *")
+            create_cron_scripts(app, count, "* * * * *")
         stop = threading.Event()
         drainer = threading.Thread(target=_drain, args=(app, redis_url, stop), daemon=True)
         if drained:
