@@ -57,7 +57,7 @@ def run_execution(execution_id: str, counts: metrics.RunCounts | None = None) ->
             db.session.commit()
             return {"id": execution_id, "status": "failed", "error_kind": "exception", "error_message": message}
         finally:
-            db.session.remove()
+            _session_done()
 
 
 def _run(execution_id: str, state: Any, counts: metrics.RunCounts | None) -> dict[str, Any]:
@@ -200,7 +200,17 @@ def run_endpoint_call(
             )
             return answer, row
         finally:
-            db.session.remove()
+            _session_done()
+
+
+def _session_done() -> None:
+    """The run's session ends; a connection the database dropped meanwhile (a restart) must
+    not fail the run's end: the pool replaces it."""
+    try:
+        db.session.remove()
+    except (OperationalError, InterfaceError):
+        log.warning("a database connection was lost; it is replaced")
+        db.session.registry.clear()  # remove() raised before forgetting the session
 
 
 def _answer(
@@ -209,6 +219,9 @@ def _answer(
     started = utcnow()
     script_id, number = uuid.UUID(call["script_id"]), call["script_version"]
     version = with_database(lambda: _version(script_id, number), f"endpoint call {call['id']}")
+    # No connection is held while the run waits: a worker keeps many runs in flight, and a
+    # connection the database dropped meanwhile would fail the call's end, not just a query.
+    db.session.close()
     if version is None:  # deleted since the call was routed: nothing to run, nothing to record against
         message = "the script was deleted before the call ran"
         return {"id": call["id"], "status": "failed", "error_kind": "lost", "error_message": message}, None
@@ -256,7 +269,7 @@ def run_draft(request: dict[str, Any]) -> dict[str, Any]:
             db.session.close()  # no connection is held while the run waits
             ran = _run_in_sandbox(state, "draft", tenant_id, to_run, event_json, context, endpoint, hosts)
         finally:
-            db.session.remove()
+            _session_done()
     return {
         "status": ran.status,
         "result": ran.result,
