@@ -264,8 +264,8 @@ def test_a_run_started_again_for_another_runs_sake_has_its_budgets_afresh(app, s
 
 def test_two_wall_time_bombs_of_one_tenant_fail_no_run_of_another(lanes: Lanes):
     """Two bombs one after the other, each ended by killing its process. In one process the
-    neighbour, run again after the first, would be in flight when the second is killed and
-    fail 'restarted twice'. Lanes keep the bombs' tenant out of the neighbour's process."""
+    neighbour would be started three times over; lanes keep the bombs' tenant out of the
+    neighbour's process, which is never killed."""
     host, answered = _counting(0.05)
     bomb_limits = EffectiveLimits(
         cpu_seconds=10, wall_seconds=2, memory_bytes=256 << 20, log_bytes=4096, result_bytes=4096

@@ -5,6 +5,7 @@ the runs wait on a host that answers when the test lets it."""
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -135,3 +136,55 @@ def test_bombs_beside_twenty_waiting_runs_fail_alone_with_their_own_errors():
 
 def _request_of(tenant: int, source: str) -> dict:
     return {**_request(tenant, "k"), "source": source}
+
+
+BOMB_LIMITS = EffectiveLimits(cpu_seconds=10, wall_seconds=2, memory_bytes=256 << 20, log_bytes=4096, result_bytes=4096)
+# Waits on its host most of the time (as a run awaiting fetches does), for about 8 s.
+BUSY_WAITING = (
+    "async function main(event) { const end = Date.now() + 8000; let v;"
+    " while (Date.now() < end) v = await storage.get(event.key); return v; }"
+)
+
+
+class SlowHost:
+    """Answers each storage call after 20 ms; counts the calls."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, calls: list[dict]) -> list[dict]:
+        self.calls += 1
+        time.sleep(0.02)
+        return [{"id": c["id"], "ok": True, "value": json.dumps(c["arg"]["key"])} for c in calls]
+
+
+def test_two_bombs_of_one_tenant_do_not_fail_another_tenants_run_in_their_lane():
+    """A tenant with nothing in flight goes to the least busy process, which may be a bomb
+    thrower's. Its run is started again each time that process is killed for a bomb (as
+    long as its own wall time lasts), and succeeds."""
+    lanes = Lanes(2, 8, lambda: Sandbox(1 << 20, 500, 48 << 20))  # 2 processes, 4 runs of a tenant each
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            # acme (1) in lane 0; globex (3) takes lane 1 with two runs; initech (2) then goes to
+            # the least busy lane: acme's.
+            runs = []
+            for tenant, key in [(1, "a"), (3, "g1"), (3, "g2"), (2, "victim")]:
+                host = SlowHost()
+                runs.append(
+                    pool.submit(
+                        lanes.run,
+                        {**_request_of(tenant, BUSY_WAITING), "event_json": json.dumps({"key": key})},
+                        LIMITS,
+                        host,
+                    )
+                )
+                eventually(lambda host=host: host.calls > 0, 10, f"run {key} started")
+            assert len(lanes.pids) == 2
+            # acme's two bombs, one after the other, in its own lane (where initech's run is).
+            ended = [lanes.run(_request_of(1, PARSE_BOMB), BOMB_LIMITS, SlowHost()) for _ in range(2)]
+            outcomes = [r.result(timeout=30) for r in runs]
+    finally:
+        lanes.close()
+    assert [b["error_kind"] for b in ended] == ["timeout", "timeout"], [b["error_message"] for b in ended]
+    victim = outcomes[3]
+    assert victim["status"] == "succeeded", (victim["error_message"], lanes.restarts)

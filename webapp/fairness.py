@@ -73,8 +73,10 @@ return {'ok', 0, 0}
 """
 )
 
-# KEYS: runs, parked, parked tenants, the queue's intermediate list. ARGV: run id, hold
-# seconds, fixed cap, tenant. Returns 1 with the slot taken, 0 with the run parked.
+# KEYS: runs, parked, parked tenants, the queue's intermediate list, the run's job. ARGV: run
+# id, hold seconds, fixed cap, tenant, worker. Returns 1 with the slot taken (the job then says
+# `started` by that worker: the reaper fails the run if the worker dies before recording it
+# running), 0 with the run parked.
 _TAKE_OR_PARK = (
     _CAP
     + """
@@ -82,6 +84,9 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 if redis.call('ZSCORE', KEYS[1], ARGV[1]) or redis.call('ZCARD', KEYS[1]) < cap(tonumber(ARGV[3]), now) then
   redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
   redis.call('EXPIRE', KEYS[1], math.ceil(tonumber(ARGV[2])) + 60)
+  if redis.call('EXISTS', KEYS[5]) == 1 then
+    redis.call('HSET', KEYS[5], 'status', 'started', 'worker_name', ARGV[5])
+  end
   return 1
 end
 redis.call('LPUSH', KEYS[2], ARGV[1])
@@ -162,12 +167,20 @@ class TenantSlots:
         return None if verdict == b"ok" else Refusal(verdict.decode(), int(wait), int(most))
 
     def take_or_park(
-        self, tenant: int, run_id: str, hold_seconds: float, cap: int, intermediate_key: str, pipe: Pipeline
+        self,
+        tenant: int,
+        run_id: str,
+        hold_seconds: float,
+        cap: int,
+        intermediate_key: str,
+        pipe: Pipeline,
+        job_key: str,
+        worker: str,
     ) -> None:
         """Take a slot for a dequeued run, or park the run until one frees: the pipeline's
         answer is 1 if taken, 0 if parked. The script goes whole (EVAL), as in `release`."""
-        keys = [RUNS.format(tenant), PARKED.format(tenant), PARKED_TENANTS, intermediate_key]
-        pipe.eval(_TAKE_OR_PARK, len(keys), *keys, run_id, hold_seconds, cap, tenant)
+        keys = [RUNS.format(tenant), PARKED.format(tenant), PARKED_TENANTS, intermediate_key, job_key]
+        pipe.eval(_TAKE_OR_PARK, len(keys), *keys, run_id, hold_seconds, cap, tenant, worker)
 
     def release(self, tenant: int, run_id: str, pipe: Pipeline | None = None) -> None:
         """Give the slot back (and wake one parked run). In a pipeline, the script goes whole

@@ -50,18 +50,16 @@ class Runs:
         would otherwise fail a run in flight for a minute as stuck there."""
         pipe = self.redis.pipeline(transaction=False)
         if tenant is not None:
-            self.slots.take_or_park(tenant, job.id, hold, cap, intermediate, pipe)
+            self.slots.take_or_park(tenant, job.id, hold, cap, intermediate, pipe, job.key, self.worker_name)
+        else:  # a job queued by an older web process: no tenant to count it against
+            pipe.hset(job.key, mapping={"status": JobStatus.STARTED.value, "worker_name": self.worker_name})
         pipe.lrem(intermediate, 1, job.id)  # RQ put it there only when the worker serves one queue
         try:
-            taken = pipe.execute()[0] if tenant is not None else 1
+            answered = pipe.execute()
+            taken = answered[0] if tenant is not None else 1
         except RedisError:
             log.warning("job %s: run without its tenant's slot (Redis is unavailable)", job.id)
             return True  # the run goes ahead: fairness is not worth losing it
-        if taken and job.func_name == EPHEMERAL_JOB:  # shown as running (drafts.py); a run's row says so itself
-            try:
-                job.set_status(JobStatus.STARTED)
-            except RedisError:
-                log.warning("draft %s: not shown as running (Redis is unavailable)", job.id)
         return bool(taken)
 
     def perform(self, job: Job, tenant: int | None) -> None:

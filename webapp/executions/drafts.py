@@ -24,6 +24,7 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job
 from rq.results import Result
 
+from webapp.executions.maintenance import ALIVE_KEY
 from webapp.executions.service import DEFAULT_QUEUE, MAX_WAIT_SECONDS, QueueUnavailable
 from webapp.models import Tenant, User, utcnow
 from webapp.redis_client import get_blocking_redis, get_redis
@@ -125,10 +126,13 @@ def ephemeral_outcome(job_id: str, tenant: Tenant, seconds: float) -> DraftOutco
     with contextlib.suppress(RedisError):
         found = Job(job_id, connection=get_blocking_redis()).latest_result(timeout=whole)
     if found is None:
-        started = False
+        status, worker = None, None
         with contextlib.suppress(RedisError):
-            started = job.get_status(refresh=True) == "started"
-        return DraftOutcome(status="running" if started else "queued")
+            status, worker = (v.decode() if v else None for v in get_redis().hmget(job.key, "status", "worker_name"))
+            if status == "started" and worker and not get_redis().exists(ALIVE_KEY.format(worker)):
+                message = f"the worker {worker} stopped while it ran the draft"
+                return DraftOutcome(status="failed", error_kind="lost", error_message=message)
+        return DraftOutcome(status="running" if status == "started" else "queued")
     if found.type != Result.Type.SUCCESSFUL or not isinstance(found.return_value, dict):
         return DraftOutcome(status="failed", error_kind="exception", error_message="the worker could not run the draft")
     value = found.return_value

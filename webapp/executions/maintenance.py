@@ -53,9 +53,13 @@ def reap_lost(redis: Redis) -> int:
             select(Execution.id).where(Execution.status == "queued", Execution.queued_at < now - QUEUED_GRACE)
         )
     )
-    for execution_id, status in zip(queued, _job_statuses(redis, queued), strict=True):
+    for execution_id, (status, worker) in zip(queued, _job_statuses(redis, queued), strict=True):
         if status is None:
             reaped += _fail(execution_id, "queued", "the queued run was lost: its job is no longer in Redis")
+        elif status == "started" and worker and not redis.exists(ALIVE_KEY.format(worker)):
+            # Taken by a worker that died before it could record the run running (the
+            # database was slow or away): no one else will take it.
+            reaped += _fail(execution_id, "queued", f"the worker {worker} stopped before the run started")
         elif status not in (
             "created",
             "queued",
@@ -72,13 +76,14 @@ def reap_lost(redis: Redis) -> int:
     return reaped
 
 
-def _job_statuses(redis: Redis, execution_ids: list) -> list[str | None]:
-    """The status of each run's RQ job (None: no such job), in one round trip: a backlog of
-    queued runs (workers down or far behind) costs the reaper one read each, not a fetch each."""
+def _job_statuses(redis: Redis, execution_ids: list) -> list[tuple[str | None, str | None]]:
+    """The status of each run's RQ job (None: no such job) and the worker that took it, in one
+    round trip: a backlog of queued runs (workers down or far behind) costs the reaper one read
+    each, not a fetch each."""
     pipe = redis.pipeline(transaction=False)
     for execution_id in execution_ids:
-        pipe.hget(Job.key_for(str(execution_id)), "status")
-    return [status.decode() if status is not None else None for status in pipe.execute()]
+        pipe.hmget(Job.key_for(str(execution_id)), "status", "worker_name")
+    return [tuple(v.decode() if v is not None else None for v in fields) for fields in pipe.execute()]
 
 
 def _fail(execution_id: object, expected: str, message: str) -> int:
