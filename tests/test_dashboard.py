@@ -303,11 +303,13 @@ def test_workers_busy_and_idle_and_queues(app, client, make_user, make_token, lo
     }
     script = client.post("/api/v1/scripts", json=body, headers=api).get_json()
     idle = _text(client.get("/").get_data(as_text=True))
-    assert "2 running: 0 busy, 2 idle; 0 runs in flight of 2 slots" in idle
+    assert "2 running: 0 busy, 2 idle, 2 run slots; this tenant's runs in flight: 0 of at most 1" in idle
     assert "0 endpoint calls and 0 other runs waiting" in idle
     client.post(f"/api/v1/scripts/{script['id']}/run", json={"wait": 0}, headers=api)
     deadline = time.monotonic() + 5
-    while "1 busy, 1 idle; 1 run in flight" not in (busy := _text(client.get("/").get_data(as_text=True))):
+    while "1 busy, 1 idle, 2 run slots; this tenant's runs in flight: 1 of" not in (
+        busy := _text(client.get("/").get_data(as_text=True))
+    ):
         assert time.monotonic() < deadline, busy
         time.sleep(0.1)
     deadline = time.monotonic() + 10

@@ -5,7 +5,9 @@ The page works without JavaScript; with htmx, the window selector and a refresh 
 swap only the `dashboard-live` part.
 """
 
-from flask import Blueprint, redirect, render_template, request, url_for
+import time
+
+from flask import Blueprint, current_app, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 from redis.exceptions import RedisError
 from rq import Queue, Worker
@@ -17,7 +19,7 @@ from webapp.cron_registry import CronRegistry
 from webapp.dashboard import charts, stats
 from webapp.executions.service import QUEUES
 from webapp.extensions import db
-from webapp.fairness import WORKER_SLOTS
+from webapp.fairness import RUNS, WORKER_SLOTS
 from webapp.models import Script, utcnow
 from webapp.permissions import can, require
 from webapp.redis_client import get_redis
@@ -56,7 +58,7 @@ def _dashboard():
         "counts": {(t, s): n for t, s, n in db.session.execute(counts_stmt)},
         "recent": list(db.session.scalars(executions_stmt().limit(10))),
         "scheduler": CronRegistry(get_redis()).health(),
-        "workers": _workers(),
+        "workers": _workers(tenant_id),
     }
     if htmx.target() == LIVE_TARGET:
         return render_template("dashboard/_live.html", **context)
@@ -65,23 +67,28 @@ def _dashboard():
     return render_template("dashboard/index.html", usage_warnings=usage_warnings, **context)
 
 
-def _workers() -> dict:
-    """Live workers, and which have runs in flight (several each: WORKER_CONCURRENCY)."""
+def _workers(tenant_id: int) -> dict:
+    """Live workers, which have runs in flight, their slots (WORKER_CONCURRENCY each), and
+    this tenant's own runs in flight against its cap: how many runs other tenants have in
+    flight is theirs to know, not this one's."""
     try:
         redis = get_redis()
         queued = {name: Queue(name, connection=redis).count for name in QUEUES}
         names = [w.name for w in Worker.all(connection=redis)]
         runs = metrics.runs_in_flight(redis, names)
-        slots = redis.hmget(WORKER_SLOTS, names) if names else []
+        slots = sum(int(n or 1) for n in (redis.hmget(WORKER_SLOTS, names) if names else []))
+        mine = redis.zcount(RUNS.format(tenant_id), time.time(), "+inf")
     except RedisError as exc:
         return {"count": 0, "busy": 0, "idle": 0, "queued": {}, "error": f"Redis: {type(exc).__name__}"}
     busy = sum(1 for n in runs.values() if n)
+    fixed = current_app.config["SETTINGS"].tenants.max_runs
     return {
         "count": len(names),
         "busy": busy,
         "idle": len(names) - busy,
-        "runs": sum(runs.values()),
-        "slots": sum(int(n or 1) for n in slots),
+        "slots": slots,
+        "mine": mine,
+        "cap": fixed or max(1, slots // 2),
         "queued": queued,
         "error": None,
     }
