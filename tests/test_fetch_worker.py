@@ -12,6 +12,7 @@ import requests
 
 from tests.fetch_upstream import Upstream, upstream
 from tests.services import eventually
+from tests.test_endpoints import _endpoint
 
 pytestmark = pytest.mark.slow
 EXEMPT = {"FETCH_ALLOWED_NETWORKS": "127.0.0.1/32"}
@@ -103,21 +104,11 @@ def test_an_endpoints_fetches_follow_a_changed_allowlist_at_the_next_call(
     """An endpoint call carries its tenant's allowlist from the web process (no query in the
     worker): a list saved a moment ago holds at the very next call of a cached caller."""
     start_worker(**EXEMPT)
-    created = client.post(
-        "/api/v1/scripts",
-        json={
-            "name": "probe",
-            "type": "endpoint",
-            "endpoint_method": "GET",
-            "endpoint_path": "/probe",
-            "source": """async function main(req) {
-              try { return {status: 200, body: String((await fetch(req.query.to + '/echo')).status)}; }
-              catch (err) { return {status: 200, body: err.message}; }
-            }""",
-        },
-        headers=admin,
-    )
-    assert created.status_code == 201, created.get_json()
+    probe = """async function main(req) {
+      try { return {status: 200, body: String((await fetch(req.query.to + '/echo')).status)}; }
+      catch (err) { return {status: 200, body: err.message}; }
+    }"""
+    _endpoint(client, admin, "GET", "/probe", probe)
 
     def call() -> str:
         answer = requests.get(
