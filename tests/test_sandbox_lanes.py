@@ -16,6 +16,7 @@ from webapp.limits import EffectiveLimits
 from worker.runtime.lanes import Lanes
 from worker.runtime.sandbox import Sandbox
 
+pytestmark = pytest.mark.slow  # sandbox processes
 LIMITS = EffectiveLimits(cpu_seconds=2, wall_seconds=20, memory_bytes=64 << 20, log_bytes=4096, result_bytes=4096)
 WAITS = "async function main(event) { return await storage.get(event.key); }"
 
