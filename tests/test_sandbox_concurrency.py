@@ -306,3 +306,54 @@ def _cpu_seconds(pids: list[int]) -> float:
             fields = fh.read().rsplit(")", 1)[1].split()
         ticks += int(fields[11]) + int(fields[12])
     return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def test_a_run_ended_with_its_own_tenants_process_is_not_started_again_with_fresh_budgets(sandbox: Sandbox):
+    """A tenant's run waits on the worker while another run of the same tenant is killed for
+    its wall time: started again it would get its CPU, call and fetch budgets afresh, so a
+    tenant could lift its own limits by killing its own process. It fails; another tenant's
+    run in flight beside it is started again and succeeds."""
+    bomb_done = threading.Event()
+    host = _answering(lambda call: "fine", lambda: bomb_done.wait(30))
+    with ThreadPoolExecutor(2) as pool:
+        own = pool.submit(sandbox.run, _request(1, WAITS, {"key": "own"}), LIMITS, host)
+        other = pool.submit(sandbox.run, _request(2, WAITS, {"key": "other"}), LIMITS, host)
+        eventually(lambda: len(sandbox._replies) == 2, 10, "both runs in flight")
+        bomb_limits = EffectiveLimits(
+            cpu_seconds=10, wall_seconds=2, memory_bytes=256 << 20, log_bytes=4096, result_bytes=4096
+        )
+        bomb = sandbox.run(_request(1, BOMB, {}), bomb_limits, host)
+        bomb_done.set()
+        own_outcome, other_outcome = own.result(timeout=30), other.result(timeout=30)
+    assert bomb["error_kind"] == "timeout" and sandbox.restarts == 1
+    assert own_outcome["error_message"] == "the sandbox process was ended for another run of this tenant"
+    assert (other_outcome["status"], other_outcome["error_message"]) == ("succeeded", None)
+
+
+def test_a_run_given_up_while_it_waited_is_ended_when_it_computes_on_at_the_head(sandbox: Sandbox):
+    """A spinning run's wall time (0.5 s) passes while it waits behind another spinner: it is
+    reported timed out, but its message is in the process already, and once at the head it
+    would spin to its 5 s CPU limit with no thread watching it, holding up the run of another
+    tenant queued behind it. The process is ended for it within a second instead."""
+    host = _answering(lambda call: "fine")
+    spin = "function main() { for (;;) {} }"
+    first_limits = EffectiveLimits(
+        cpu_seconds=1, wall_seconds=30, memory_bytes=64 << 20, log_bytes=4096, result_bytes=4096
+    )
+    given_up_limits = EffectiveLimits(
+        cpu_seconds=5, wall_seconds=0.5, memory_bytes=64 << 20, log_bytes=4096, result_bytes=4096
+    )
+    quick_limits = EffectiveLimits(
+        cpu_seconds=1, wall_seconds=4, memory_bytes=64 << 20, log_bytes=4096, result_bytes=4096
+    )
+    with ThreadPoolExecutor(3) as pool:
+        first = pool.submit(sandbox.run, _request(1, spin, {}), first_limits, host)
+        eventually(lambda: sandbox._cpu_and_rss()[0] >= 0.1, 10, "the first spinner busy")
+        given_up = pool.submit(sandbox.run, _request(1, spin, {}), given_up_limits, host)
+        eventually(lambda: len(sandbox._sent) == 2, 10, "the second spinner queued")
+        quick = pool.submit(sandbox.run, _request(2, WAITS, {"key": "q"}), quick_limits, host)
+        outcomes = [f.result(timeout=30) for f in (first, given_up, quick)]
+    assert outcomes[0]["error_message"] == "CPU time limit 1 s exceeded"
+    assert outcomes[1]["error_message"] == "wall time limit 0.5 s exceeded"
+    assert (outcomes[2]["status"], outcomes[2]["error_message"]) == ("succeeded", None)
+    assert sandbox.restarts == 1

@@ -38,6 +38,7 @@ _POLL_SECONDS = 0.2
 CPU_GRACE_SECONDS = 1.0  # the engine's own interrupt normally ends a run first
 MEMORY_GRACE_BYTES = 64 * 1024 * 1024  # likewise the engine's memory limit, for the RSS backstop
 MAX_STARTS = 10  # of one run, each time its process was killed for another run's limit
+ABANDONED_GRACE_SECONDS = 1.0  # a run given up, still computing this long once at the head, is ended
 
 
 HostHandler = Callable[[list[dict]], list[dict]]
@@ -65,6 +66,9 @@ class Sandbox:
         self._replies: dict[str, queue.Queue] = {}  # run id -> its replies; None: the process ended
         self._sent: deque[str] = deque()  # the run of each message without a reply yet, in order
         self._head_usage = (0.0, 0)  # the process's CPU and RSS when the head's message became it
+        self._head_since = 0.0  # time.monotonic() then
+        self._tenant_of: dict[str, Any] = {}  # run id -> its tenant, while the run is known
+        self._ended_for: Any = None  # the tenant of the run the process was last killed for
         self._culprits: dict[str, dict[str, Any]] = {}  # run id -> its outcome: killed for its sake
         self._abandoned: set[str] = set()  # runs given up while their message was in the process
         self._recycled_seen = 0  # the process's count of replaced runtimes at its last run's end
@@ -100,16 +104,18 @@ class Sandbox:
     def _started(self) -> subprocess.Popen:
         with self._state:
             if self.proc is not None and self.proc.poll() is not None:  # before its reader saw it
-                self._blame_the_head(self.proc, f"exit code {self.proc.returncode}")
-                self.kill()
+                self.kill(self._blame_the_head(self.proc, f"exit code {self.proc.returncode}"))
             if self.proc is None:
                 self.start()
             assert self.proc is not None
             return self.proc
 
-    def kill(self) -> None:
-        """End the process; every run in flight in it is told (None)."""
+    def kill(self, ended_for: Any = None) -> None:
+        """End the process; every run in flight in it is told (None). `ended_for`: the tenant of
+        the run it was ended for, if any: that tenant's other runs in it are not started again."""
         with self._state:
+            self._ended_for = ended_for
+            self._tenant_of = {run: tenant for run, tenant in self._tenant_of.items() if run in self._replies}
             if self.proc is not None:
                 _end(self.proc)
                 threading.Thread(target=self._close_stdin, args=(self.proc,), daemon=True).start()
@@ -151,8 +157,7 @@ class Sandbox:
             except (protocol.ChannelClosed, OSError, ValueError) as exc:
                 with self._state:
                     if self.proc is proc:  # it died on its own
-                        self._blame_the_head(proc, exc)
-                        self.kill()
+                        self.kill(self._blame_the_head(proc, exc))
                 return
             run_id = message.get("run")
             with self._state:
@@ -160,10 +165,12 @@ class Sandbox:
                     return
                 self._sent.popleft()
                 if self._sent:
-                    self._head_usage = self._cpu_and_rss()
+                    self._head_usage, self._head_since = self._cpu_and_rss(), time.monotonic()
                 abandoned = run_id in self._abandoned
                 if message.get("op") == "done":
-                    self._abandoned.discard(run_id)
+                    if run_id in self._abandoned:
+                        self._abandoned.discard(run_id)
+                        self._tenant_of.pop(run_id, None)
                     message["recycled"] = self._recycled_since(message.get("runtimes_recycled", 0))
                 replies = self._replies.get(run_id)
             if abandoned:
@@ -177,13 +184,14 @@ class Sandbox:
         seen, self._recycled_seen = self._recycled_seen, total
         return total - seen if total >= seen else total
 
-    def _blame_the_head(self, proc: subprocess.Popen, exc: Exception | str) -> None:
+    def _blame_the_head(self, proc: subprocess.Popen, exc: Exception | str) -> Any:
         """The process ended, or spoke past the protocol, while busy with the head's message:
         that run fails, and is not run again (it would end the process again, and every run
         in flight with it); the others run again."""
         log.warning("the sandbox process died (exit %s): %s", proc.poll(), exc)
         if self._sent and self._sent[0] in self._replies:
             self._culprits[self._sent[0]] = _failure("exception", "the sandbox process died during the run")
+        return self._tenant_of.get(self._sent[0]) if self._sent else None
 
     def _send(self, proc: subprocess.Popen, run_id: str, message: dict[str, Any]) -> None:
         """TooLarge, before anything is sent, for a message the process would refuse (and end)."""
@@ -193,7 +201,7 @@ class Sandbox:
                 if self.proc is not proc:
                     raise _Restarted()
                 if not self._sent:
-                    self._head_usage = self._cpu_and_rss()
+                    self._head_usage, self._head_since = self._cpu_and_rss(), time.monotonic()
                 self._sent.append(run_id)
             try:
                 protocol.write(proc.stdin.fileno(), data)
@@ -218,9 +226,14 @@ class Sandbox:
             proc = self._started()  # before the run is known: replacing a dead process tells all known
             with self._state:
                 self._replies[run_id] = replies
+                self._tenant_of[run_id] = request["tenant_id"]
             try:
                 return self._run_once(proc, run_id, replies, request, limits, host, started)
             except _Restarted:
+                if self._ended_for == request["tenant_id"]:
+                    # Ended for a run of its own tenant: started again, it would get its budgets
+                    # afresh, so a tenant could lift its own limits by killing its own process.
+                    return _failure("exception", "the sandbox process was ended for another run of this tenant")
                 # Restarted for other runs' limits: started again while its wall time lasts (a
                 # neighbour tripping backstops again and again must not fail it sooner).
                 if attempt == MAX_STARTS or time.monotonic() - started >= limits.wall_seconds:
@@ -239,6 +252,8 @@ class Sandbox:
                 with self._state:
                     self._replies.pop(run_id, None)
                     self._culprits.pop(run_id, None)
+                    if run_id not in self._abandoned:  # its tenant is wanted until its message is done
+                        self._tenant_of.pop(run_id, None)
         raise AssertionError("unreachable")
 
     def _run_once(
@@ -298,7 +313,14 @@ class Sandbox:
             if self.proc is not proc or run_id not in self._sent:
                 return None  # the process ended: the reader tells this run
             now = time.monotonic()
-            if self._sent[0] != run_id:
+            head = self._sent[0]
+            if head in self._abandoned and now - self._head_since > ABANDONED_GRACE_SECONDS:
+                # Given up by its thread (its wall time passed while it waited), it computes on
+                # with no thread to hold it to its limits: only ending the process stops it.
+                self.restarts += 1
+                self.kill(self._tenant_of.get(head))
+                return None
+            if head != run_id:
                 if now - started < limits.wall_seconds:
                     return None
                 self._abandoned.add(run_id)  # its reply, when it comes, is answered with a cancel
@@ -317,7 +339,7 @@ class Sandbox:
             outcome.update(wall_ms=round((now - started) * 1000, 3), cpu_ms=round(cpu_used * 1000, 3))
             self._culprits[run_id] = outcome
             self.restarts += 1
-            self.kill()
+            self.kill(self._tenant_of.get(run_id))
         return None
 
 
