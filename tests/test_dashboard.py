@@ -1,6 +1,6 @@
 """The dashboard: its numbers (webapp/dashboard/stats.py) and chart geometry (charts.py),
 checked value by value, and the page a tenant member sees (through the test client, and
-with real worker processes for the workers' busy/idle state).
+with real worker processes for the workers' run slots and the tenant's runs in flight).
 
 Execution rows are written directly, at times chosen relative to a fixed or the real `now`.
 """
@@ -290,7 +290,7 @@ def test_a_viewer_sees_it_and_an_outsider_sees_none_of_it(app, client, world, ma
     assert 'id="stat-runs">0<' in html and "exception" not in html
 
 
-def test_workers_busy_and_idle_and_queues(app, client, make_user, make_token, login, start_worker):
+def test_workers_slots_this_tenants_runs_in_flight_and_queues(app, client, make_user, make_token, login, start_worker):
     make_user("ed@acme.io", "acme", "editor")
     api = bearer(make_token("ed@acme.io"))
     login("ed@acme.io")
@@ -303,17 +303,17 @@ def test_workers_busy_and_idle_and_queues(app, client, make_user, make_token, lo
     }
     script = client.post("/api/v1/scripts", json=body, headers=api).get_json()
     idle = _text(client.get("/").get_data(as_text=True))
-    assert "2 running: 0 busy, 2 idle, 2 run slots; this tenant's runs in flight: 0 of at most 1" in idle
+    assert "2 running with 2 run slots; this tenant's runs in flight: 0 of at most 1" in idle
     assert "0 endpoint calls and 0 other runs waiting" in idle
     client.post(f"/api/v1/scripts/{script['id']}/run", json={"wait": 0}, headers=api)
     deadline = time.monotonic() + 5
-    while "1 busy, 1 idle, 2 run slots; this tenant's runs in flight: 1 of" not in (
+    while "2 running with 2 run slots; this tenant's runs in flight: 1 of at most 1" not in (
         busy := _text(client.get("/").get_data(as_text=True))
     ):
         assert time.monotonic() < deadline, busy
         time.sleep(0.1)
     deadline = time.monotonic() + 10
-    # The run's counters are written just after its row and its worker's idle flag: wait for all.
-    while not ("0 busy, 2 idle" in (after := _text(client.get("/").get_data(as_text=True))) and "1 succeeded" in after):
+    # The run's counters are written just after its row and its slot's release: wait for all.
+    while not ("flight: 0 of" in (after := _text(client.get("/").get_data(as_text=True))) and "1 succeeded" in after):
         assert time.monotonic() < deadline, after
         time.sleep(0.1)

@@ -145,14 +145,6 @@ def mark_busy(redis: Redis, worker: str, runs: int) -> None:
         redis.delete(BUSY + worker)
 
 
-def runs_in_flight(redis: Redis, workers: list[str]) -> dict[str, int]:
-    """Each named worker's runs in flight now (as mark_busy last published it)."""
-    if not workers:
-        return {}
-    values = redis.mget([BUSY + name for name in workers])
-    return {name: int(value or 0) for name, value in zip(workers, values, strict=True)}
-
-
 class ScriptMetrics(Collector):
     """Reads the aggregated metrics at scrape time."""
 

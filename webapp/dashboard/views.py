@@ -13,7 +13,7 @@ from redis.exceptions import RedisError
 from rq import Queue, Worker
 from sqlalchemy import func
 
-from webapp import htmx, metrics, quotas
+from webapp import htmx, quotas
 from webapp.auth.identity import current_principal, must_choose_tenant
 from webapp.cron_registry import CronRegistry
 from webapp.dashboard import charts, stats
@@ -68,24 +68,20 @@ def _dashboard():
 
 
 def _workers(tenant_id: int) -> dict:
-    """Live workers, which have runs in flight, their slots (WORKER_CONCURRENCY each), and
-    this tenant's own runs in flight against its cap: how many runs other tenants have in
-    flight is theirs to know, not this one's."""
+    """Live workers, their run slots (WORKER_CONCURRENCY each), and this tenant's own runs in
+    flight against its cap: whether, or how many, runs other tenants have in flight is theirs
+    to know, not this one's (so no busy/idle count per worker)."""
     try:
         redis = get_redis()
         queued = {name: Queue(name, connection=redis).count for name in QUEUES}
         names = [w.name for w in Worker.all(connection=redis)]
-        runs = metrics.runs_in_flight(redis, names)
         slots = sum(int(n or 1) for n in (redis.hmget(WORKER_SLOTS, names) if names else []))
         mine = redis.zcount(RUNS.format(tenant_id), time.time(), "+inf")
     except RedisError as exc:
-        return {"count": 0, "busy": 0, "idle": 0, "queued": {}, "error": f"Redis: {type(exc).__name__}"}
-    busy = sum(1 for n in runs.values() if n)
+        return {"count": 0, "queued": {}, "error": f"Redis: {type(exc).__name__}"}
     fixed = current_app.config["SETTINGS"].tenants.max_runs
     return {
         "count": len(names),
-        "busy": busy,
-        "idle": len(names) - busy,
         "slots": slots,
         "mine": mine,
         "cap": fixed or max(1, slots // 2),
