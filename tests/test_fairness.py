@@ -71,7 +71,7 @@ def test_a_flooding_tenant_gets_429_and_the_other_keeps_its_latency(live_server,
         "message": "this tenant already has 1 run in flight, as many as it may; try again in a moment",
         "execution_id": None,
     }
-    assert len(latencies) >= 5 and max(latencies) < 1.0, latencies  # never behind acme's 2.5 s loops
+    assert len(latencies) >= 5 and max(latencies) < 2.0, latencies  # never behind acme's 2.5 s loops
 
 
 def test_with_runs_in_flight_a_flooding_tenant_does_not_slow_the_other(

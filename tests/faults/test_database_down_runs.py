@@ -40,6 +40,12 @@ def test_endpoint_calls_are_answered_while_a_manual_runs_record_waits_for_the_da
     for _ in range(30):  # each web process knows the caller (it keeps serving it without the database)
         assert requests.get(ping, headers=headers, timeout=10).text == "pong"
     run = requests.post(f"{web.url}/api/v1/scripts/{slow['id']}/run", json={}, headers=headers, timeout=10).json()
+
+    def running() -> bool:
+        execution = requests.get(f"{web.url}/api/v1/executions/{run['id']}", headers=headers, timeout=10).json()
+        return execution["status"] == "running"
+
+    eventually(running, 10, "the run claimed by the worker")  # it ends, to be recorded, once the database is down
     postgres.stop()
     try:
         answered = []
