@@ -103,8 +103,8 @@ def test_with_runs_in_flight_a_flooding_tenant_does_not_slow_the_other(
         assert (answer.status_code, answer.text) == (200, "globex")
     for thread in threads:
         thread.join()
-    assert sorted(r.status_code for r in flood) == [200] * 8  # all within acme's cap of 16
-    assert max(latencies) < 1.0, latencies
+    assert sorted(r.status_code for r in flood) == [200] * 8  # all within acme's cap
+    assert max(latencies) < 2.0, latencies  # never behind one of acme's 2.5 s loops (a loaded host: ~1.5 s)
 
 
 @pytest.mark.tenants(max_runs=1)
